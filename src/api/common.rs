@@ -1,0 +1,108 @@
+//! Field types shared by several kinds.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Lower-case GUID, as Entra ID and ARM print tenant, client, subscription and object ids.
+pub const GUID_PATTERN: &str =
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+/// An ARM resource id: `/subscriptions/{guid}/resourceGroups/{rg}/providers/{ns}/{type}/{name}[/...]`.
+pub const RESOURCE_ID_PATTERN: &str = r"^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/resourceGroups/[-\w._()]{1,90}/providers/[A-Za-z0-9]+\.[A-Za-z0-9.]+/[A-Za-z0-9]+/[^/]+(/[A-Za-z0-9]+/[^/]+)*$";
+/// A user-assigned managed identity resource id.
+pub const USER_ASSIGNED_IDENTITY_PATTERN: &str = r"^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/resourceGroups/[-\w._()]{1,90}/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/[A-Za-z0-9][-A-Za-z0-9_]{2,127}$";
+/// ARM resource group names: 1-90 of letters, digits, `-_.()`, not ending in a period.
+pub const RESOURCE_GROUP_PATTERN: &str = r"^[-\w._()]{0,89}[-\w_()]$";
+/// A Kubernetes object name (DNS-1123 subdomain).
+pub const K8S_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$";
+/// A namespace name (DNS-1123 label).
+pub const NAMESPACE_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+/// A Kubernetes Secret/ConfigMap data key.
+pub const DATA_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]{1,253}$";
+/// A Go-style duration as Kubernetes APIs write it: `90m`, `1h30m`, `45s`.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$";
+
+/// A key in a Secret of the custom resource's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret, in the same namespace as this object.
+    #[schemars(regex(pattern = K8S_NAME_PATTERN))]
+    pub name: String,
+    /// Key inside the Secret's data.
+    #[schemars(regex(pattern = DATA_KEY_PATTERN))]
+    pub key: String,
+}
+
+/// Which kind of credential a reference points to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum CredentialKind {
+    /// An `AzureCredential` in the referencing object's namespace.
+    #[default]
+    AzureCredential,
+    /// A `ClusterAzureCredential` whose `allowedNamespaces` admits the referencing object's namespace.
+    ClusterAzureCredential,
+}
+
+/// Reference to the credential the operator signs in with for this object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialRef {
+    /// `AzureCredential` (same namespace, the default) or `ClusterAzureCredential`.
+    #[serde(default)]
+    pub kind: CredentialKind,
+    /// Name of the credential object.
+    #[schemars(regex(pattern = K8S_NAME_PATTERN))]
+    pub name: String,
+}
+
+/// Reference to an object of this API in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalObjectRef {
+    /// Name of the object, in the same namespace as this one.
+    #[schemars(regex(pattern = K8S_NAME_PATTERN))]
+    pub name: String,
+}
+
+/// Status fields every kind reports.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommonStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Current state, in metav1.Condition shape. `Ready` sums up the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+/// `conditions` as a list map keyed by `type`, as Kubernetes' own types declare it.
+fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<Condition>>();
+    schema.insert("x-kubernetes-list-type".into(), "map".into());
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["type"]),
+    );
+    schema
+}
+
+/// Implemented by every kind's status so the shared reconciler can read and write the common part.
+pub trait HasCommonStatus {
+    /// The common part of the status.
+    fn common(&self) -> &CommonStatus;
+    /// The common part of the status, mutable.
+    fn common_mut(&mut self) -> &mut CommonStatus;
+}
+
+macro_rules! impl_has_common_status {
+    ($($status:ty),* $(,)?) => {$(
+        impl $crate::api::common::HasCommonStatus for $status {
+            fn common(&self) -> &$crate::api::common::CommonStatus { &self.common }
+            fn common_mut(&mut self) -> &mut $crate::api::common::CommonStatus { &mut self.common }
+        }
+    )*};
+}
+pub(crate) use impl_has_common_status;

@@ -1,0 +1,379 @@
+//! `AzureCredential` and `ClusterAzureCredential`: how the operator itself signs in to Azure.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::*;
+use super::rules::{CelRule, cel_rules};
+use super::validation::{Validate, Violation, Violations};
+
+/// The national cloud the credential signs in to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum CloudName {
+    /// Azure public cloud (`login.microsoftonline.com`, `management.azure.com`).
+    #[default]
+    AzurePublicCloud,
+    /// Azure US Government (`login.microsoftonline.us`, `management.usgovcloudapi.net`).
+    AzureUSGovernment,
+    /// Azure operated by 21Vianet (`login.chinacloudapi.cn`, `management.chinacloudapi.cn`).
+    AzureChinaCloud,
+    /// Explicit endpoints from `spec.endpoints` (Azure Stack, sovereign clouds, test emulators).
+    Custom,
+}
+
+/// Endpoints of a `Custom` cloud.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudEndpoints {
+    /// Entra ID authority host, e.g. `https://login.microsoftonline.com`.
+    #[schemars(regex(pattern = r"^https://[^/\s]+/?$"))]
+    pub authority_host: String,
+    /// Azure Resource Manager endpoint, e.g. `https://management.azure.com`.
+    #[schemars(regex(pattern = r"^https://[^/\s]+/?$"))]
+    pub resource_manager: String,
+    /// Storage DNS suffix, e.g. `core.windows.net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_suffix: Option<String>,
+    /// Key Vault DNS suffix, e.g. `vault.azure.net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_vault_suffix: Option<String>,
+    /// Container registry DNS suffix, e.g. `azurecr.io`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_registry_suffix: Option<String>,
+}
+
+/// An Entra ID application (service principal) with a client secret or a certificate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = service_principal_rules)]
+pub struct ServicePrincipalSource {
+    /// Application (client) id of the service principal.
+    #[schemars(regex(pattern = GUID_PATTERN))]
+    pub client_id: String,
+    /// Secret key holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<SecretKeyRef>,
+    /// Secret key holding a PEM certificate and its private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_ref: Option<SecretKeyRef>,
+}
+
+/// Workload identity: a ServiceAccount of this credential's namespace, federated with the client id.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadIdentitySource {
+    /// Client id of the user-assigned identity or application that trusts the ServiceAccount.
+    #[schemars(regex(pattern = GUID_PATTERN))]
+    pub client_id: String,
+    /// ServiceAccount in the credential's own namespace whose token is exchanged (audience
+    /// `api://AzureADTokenExchange`). Another namespace's ServiceAccount cannot be named.
+    #[schemars(regex(pattern = K8S_NAME_PATTERN))]
+    pub service_account_name: String,
+}
+
+/// The node's managed identity through IMDS (cluster-scoped credentials only).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = managed_identity_rules)]
+pub struct ManagedIdentitySource {
+    /// Client id of a user-assigned identity on the node; omit for the system-assigned one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = GUID_PATTERN))]
+    pub client_id: Option<String>,
+    /// Resource id of a user-assigned identity on the node (instead of `clientId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = USER_ASSIGNED_IDENTITY_PATTERN))]
+    pub resource_id: Option<String>,
+}
+
+/// The signed-in Azure CLI of the machine running the operator (cluster-scoped credentials only).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub struct AzureCliSource {}
+
+/// Fields shared by `AzureCredential` and `ClusterAzureCredential`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = credential_rules)]
+pub struct CredentialSpec {
+    /// Entra ID tenant (directory) id.
+    #[schemars(regex(pattern = GUID_PATTERN))]
+    pub tenant_id: String,
+    /// Cloud to sign in to. `Custom` requires `endpoints`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<CloudName>,
+    /// Endpoints of a `Custom` cloud; only with `cloud: Custom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<CloudEndpoints>,
+    /// Sign in as a service principal with a client secret or certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_principal: Option<ServicePrincipalSource>,
+    /// Sign in through workload identity federation with a ServiceAccount of this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_identity: Option<WorkloadIdentitySource>,
+    /// Sign in with the node's managed identity (ClusterAzureCredential only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_identity: Option<ManagedIdentitySource>,
+    /// Sign in with the Azure CLI of the operator's machine (ClusterAzureCredential only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_cli: Option<AzureCliSource>,
+}
+
+/// How the operator authenticates to Azure for objects in this namespace.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "amlidentity.io",
+    version = "v1alpha1",
+    kind = "AzureCredential",
+    namespaced,
+    status = "CredentialStatus",
+    shortname = "azcred",
+    category = "aml",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Tenant","type":"string","jsonPath":".spec.tenantId","priority":1}"#,
+    printcolumn = r#"{"name":"Principal","type":"string","jsonPath":".status.objectId"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = namespaced_credential_rules)]
+pub struct AzureCredentialSpec {
+    /// Tenant, cloud and exactly one credential source.
+    #[serde(flatten)]
+    pub credential: CredentialSpec,
+}
+
+/// Which namespaces may reference a `ClusterAzureCredential`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedNamespaces {
+    /// Namespaces admitted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = NAMESPACE_PATTERN)))]
+    pub names: Vec<String>,
+    /// Namespaces admitted by their labels. An empty selector (`{}`) admits every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// A credential shared by several namespaces; only those admitted by `allowedNamespaces` may use it.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "amlidentity.io",
+    version = "v1alpha1",
+    kind = "ClusterAzureCredential",
+    status = "CredentialStatus",
+    shortname = "cazcred",
+    category = "aml",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Tenant","type":"string","jsonPath":".spec.tenantId","priority":1}"#,
+    printcolumn = r#"{"name":"Principal","type":"string","jsonPath":".status.objectId"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterAzureCredentialSpec {
+    /// Tenant, cloud and exactly one credential source.
+    #[serde(flatten)]
+    pub credential: CredentialSpec,
+    /// Namespaces whose objects may reference this credential. Required: with no names and no
+    /// selector no namespace is admitted.
+    pub allowed_namespaces: AllowedNamespaces,
+}
+
+/// Observed state of a credential.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialStatus {
+    /// Conditions and observed generation.
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// `oid` claim of the last resource-manager token: the object id of the signed-in principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_id: Option<String>,
+    /// `appid` claim of the last resource-manager token: the client id that signed in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+}
+impl_has_common_status!(CredentialStatus);
+
+/// Exactly one credential source.
+pub const RULE_ONE_SOURCE: CelRule = CelRule {
+    rule: "(has(self.servicePrincipal) ? 1 : 0) + (has(self.workloadIdentity) ? 1 : 0) + (has(self.managedIdentity) ? 1 : 0) + (has(self.azureCli) ? 1 : 0) == 1",
+    message: "set exactly one credential source: servicePrincipal, workloadIdentity, managedIdentity or azureCli",
+};
+/// `endpoints` exactly when `cloud: Custom`.
+pub const RULE_CUSTOM_ENDPOINTS: CelRule = CelRule {
+    rule: "(has(self.cloud) && self.cloud == 'Custom') == has(self.endpoints)",
+    message: "endpoints is required with cloud: Custom and not allowed with a named cloud",
+};
+/// A service principal has a secret or a certificate, not both.
+pub const RULE_SP_ONE_SECRET: CelRule = CelRule {
+    rule: "has(self.clientSecretRef) != has(self.clientCertificateRef)",
+    message: "servicePrincipal needs exactly one of clientSecretRef or clientCertificateRef",
+};
+/// A managed identity is selected by client id or resource id, not both.
+pub const RULE_MI_ONE_SELECTOR: CelRule = CelRule {
+    rule: "!(has(self.clientId) && has(self.resourceId))",
+    message: "managedIdentity takes clientId or resourceId, not both",
+};
+/// Node identities and the CLI are for cluster admins only.
+pub const RULE_NAMESPACED_SOURCES: CelRule = CelRule {
+    rule: "!has(self.managedIdentity) && !has(self.azureCli)",
+    message: "managedIdentity and azureCli are only allowed in a ClusterAzureCredential: a node identity is shared by every namespace; use servicePrincipal or workloadIdentity here",
+};
+
+cel_rules!(credential_rules, &[RULE_ONE_SOURCE, RULE_CUSTOM_ENDPOINTS]);
+cel_rules!(service_principal_rules, &[RULE_SP_ONE_SECRET]);
+cel_rules!(managed_identity_rules, &[RULE_MI_ONE_SELECTOR]);
+cel_rules!(namespaced_credential_rules, &[RULE_NAMESPACED_SOURCES]);
+
+impl CredentialSpec {
+    fn validate_into(&self, v: &mut Violations) {
+        v.pattern(
+            &self.tenant_id,
+            GUID_PATTERN,
+            "spec.tenantId",
+            "a tenant id GUID",
+        );
+        let sources = [
+            self.service_principal.is_some(),
+            self.workload_identity.is_some(),
+            self.managed_identity.is_some(),
+            self.azure_cli.is_some(),
+        ];
+        let count = sources.iter().filter(|s| **s).count();
+        v.check(
+            count == 1,
+            "spec",
+            format!(
+                "{count} credential sources are set; {}",
+                RULE_ONE_SOURCE.message
+            ),
+        );
+        let custom = self.cloud == Some(CloudName::Custom);
+        v.check(
+            custom == self.endpoints.is_some(),
+            "spec.endpoints",
+            RULE_CUSTOM_ENDPOINTS.message,
+        );
+        if let Some(e) = &self.endpoints {
+            for (field, value) in [
+                ("authorityHost", &e.authority_host),
+                ("resourceManager", &e.resource_manager),
+            ] {
+                v.pattern(
+                    value,
+                    r"^https://[^/\s]+/?$",
+                    format!("spec.endpoints.{field}"),
+                    "an https:// URL with no path",
+                );
+            }
+        }
+        if let Some(sp) = &self.service_principal {
+            v.pattern(
+                &sp.client_id,
+                GUID_PATTERN,
+                "spec.servicePrincipal.clientId",
+                "a client id GUID",
+            );
+            v.check(
+                sp.client_secret_ref.is_some() != sp.client_certificate_ref.is_some(),
+                "spec.servicePrincipal",
+                RULE_SP_ONE_SECRET.message,
+            );
+            for (field, r) in [
+                ("clientSecretRef", &sp.client_secret_ref),
+                ("clientCertificateRef", &sp.client_certificate_ref),
+            ] {
+                if let Some(r) = r {
+                    validate_secret_key_ref(r, &format!("spec.servicePrincipal.{field}"), v);
+                }
+            }
+        }
+        if let Some(wi) = &self.workload_identity {
+            v.pattern(
+                &wi.client_id,
+                GUID_PATTERN,
+                "spec.workloadIdentity.clientId",
+                "a client id GUID",
+            );
+            v.pattern(
+                &wi.service_account_name,
+                K8S_NAME_PATTERN,
+                "spec.workloadIdentity.serviceAccountName",
+                "a ServiceAccount name",
+            );
+        }
+        if let Some(mi) = &self.managed_identity {
+            v.pattern_opt(
+                mi.client_id.as_deref(),
+                GUID_PATTERN,
+                "spec.managedIdentity.clientId",
+                "a client id GUID",
+            );
+            v.pattern_opt(
+                mi.resource_id.as_deref(),
+                USER_ASSIGNED_IDENTITY_PATTERN,
+                "spec.managedIdentity.resourceId",
+                "a user-assigned identity resource id",
+            );
+            v.check(
+                !(mi.client_id.is_some() && mi.resource_id.is_some()),
+                "spec.managedIdentity",
+                RULE_MI_ONE_SELECTOR.message,
+            );
+        }
+    }
+}
+
+/// Checks a Secret key reference.
+pub fn validate_secret_key_ref(r: &SecretKeyRef, field: &str, v: &mut Violations) {
+    v.pattern(
+        &r.name,
+        K8S_NAME_PATTERN,
+        format!("{field}.name"),
+        "a Secret name",
+    );
+    v.pattern(
+        &r.key,
+        DATA_KEY_PATTERN,
+        format!("{field}.key"),
+        "a Secret data key",
+    );
+}
+
+impl Validate for AzureCredential {
+    fn validate(&self) -> Vec<Violation> {
+        let mut v = Violations::default();
+        let c = &self.spec.credential;
+        v.check(
+            c.managed_identity.is_none() && c.azure_cli.is_none(),
+            if c.managed_identity.is_some() {
+                "spec.managedIdentity"
+            } else {
+                "spec.azureCli"
+            },
+            RULE_NAMESPACED_SOURCES.message,
+        );
+        c.validate_into(&mut v);
+        v.into_vec()
+    }
+}
+
+impl Validate for ClusterAzureCredential {
+    fn validate(&self) -> Vec<Violation> {
+        let mut v = Violations::default();
+        self.spec.credential.validate_into(&mut v);
+        for (i, name) in self.spec.allowed_namespaces.names.iter().enumerate() {
+            v.pattern(
+                name,
+                NAMESPACE_PATTERN,
+                format!("spec.allowedNamespaces.names[{i}]"),
+                "a namespace name",
+            );
+        }
+        v.into_vec()
+    }
+}

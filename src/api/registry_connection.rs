@@ -1,0 +1,314 @@
+//! `RegistryConnection`: an Azure Container Registry reachable by pods and by the workspace.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::*;
+use super::credential::validate_secret_key_ref;
+use super::rules::{CelRule, cel_rules};
+use super::validation::{Validate, Violation, Violations};
+
+/// A registry login server, e.g. `contosoregistry.azurecr.io`.
+pub const LOGIN_SERVER_PATTERN: &str = r"^[a-zA-Z0-9]{5,50}\.[a-z0-9.-]+[a-z]$";
+/// A container registry resource id.
+pub const REGISTRY_ID_PATTERN: &str = r"^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/resourceGroups/[-\w._()]{1,90}/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50}$";
+
+/// The registry.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Registry {
+    /// Login server, e.g. `contosoregistry.azurecr.io`.
+    #[schemars(regex(pattern = LOGIN_SERVER_PATTERN))]
+    pub login_server: String,
+    /// ARM resource id of the registry (for grants, `listCredentials` and the workspace connection).
+    #[schemars(regex(pattern = REGISTRY_ID_PATTERN))]
+    pub resource_id: String,
+}
+
+/// How pull credentials are obtained.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RegistryAuthType {
+    /// The registry's admin user, read with `listCredentials`.
+    AdminUser,
+    /// A managed identity's AAD token exchanged for an ACR refresh token.
+    ManagedIdentity,
+    /// A service principal's AAD token exchanged for an ACR refresh token.
+    ServicePrincipal,
+}
+
+/// The managed identity that pulls.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = registry_identity_rules)]
+pub struct RegistryManagedIdentity {
+    /// A ComputeIdentity (same namespace) whose default identity pulls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_identity_ref: Option<LocalObjectRef>,
+    /// Client id of a user-assigned identity (with resourceId, instead of computeIdentityRef).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = GUID_PATTERN))]
+    pub client_id: Option<String>,
+    /// Resource id of that user-assigned identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = USER_ASSIGNED_IDENTITY_PATTERN))]
+    pub resource_id: Option<String>,
+}
+
+/// A service principal that pulls.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryServicePrincipal {
+    /// Client id of the service principal.
+    #[schemars(regex(pattern = GUID_PATTERN))]
+    pub client_id: String,
+    /// Secret key with its client secret.
+    pub client_secret_ref: SecretKeyRef,
+}
+
+/// Registry authentication.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = registry_auth_rules)]
+pub struct RegistryAuth {
+    /// `AdminUser`, `ManagedIdentity` or `ServicePrincipal`.
+    #[serde(rename = "type")]
+    pub type_: RegistryAuthType,
+    /// The identity, with type ManagedIdentity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_identity: Option<RegistryManagedIdentity>,
+    /// The service principal, with type ServicePrincipal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_principal: Option<RegistryServicePrincipal>,
+}
+
+/// A `ContainerRegistry` connection in the workspace, as `az ml connection create` makes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceConnection {
+    /// Name of the connection in the workspace.
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}$"))]
+    pub name: String,
+}
+
+/// Roles the operator grants for this registry.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryGrants {
+    /// AcrPull for the pulling identity on the registry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acr_pull: bool,
+    /// Managed Identity Operator for the workspace identity on the pulling user-assigned identity,
+    /// so image builds can use it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub managed_identity_operator: bool,
+}
+
+/// Where the pull secret goes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryTarget {
+    /// Name of the `kubernetes.io/dockerconfigjson` Secret, in this namespace.
+    #[schemars(regex(pattern = K8S_NAME_PATTERN))]
+    pub secret_name: String,
+    /// ServiceAccounts of this namespace that get the Secret in `imagePullSecrets`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = K8S_NAME_PATTERN)))]
+    pub service_accounts: Vec<String>,
+}
+
+/// A container registry connection.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "amlidentity.io",
+    version = "v1alpha1",
+    kind = "RegistryConnection",
+    namespaced,
+    status = "RegistryConnectionStatus",
+    shortname = "amlrc",
+    category = "aml",
+    printcolumn = r#"{"name":"Registry","type":"string","jsonPath":".spec.registry.loginServer"}"#,
+    printcolumn = r#"{"name":"Auth","type":"string","jsonPath":".spec.auth.type"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.expiresAt","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = registry_connection_rules)]
+pub struct RegistryConnectionSpec {
+    /// The Workspace (same namespace); required for a workspace connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_ref: Option<LocalObjectRef>,
+    /// The credential for ARM calls when there is no workspaceRef (otherwise the workspace's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_ref: Option<CredentialRef>,
+    /// The registry.
+    pub registry: Registry,
+    /// How pull credentials are obtained.
+    pub auth: RegistryAuth,
+    /// Create this workspace connection (ManagedIdentity auth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_connection: Option<WorkspaceConnection>,
+    /// Roles to grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<RegistryGrants>,
+    /// The pull Secret.
+    pub target: RegistryTarget,
+}
+
+/// Observed state of a registry connection.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryConnectionStatus {
+    /// Conditions and observed generation.
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// When the refresh token in the Secret expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// When the operator renews it (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<String>,
+}
+impl_has_common_status!(RegistryConnectionStatus);
+
+/// The auth sub-object matches the type.
+pub const RULE_AUTH_MATCHES_TYPE: CelRule = CelRule {
+    rule: "has(self.managedIdentity) == (self.type == 'ManagedIdentity') && has(self.servicePrincipal) == (self.type == 'ServicePrincipal')",
+    message: "auth: set managedIdentity exactly with type ManagedIdentity and servicePrincipal exactly with type ServicePrincipal",
+};
+/// One way to name the identity.
+pub const RULE_IDENTITY_REF_OR_IDS: CelRule = CelRule {
+    rule: "has(self.computeIdentityRef) ? !has(self.clientId) && !has(self.resourceId) : has(self.clientId) && has(self.resourceId)",
+    message: "auth.managedIdentity takes computeIdentityRef, or clientId together with resourceId",
+};
+/// ARM calls need a credential.
+pub const RULE_CREDENTIAL_SOURCE: CelRule = CelRule {
+    rule: "has(self.workspaceRef) || has(self.credentialRef)",
+    message: "set workspaceRef (its credential is used) or credentialRef",
+};
+/// The workspace connection needs a workspace and a managed identity.
+pub const RULE_CONNECTION_NEEDS_WORKSPACE: CelRule = CelRule {
+    rule: "!has(self.workspaceConnection) || (has(self.workspaceRef) && self.auth.type == 'ManagedIdentity')",
+    message: "workspaceConnection needs workspaceRef and auth.type ManagedIdentity (the connection stores ManagedIdentity credentials)",
+};
+
+cel_rules!(registry_auth_rules, &[RULE_AUTH_MATCHES_TYPE]);
+cel_rules!(registry_identity_rules, &[RULE_IDENTITY_REF_OR_IDS]);
+cel_rules!(
+    registry_connection_rules,
+    &[RULE_CREDENTIAL_SOURCE, RULE_CONNECTION_NEEDS_WORKSPACE]
+);
+
+impl Validate for RegistryConnection {
+    fn validate(&self) -> Vec<Violation> {
+        let s = &self.spec;
+        let mut v = Violations::default();
+        if let Some(w) = &s.workspace_ref {
+            v.pattern(
+                &w.name,
+                K8S_NAME_PATTERN,
+                "spec.workspaceRef.name",
+                "a Workspace name",
+            );
+        }
+        if let Some(c) = &s.credential_ref {
+            v.pattern(
+                &c.name,
+                K8S_NAME_PATTERN,
+                "spec.credentialRef.name",
+                "a credential name",
+            );
+        }
+        v.check(
+            s.workspace_ref.is_some() || s.credential_ref.is_some(),
+            "spec.credentialRef",
+            RULE_CREDENTIAL_SOURCE.message,
+        );
+        v.pattern(
+            &s.registry.login_server,
+            LOGIN_SERVER_PATTERN,
+            "spec.registry.loginServer",
+            "a login server such as myregistry.azurecr.io",
+        );
+        v.pattern(
+            &s.registry.resource_id,
+            REGISTRY_ID_PATTERN,
+            "spec.registry.resourceId",
+            "a Microsoft.ContainerRegistry/registries resource id",
+        );
+        let a = &s.auth;
+        let mi = a.type_ == RegistryAuthType::ManagedIdentity;
+        let sp = a.type_ == RegistryAuthType::ServicePrincipal;
+        v.check(
+            a.managed_identity.is_some() == mi && a.service_principal.is_some() == sp,
+            "spec.auth",
+            RULE_AUTH_MATCHES_TYPE.message,
+        );
+        if let Some(m) = &a.managed_identity {
+            let ok = match &m.compute_identity_ref {
+                Some(_) => m.client_id.is_none() && m.resource_id.is_none(),
+                None => m.client_id.is_some() && m.resource_id.is_some(),
+            };
+            v.check(
+                ok,
+                "spec.auth.managedIdentity",
+                RULE_IDENTITY_REF_OR_IDS.message,
+            );
+            v.pattern_opt(
+                m.client_id.as_deref(),
+                GUID_PATTERN,
+                "spec.auth.managedIdentity.clientId",
+                "a client id GUID",
+            );
+            v.pattern_opt(
+                m.resource_id.as_deref(),
+                USER_ASSIGNED_IDENTITY_PATTERN,
+                "spec.auth.managedIdentity.resourceId",
+                "a user-assigned identity resource id",
+            );
+        }
+        if let Some(p) = &a.service_principal {
+            v.pattern(
+                &p.client_id,
+                GUID_PATTERN,
+                "spec.auth.servicePrincipal.clientId",
+                "a client id GUID",
+            );
+            validate_secret_key_ref(
+                &p.client_secret_ref,
+                "spec.auth.servicePrincipal.clientSecretRef",
+                &mut v,
+            );
+        }
+        if let Some(c) = &s.workspace_connection {
+            v.pattern(
+                &c.name,
+                r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}$",
+                "spec.workspaceConnection.name",
+                "a connection name",
+            );
+            v.check(
+                s.workspace_ref.is_some() && mi,
+                "spec.workspaceConnection",
+                RULE_CONNECTION_NEEDS_WORKSPACE.message,
+            );
+        }
+        v.pattern(
+            &s.target.secret_name,
+            K8S_NAME_PATTERN,
+            "spec.target.secretName",
+            "a Secret name",
+        );
+        for (i, sa) in s.target.service_accounts.iter().enumerate() {
+            v.pattern(
+                sa,
+                K8S_NAME_PATTERN,
+                format!("spec.target.serviceAccounts[{i}]"),
+                "a ServiceAccount name",
+            );
+        }
+        v.into_vec()
+    }
+}
