@@ -23,9 +23,13 @@ pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Err
 }
 
 /// Writes every CRD to `dir/<name>.yaml`, or prints them as one YAML stream when `dir` is `None`.
-pub fn generate(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub fn generate(dir: Option<&std::path::Path>, without_cel: bool) -> anyhow::Result<()> {
     for crd in all() {
-        let yaml = to_yaml(&crd)?;
+        let yaml = if without_cel {
+            serde_yaml::to_string(&strip_cel(&crd))?
+        } else {
+            to_yaml(&crd)?
+        };
         match dir {
             Some(dir) => {
                 let name = crd.metadata.name.as_deref().unwrap_or("unnamed");

@@ -1,4 +1,8 @@
 //! aml-identity-operator: the identity side of Azure Machine Learning as Kubernetes custom resources.
 
 pub mod api;
+pub mod controllers;
 pub mod crd;
+pub mod metrics;
+pub mod run;
+pub mod server;

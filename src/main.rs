@@ -1,26 +1,62 @@
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
 
 /// Kubernetes operator for the identity side of Azure Machine Learning.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "AMLID_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controllers.
+    Run(aml_identity_operator::run::RunOptions),
     /// Print every CustomResourceDefinition as YAML, or write one file per CRD into `--out`.
     Crdgen {
         /// Directory to write `<name>.yaml` files into (e.g. `crds/`).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+        /// Leave out the CEL rules (`x-kubernetes-validations`), for API servers older than 1.25.
+        #[arg(long)]
+        strip_cel: bool,
     },
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Crdgen { out } => aml_identity_operator::crd::generate(out.as_deref())?,
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.init(),
+    }
+    match cli.command {
+        Command::Crdgen { out, strip_cel } => {
+            aml_identity_operator::crd::generate(out.as_deref(), strip_cel)?
+        }
+        Command::Run(opts) => {
+            // One rustls crypto provider for the whole process (kube now, reqwest/azure_core later).
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(aml_identity_operator::run::run(opts))?;
+        }
     }
     Ok(())
 }

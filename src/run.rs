@@ -1,0 +1,155 @@
+//! The `run` subcommand: health server, leader election, controllers and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use kube::Client;
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+
+use crate::controllers::{self, Context, Scope};
+use crate::metrics::Metrics;
+use crate::server::{self, Health};
+
+/// Options of `run`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunOptions {
+    /// Reconcile only objects in this namespace (cluster-scoped kinds are always watched).
+    #[arg(long, env = "AMLID_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Reconcile only objects whose labels match this selector, e.g. `shard=a`.
+    #[arg(long, env = "AMLID_LABEL_SELECTOR")]
+    pub label_selector: Option<String>,
+    /// Objects reconciled at once, per kind.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: u16,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "AMLID_HEALTH_ADDR")]
+    pub health_addr: SocketAddr,
+    /// Elect a leader with a Lease; only the leader reconciles.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "aml-identity-operator")]
+    pub lease_name: String,
+    /// Namespace of the leader-election Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// This instance's identity in the Lease and in Events (defaults to the host name and PID).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds a leader's Lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration: u64,
+}
+
+/// Runs until SIGTERM or SIGINT; returns an error if leadership is lost (the process should restart).
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let identity = opts.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        let _ = shutdown_tx.send(true);
+    });
+
+    let health = Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let mut server_stop = shutdown_rx.clone();
+    let (addr, server_task) = server::serve(opts.health_addr, health, async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    })
+    .await?;
+    tracing::info!(%addr, "serving /healthz /readyz /metrics");
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        Some(identity.clone()),
+    ));
+    let scope = Scope {
+        namespace: opts.namespace.clone(),
+        label_selector: opts.label_selector.clone(),
+        concurrency: opts.concurrency,
+    };
+
+    let result = if opts.leader_elect {
+        run_as_leader(client, &opts, identity, ctx, scope, shutdown_rx, ready).await
+    } else {
+        ready.store(true, Ordering::Relaxed);
+        controllers::run_all(ctx, scope, shutdown_rx).await;
+        Ok(())
+    };
+    let _ = server_task.await;
+    tracing::info!("stopped");
+    result
+}
+
+async fn run_as_leader(
+    client: Client,
+    opts: &RunOptions,
+    identity: String,
+    ctx: Arc<Context>,
+    scope: Scope,
+    mut shutdown: watch::Receiver<bool>,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let manager = LeaseManagerBuilder::new(client, &opts.lease_name)
+        .with_namespace(&opts.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(opts.lease_duration)
+        .with_grace(opts.lease_duration.div_ceil(3))
+        .with_field_manager(controllers::MANAGER)
+        .build()
+        .await?;
+    let (mut leader, lease_task) = manager.watch().await;
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(lease = %opts.lease_name, %identity, "waiting for leadership");
+
+    let stopped = tokio::select! {
+        won = leader.wait_for(|l| *l) => { won?; false }
+        _ = shutdown.wait_for(|s| *s) => true,
+    };
+    if stopped {
+        drop(leader);
+        let _ = lease_task.await;
+        return Ok(());
+    }
+    tracing::info!(%identity, "leading");
+    ctx.metrics.leader.set(1);
+
+    let lost = tokio::select! {
+        _ = controllers::run_all(ctx.clone(), scope, shutdown.clone()) => false,
+        _ = leader.wait_for(|l| !*l) => true,
+    };
+    ctx.metrics.leader.set(0);
+    // Closing the channel makes the lease task release the Lease, so a standby takes over at once.
+    drop(leader);
+    let _ = lease_task.await;
+    if lost {
+        anyhow::bail!(
+            "lost the leader Lease {}; exiting so that a restart rejoins the election",
+            opts.lease_name
+        );
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

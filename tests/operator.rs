@@ -1,0 +1,367 @@
+//! The operator against the real local control plane: CRDs install, samples reach honest conditions,
+//! invalid samples are refused where they should be, finalizers, restarts and leader election.
+
+mod support;
+
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use support::cluster::{self, Operator};
+use support::samples::{self, Expect, Sample};
+
+const FINALIZER: &str = "amlidentity.io/finalizer";
+
+/// Creates a sample in `ns`; cluster-scoped samples get a unique name so tests do not collide.
+async fn create(client: &Client, sample: &Sample, ns: &str) -> Result<DynamicObject, kube::Error> {
+    let mut object = sample.object.clone();
+    if sample.kind().starts_with("Cluster") {
+        object["metadata"]["name"] = format!("{}-{}", sample.name(), cluster::unique()).into();
+        // Admit the test namespace, as a platform team would for a team's namespace.
+        object["spec"]["allowedNamespaces"]["names"] = serde_json::json!([ns]);
+        // Cluster-scoped objects outlive the namespace: the label lets the test delete them.
+        object["metadata"]["labels"] = serde_json::json!({ cluster::TEST_NAMESPACE_LABEL: ns });
+    }
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    cluster::dynamic_api(client, &sample.object, ns)
+        .create(&PostParams::default(), &object)
+        .await
+}
+
+/// Waits until the operator reported on the object's current generation; returns the object.
+async fn reported(client: &Client, sample: &Sample, name: &str, ns: &str) -> DynamicObject {
+    let api = cluster::dynamic_api(client, &sample.object, ns);
+    cluster::wait_until(
+        Duration::from_secs(30),
+        &format!("status of {} {name}", sample.kind()),
+        || {
+            let api = api.clone();
+            async move {
+                let obj = api.get(name).await.ok()?;
+                let (_, _, _, observed) = cluster::ready_condition(&obj)?;
+                (observed == obj.metadata.generation).then_some(obj)
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn crds_install_without_cel_and_keep_their_schema() {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    for c in aml_identity_operator::crd::all() {
+        let served = api.get(c.metadata.name.as_deref().unwrap()).await.unwrap();
+        let schema = serde_json::to_string(&served.spec.versions[0].schema).unwrap();
+        assert!(!schema.contains("x-kubernetes-validations"));
+        assert!(
+            schema.contains("\"pattern\""),
+            "{:?} lost its patterns",
+            c.metadata.name
+        );
+        assert!(
+            served.spec.versions[0]
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
+        assert_eq!(served.spec.names.categories, Some(vec!["aml".to_string()]));
+    }
+}
+
+#[tokio::test]
+async fn valid_samples_report_not_implemented_and_get_the_finalizer() {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let ns = cluster::namespace(&client, "valid").await;
+    let _operator = Operator::start(&ns, "lease-valid", "valid-0");
+
+    for sample in samples::valid() {
+        let created = create(&client, &sample, &ns)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", sample.file_name()));
+        let obj = reported(&client, &sample, &created.name_any(), &ns).await;
+        let (status, reason, message, _) = cluster::ready_condition(&obj).unwrap();
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "NotImplemented"),
+            "{}: {message}",
+            sample.file_name()
+        );
+        assert!(
+            message.contains(sample.kind()),
+            "{}: {message}",
+            sample.file_name()
+        );
+        assert!(
+            obj.finalizers().iter().any(|f| f == FINALIZER),
+            "{}: no finalizer",
+            sample.file_name()
+        );
+    }
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn invalid_samples_are_refused_at_admission_or_with_invalid_spec() {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let ns = cluster::namespace(&client, "invalid").await;
+    let operator = Operator::start(&ns, "lease-invalid", "invalid-0");
+
+    let mut admitted = Vec::new();
+    for sample in samples::invalid() {
+        let field = sample.field.clone().unwrap();
+        match (sample.expect, create(&client, &sample, &ns).await) {
+            (Expect::Schema, Err(kube::Error::Api(status))) => {
+                assert_eq!(status.code, 422, "{}: {status:?}", sample.file_name());
+                assert!(
+                    status.message.contains(&field),
+                    "{}: the refusal does not name {field}: {}",
+                    sample.file_name(),
+                    status.message
+                );
+            }
+            (Expect::Schema, other) => panic!(
+                "{}: expected a 422 at admission, got {other:?}",
+                sample.file_name()
+            ),
+            (Expect::Cel, Ok(created)) => admitted.push((sample, created.name_any(), field)),
+            (_, other) => panic!(
+                "{}: the 1.20 API server should admit it (CEL is not enforced there): {other:?}",
+                sample.file_name()
+            ),
+        }
+    }
+    assert!(admitted.len() > 15);
+    for (sample, name, field) in &admitted {
+        let obj = reported(&client, sample, name, &ns).await;
+        let (status, reason, message, _) = cluster::ready_condition(&obj).unwrap();
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "InvalidSpec"),
+            "{}",
+            sample.file_name()
+        );
+        assert!(
+            message.contains(&format!("{field}:")),
+            "{}: message does not name {field}: {message}",
+            sample.file_name()
+        );
+        assert!(
+            obj.finalizers().is_empty(),
+            "{}: an invalid spec must have no side effect",
+            sample.file_name()
+        );
+    }
+
+    // Each refusal is also a Warning Event on the object.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let namespaced: Vec<_> = admitted
+        .iter()
+        .filter(|(s, _, _)| !s.kind().starts_with("Cluster"))
+        .collect();
+    let list = cluster::wait_until(Duration::from_secs(20), "InvalidSpec events", || {
+        let events = events.clone();
+        let want = namespaced.len();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            let warnings: Vec<_> = list
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("InvalidSpec"))
+                .collect();
+            (warnings.len() >= want).then_some(warnings)
+        }
+    })
+    .await;
+    for (_, name, field) in namespaced {
+        let event = list
+            .iter()
+            .find(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str()));
+        let event = event.unwrap_or_else(|| panic!("no InvalidSpec event for {name}"));
+        assert_eq!(event.type_.as_deref(), Some("Warning"));
+        assert!(
+            event
+                .note
+                .as_deref()
+                .unwrap_or_default()
+                .contains(field.as_str())
+        );
+    }
+    assert!(!operator.logs().contains("panicked"), "{}", operator.logs());
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn deleting_an_object_with_the_finalizer_completes() {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let ns = cluster::namespace(&client, "delete").await;
+    let _operator = Operator::start(&ns, "lease-delete", "delete-0");
+
+    for sample in samples::valid() {
+        let name = create(&client, &sample, &ns).await.unwrap().name_any();
+        let obj = reported(&client, &sample, &name, &ns).await;
+        assert!(obj.finalizers().iter().any(|f| f == FINALIZER));
+        let api = cluster::dynamic_api(&client, &sample.object, &ns);
+        api.delete(&name, &DeleteParams::default()).await.unwrap();
+        cluster::wait_until(
+            Duration::from_secs(30),
+            &format!("{name} to be gone"),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    matches!(api.get(&name).await, Err(kube::Error::Api(s)) if s.code == 404)
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn restarting_the_operator_rewrites_nothing() {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let ns = cluster::namespace(&client, "restart").await;
+    let mut first = Operator::start(&ns, "lease-restart", "restart-0");
+
+    let mut versions = Vec::new();
+    let mut all = samples::valid();
+    all.extend(
+        samples::invalid()
+            .into_iter()
+            .filter(|s| s.expect == Expect::Cel && !s.kind().starts_with("Cluster")),
+    );
+    for sample in &all {
+        let name = create(&client, sample, &ns).await.unwrap().name_any();
+        reported(&client, sample, &name, &ns).await;
+        versions.push((sample.clone(), name));
+    }
+    // Let the first operator go quiet, then take a snapshot of every object and Event.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let snapshot = snapshot(&client, &versions, &ns).await;
+    assert!(first.stop(), "the operator did not exit on SIGTERM");
+
+    let second = Operator::start(&ns, "lease-restart", "restart-1");
+    let expected = versions.len() as f64;
+    cluster::wait_until(
+        Duration::from_secs(40),
+        "the restarted operator to reconcile everything",
+        || async {
+            let reconciles = second
+                .metric_sum("aml_identity_operator_reconciles_total")
+                .await?;
+            (reconciles >= expected).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        snapshot,
+        self::snapshot(&client, &versions, &ns).await,
+        "the restart rewrote something"
+    );
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+/// resourceVersion of every object and the Events' (name, count), sorted.
+async fn snapshot(client: &Client, objects: &[(Sample, String)], ns: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (sample, name) in objects {
+        let obj = cluster::dynamic_api(client, &sample.object, ns)
+            .get(name)
+            .await
+            .unwrap();
+        out.push(format!("{name}={}", obj.resource_version().unwrap()));
+    }
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    for e in events.list(&ListParams::default()).await.unwrap() {
+        out.push(format!(
+            "event {}={}",
+            e.name_any(),
+            e.resource_version().unwrap()
+        ));
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn two_operators_elect_exactly_one_leader() {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let ns = cluster::namespace(&client, "leader").await;
+    let mut operators = [
+        Operator::start(&ns, "lease-shared", "leader-a"),
+        Operator::start(&ns, "lease-shared", "leader-b"),
+    ];
+    let sample = samples::valid()
+        .into_iter()
+        .find(|s| s.kind() == "Workspace")
+        .unwrap();
+
+    let first = create(&client, &sample, &ns).await.unwrap().name_any();
+    reported(&client, &sample, &first, &ns).await;
+    let leader = cluster::wait_until(Duration::from_secs(30), "exactly one leader", || async {
+        let a = operators[0]
+            .metric_sum("aml_identity_operator_leader")
+            .await?;
+        let b = operators[1]
+            .metric_sum("aml_identity_operator_leader")
+            .await?;
+        match (a, b) {
+            (1.0, 0.0) => Some(0),
+            (0.0, 1.0) => Some(1),
+            _ => None,
+        }
+    })
+    .await;
+    let standby = 1 - leader;
+    assert!(
+        operators[leader]
+            .metric_sum("aml_identity_operator_reconciles_total")
+            .await
+            .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        operators[standby]
+            .metric_sum("aml_identity_operator_reconciles_total")
+            .await
+            .unwrap(),
+        0.0,
+        "the standby reconciled"
+    );
+
+    // The leader stops and releases the Lease; the standby takes over and reconciles what comes next.
+    assert!(
+        operators[leader].stop(),
+        "the leader did not exit on SIGTERM"
+    );
+    let mut second = sample.clone();
+    second.object["metadata"]["name"] = "after-failover".into();
+    create(&client, &second, &ns).await.unwrap();
+    reported(&client, &second, "after-failover", &ns).await;
+    assert_eq!(
+        operators[standby]
+            .metric_sum("aml_identity_operator_leader")
+            .await,
+        Some(1.0)
+    );
+    assert!(
+        operators[standby]
+            .metric_sum("aml_identity_operator_reconciles_total")
+            .await
+            .unwrap()
+            >= 1.0
+    );
+    cluster::delete_namespace(&client, &ns).await;
+}
