@@ -100,6 +100,7 @@ pub struct TokenSecret {
     group = "amlidentity.io",
     version = "v1alpha1",
     kind = "ComputeIdentity",
+    doc = "The identity of an AML compute, its role grants, federation, and the token Secret training pods mount.",
     namespaced,
     status = "ComputeIdentityStatus",
     shortname = "amlci",

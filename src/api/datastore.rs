@@ -133,6 +133,7 @@ pub struct PodAccess {
     group = "amlidentity.io",
     version = "v1alpha1",
     kind = "Datastore",
+    doc = "An AML datastore and the short-lived, least-privilege access Secret pods use instead of the account key.",
     namespaced,
     status = "DatastoreStatus",
     shortname = "amlds",

@@ -123,6 +123,7 @@ pub struct RegistryTarget {
     group = "amlidentity.io",
     version = "v1alpha1",
     kind = "RegistryConnection",
+    doc = "A container registry: the pull Secret for pods, its grants and an optional workspace connection.",
     namespaced,
     status = "RegistryConnectionStatus",
     shortname = "amlrc",

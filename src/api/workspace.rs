@@ -100,6 +100,7 @@ pub enum RoleAssignmentsMode {
     group = "amlidentity.io",
     version = "v1alpha1",
     kind = "Workspace",
+    doc = "An Azure Machine Learning workspace, adopted or managed: its identity, role assignments and config.json.",
     namespaced,
     status = "WorkspaceStatus",
     shortname = "amlws",
