@@ -15,7 +15,7 @@ trap 'hack/local-cluster.sh down' EXIT
 eval "$(hack/local-cluster.sh env)"
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
-cargo nextest run --locked --no-fail-fast
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo nextest run --workspace --locked --no-fail-fast
 
 echo "make test took $(( $(date +%s) - start ))s"

@@ -1,8 +1,10 @@
 //! aml-identity-operator: the identity side of Azure Machine Learning as Kubernetes custom resources.
 
 pub mod api;
+pub mod azure;
 pub mod controllers;
 pub mod crd;
 pub mod metrics;
 pub mod run;
 pub mod server;
+pub mod workload_identity;

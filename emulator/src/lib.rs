@@ -1,0 +1,372 @@
+//! A strict local emulator of the Azure APIs the operator calls: Entra ID's token endpoint (client
+//! secrets and federated assertions verified against the issuer's real keys), IMDS, and an ARM
+//! subset with role-based access control and throttling. It refuses what Azure refuses, with Azure's
+//! error codes, so code that passes here is not merely passing a permissive fake.
+//!
+//! Use it in-process ([`Emulator::start`]) or as the `aml-identity-emulator` binary.
+
+mod admin;
+mod arm;
+pub mod clock;
+mod entra;
+mod errors;
+mod federation;
+mod imds;
+pub mod rbac;
+pub mod state;
+pub mod tls;
+mod tokens;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+
+pub use clock::Clock;
+pub use state::{Fault, Seed};
+pub use tokens::AccessClaims;
+
+/// How to start the emulator.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Directory for `ca.pem` (the CA clients must trust).
+    pub dir: PathBuf,
+    /// Additional CA bundles to trust when fetching federated issuers' keys (e.g. the local
+    /// Kubernetes API server's CA).
+    pub trust: Vec<PathBuf>,
+    /// Lifetime of issued access tokens, seconds.
+    pub token_lifetime: i64,
+    /// Port for HTTPS (0 picks a free one).
+    pub https_port: u16,
+    /// Port for the plain-HTTP IMDS (0 picks a free one).
+    pub imds_port: u16,
+}
+
+impl Config {
+    /// Defaults: free ports, one-hour tokens, no extra trust.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            trust: Vec::new(),
+            token_lifetime: 3599,
+            https_port: 0,
+            imds_port: 0,
+        }
+    }
+}
+
+/// Resources Entra ID issues tokens for here (the first-party Azure resources the operator uses).
+const KNOWN_RESOURCES: &[&str] = &[
+    "https://management.azure.com",
+    "https://management.core.windows.net",
+    "https://management.usgovcloudapi.net",
+    "https://management.chinacloudapi.cn",
+    "https://storage.azure.com",
+    "https://vault.azure.net",
+    "https://vault.usgovcloudapi.net",
+    "https://vault.azure.cn",
+    "https://containerregistry.azure.net",
+    "https://ml.azure.com",
+];
+
+struct Inner {
+    state: Mutex<state::State>,
+    clock: Clock,
+    signer: tokens::Signer,
+    keys: federation::KeyCache,
+    token_lifetime: i64,
+}
+
+/// A handle on the emulator's state, shared by its routes.
+#[derive(Clone)]
+pub struct Emulator(Arc<Inner>);
+
+impl Emulator {
+    fn state(&self) -> MutexGuard<'_, state::State> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn signer(&self) -> &tokens::Signer {
+        &self.0.signer
+    }
+
+    fn keys(&self) -> &federation::KeyCache {
+        &self.0.keys
+    }
+
+    fn count(&self, key: &str) {
+        self.state().count(key);
+    }
+
+    fn token_lifetime(&self) -> i64 {
+        self.0.token_lifetime
+    }
+
+    fn knows_resource(&self, resource: &str) -> bool {
+        KNOWN_RESOURCES
+            .iter()
+            .any(|r| tokens::audience_matches(resource, r))
+            || resource.starts_with("api://")
+    }
+
+    /// Starts both listeners on 127.0.0.1 and returns once they accept connections.
+    pub async fn start(config: Config) -> anyhow::Result<Running> {
+        std::fs::create_dir_all(&config.dir)?;
+        let material = tls::generate(&tls::default_hosts())?;
+        let ca_path = config.dir.join("ca.pem");
+        std::fs::write(&ca_path, &material.ca_pem)?;
+
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        for bundle in &config.trust {
+            for cert in reqwest::Certificate::from_pem_bundle(&std::fs::read(bundle)?)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let emulator = Emulator(Arc::new(Inner {
+            state: Mutex::new(state::State::default()),
+            clock: Clock::default(),
+            signer: tokens::Signer::generate().map_err(|e| anyhow::anyhow!("signing key: {e}"))?,
+            keys: federation::KeyCache::new(http.build()?),
+            token_lifetime: config.token_lifetime,
+        }));
+
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+            material.chain_pem.into_bytes(),
+            material.key_pem.into_bytes(),
+        )
+        .await?;
+        let https_listener = std::net::TcpListener::bind(("127.0.0.1", config.https_port))?;
+        https_listener.set_nonblocking(true)?;
+        let https_addr = https_listener.local_addr()?;
+        let imds_listener = tokio::net::TcpListener::bind(("127.0.0.1", config.imds_port)).await?;
+        let imds_addr = imds_listener.local_addr()?;
+
+        let handle = axum_server::Handle::new();
+        let app = emulator.router();
+        let server_handle = handle.clone();
+        let https = tokio::spawn(async move {
+            let server =
+                axum_server::from_tcp_rustls(https_listener, tls).map(|s| s.handle(server_handle));
+            match server {
+                Ok(server) => {
+                    if let Err(e) = server.serve(app.into_make_service()).await {
+                        tracing::error!(error = %e, "emulator HTTPS server failed");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "emulator HTTPS listener failed"),
+            }
+        });
+        let imds_app = Router::new()
+            .route("/metadata/identity/oauth2/token", get(imds::token))
+            .with_state(emulator.clone());
+        let imds_app = imds_app.layer(middleware::from_fn_with_state(
+            emulator.clone(),
+            count_and_inject,
+        ));
+        let imds = tokio::spawn(async move {
+            if let Err(e) = axum::serve(imds_listener, imds_app).await {
+                tracing::error!(error = %e, "emulator IMDS server failed");
+            }
+        });
+        Ok(Running {
+            emulator,
+            https_addr,
+            imds_addr,
+            ca_path,
+            handle,
+            tasks: vec![https, imds],
+        })
+    }
+
+    fn router(&self) -> Router {
+        Router::new()
+            .route("/{tenant}/oauth2/v2.0/token", post(entra::token))
+            .route(
+                "/{tenant}/v2.0/.well-known/openid-configuration",
+                get(entra::discovery),
+            )
+            .route("/subscriptions/{*rest}", any(arm::handle))
+            .route("/_emulator/seed", post(admin::seed))
+            .route("/_emulator/counters", get(admin::counters))
+            .route("/_emulator/clock", post(admin::clock))
+            .route(
+                "/_emulator/faults",
+                post(admin::add_fault).delete(admin::clear_faults),
+            )
+            .route("/_emulator/role-assignments", get(admin::role_assignments))
+            .layer(middleware::from_fn_with_state(
+                self.clone(),
+                count_and_inject,
+            ))
+            .with_state(self.clone())
+    }
+
+    /// Loads a seed directly (the same as `POST /_emulator/seed`).
+    pub fn seed(&self, seed: Seed) -> Result<(), String> {
+        self.state().load(seed)
+    }
+
+    /// Requests counted so far for a route key (e.g. `entra.token`), or a more specific key such as
+    /// `entra.token:{client_id}:{resource}`.
+    pub fn counter(&self, key: &str) -> u64 {
+        self.state().counters.get(key).copied().unwrap_or(0)
+    }
+
+    /// Adds a fault.
+    pub fn inject(&self, fault: Fault) {
+        self.state().faults.push(fault);
+    }
+
+    /// The emulator's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.0.clock
+    }
+
+    /// Whether `principal_id` holds a role assignment granting `action` on `resource`.
+    pub fn authorized(&self, principal_id: &str, action: &str, resource: &str, data: bool) -> bool {
+        self.state()
+            .authorized(principal_id, action, resource, data)
+    }
+
+    /// Verifies a token this emulator issued and returns its claims.
+    pub fn verify_token(&self, token: &str) -> Option<AccessClaims> {
+        self.0.signer.verify(token, self.0.clock.now()).ok()
+    }
+}
+
+/// The route key of a request, for counters and faults: `entra.token`, `imds.token`,
+/// `arm.PUT.roleAssignments`, …; `None` for the admin API.
+fn route_key(method: &str, path: &str) -> Option<String> {
+    if path.starts_with("/_emulator/") {
+        return None;
+    }
+    if path.starts_with("/metadata/identity/") {
+        return Some("imds.token".into());
+    }
+    if path.ends_with("/oauth2/v2.0/token") {
+        return Some("entra.token".into());
+    }
+    if path.contains("/.well-known/") {
+        return Some("entra.discovery".into());
+    }
+    if path.starts_with("/subscriptions/") {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        // The resource type is the last type segment: …/{type}/{name} or a collection …/{type}.
+        let provider_at = segments
+            .iter()
+            .rposition(|s| s.eq_ignore_ascii_case("providers"));
+        let kind = match provider_at {
+            Some(i) => {
+                let after = &segments[i + 2..];
+                let index = if after.len().is_multiple_of(2) {
+                    after.len().saturating_sub(2)
+                } else {
+                    after.len() - 1
+                };
+                after.get(index).copied().unwrap_or("unknown")
+            }
+            None => "resourceGroups",
+        };
+        return Some(format!("arm.{method}.{kind}"));
+    }
+    Some(format!("other.{method}"))
+}
+
+/// Counts every request by route key and applies injected faults.
+async fn count_and_inject(State(emu): State<Emulator>, request: Request, next: Next) -> Response {
+    let Some(key) = route_key(request.method().as_str(), request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let fault = {
+        let mut state = emu.state();
+        state.count(&key);
+        state.take_fault(&key)
+    };
+    if let Some(fault) = fault {
+        if fault.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
+        }
+        if let Some(status) = fault.status {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = errors::arm(
+                status,
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    "TooManyRequests"
+                } else {
+                    "InjectedFault"
+                },
+                format!("Injected {status} for {key}"),
+            );
+            if let Some(secs) = fault.retry_after {
+                response
+                    .headers_mut()
+                    .insert("retry-after", HeaderValue::from(secs));
+            }
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+/// `Host` of a request (used to answer with the host name the client used).
+fn host_of(headers: &HeaderMap) -> String {
+    headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_owned()
+}
+
+/// A running emulator. Dropping it stops the servers.
+pub struct Running {
+    /// The shared state, for seeding and inspection.
+    pub emulator: Emulator,
+    /// HTTPS address (Entra ID, ARM, admin).
+    pub https_addr: SocketAddr,
+    /// Plain-HTTP IMDS address.
+    pub imds_addr: SocketAddr,
+    /// The CA certificate clients must trust.
+    pub ca_path: PathBuf,
+    handle: axum_server::Handle<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// `https://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("https://{}", self.https_addr)
+    }
+
+    /// Writes `addresses.json` (https, imds, ca) into `dir`, for scripts.
+    pub fn write_addresses(&self, dir: &Path) -> std::io::Result<()> {
+        let doc = serde_json::json!({
+            "https": self.base_url(),
+            "imds": format!("http://{}", self.imds_addr),
+            "ca": self.ca_path,
+        });
+        std::fs::write(dir.join("addresses.json"), serde_json::to_vec_pretty(&doc)?)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl IntoResponse for state::Fault {
+    fn into_response(self) -> Response {
+        axum::Json(self).into_response()
+    }
+}

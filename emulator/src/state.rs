@@ -1,0 +1,367 @@
+//! What the emulated tenant holds: principals, identities, federated credentials, role assignments,
+//! the node's IMDS identities, call counters and injected faults. Secrets leave only through the
+//! token endpoint; the admin API never returns them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+/// A federated identity credential: which external tokens may sign in as the principal.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FederatedCredential {
+    /// Name of the credential (unique per principal).
+    pub name: String,
+    /// Expected `iss` of the assertion, compared case-sensitively.
+    pub issuer: String,
+    /// Expected `sub` of the assertion, compared case-sensitively.
+    pub subject: String,
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+}
+
+/// An application's service principal.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePrincipal {
+    /// Tenant it lives in.
+    pub tenant_id: String,
+    /// Application (client) id.
+    pub client_id: String,
+    /// Service principal object id (`oid` of its tokens, `principalId` of role assignments).
+    pub object_id: String,
+    /// Display name.
+    #[serde(default)]
+    pub display_name: String,
+    /// Valid client secrets.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Federated identity credentials on the application.
+    #[serde(default)]
+    pub federated_credentials: Vec<FederatedCredential>,
+}
+
+/// A user-assigned managed identity.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserAssignedIdentity {
+    /// ARM resource id.
+    pub id: String,
+    /// Region.
+    #[serde(default = "default_location")]
+    pub location: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Client id.
+    pub client_id: String,
+    /// Principal (object) id.
+    pub principal_id: String,
+    /// Federated identity credentials (`.../federatedIdentityCredentials/{name}`).
+    #[serde(default)]
+    pub federated_credentials: Vec<FederatedCredential>,
+}
+
+fn default_location() -> String {
+    "eastus".into()
+}
+
+/// A role assignment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleAssignment {
+    /// Assignment name (a GUID).
+    pub name: String,
+    /// Scope (an ARM id or a prefix of one).
+    pub scope: String,
+    /// Role definition GUID.
+    pub role_definition_id: String,
+    /// Principal (object) id.
+    pub principal_id: String,
+    /// `ServicePrincipal`, `User`, `Group`.
+    #[serde(default = "default_principal_type")]
+    pub principal_type: String,
+}
+
+fn default_principal_type() -> String {
+    "ServicePrincipal".into()
+}
+
+/// A subscription and its resource groups.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    /// Subscription id.
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Resource group names.
+    #[serde(default)]
+    pub resource_groups: Vec<String>,
+}
+
+/// A role assignment as seeded: the role may be given by display name.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeedRoleAssignment {
+    /// Scope.
+    pub scope: String,
+    /// Role display name or GUID.
+    pub role: String,
+    /// Principal (object) id.
+    pub principal_id: String,
+}
+
+/// Identities the node's IMDS can hand out.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImdsSeed {
+    /// Object id of the node's system-assigned identity (a service principal in `servicePrincipals`).
+    #[serde(default)]
+    pub system_assigned: Option<String>,
+    /// Resource ids of user-assigned identities attached to the node.
+    #[serde(default)]
+    pub user_assigned: Vec<String>,
+}
+
+/// What tests and the demo load into the emulator. Loading merges into what is there.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Seed {
+    /// Tenant ids.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Subscriptions.
+    #[serde(default)]
+    pub subscriptions: Vec<Subscription>,
+    /// Applications' service principals.
+    #[serde(default)]
+    pub service_principals: Vec<ServicePrincipal>,
+    /// User-assigned identities.
+    #[serde(default)]
+    pub user_assigned_identities: Vec<UserAssignedIdentity>,
+    /// Role assignments.
+    #[serde(default)]
+    pub role_assignments: Vec<SeedRoleAssignment>,
+    /// The node's IMDS.
+    #[serde(default)]
+    pub imds: Option<ImdsSeed>,
+}
+
+/// An injected fault for requests whose route key starts with `route`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fault {
+    /// Route key prefix, e.g. `entra.token` or `arm.GET`.
+    pub route: String,
+    /// Status to answer with; `None` only delays.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// `Retry-After` seconds to send with the status.
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+    /// Delay before answering, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Chance of applying, 0.0-1.0 (default 1).
+    #[serde(default = "one")]
+    pub probability: f64,
+    /// Apply at most this many times.
+    #[serde(default)]
+    pub times: Option<u32>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// One principal that can receive tokens.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Client id.
+    pub client_id: String,
+    /// Object id.
+    pub object_id: String,
+    /// Resource id when a managed identity.
+    pub resource_id: Option<String>,
+}
+
+/// Everything mutable, behind one lock.
+#[derive(Default)]
+pub struct State {
+    /// Known tenants.
+    pub tenants: Vec<String>,
+    /// Subscriptions by lower-case id.
+    pub subscriptions: HashMap<String, Subscription>,
+    /// Service principals by client id.
+    pub service_principals: HashMap<String, ServicePrincipal>,
+    /// User-assigned identities by lower-case resource id.
+    pub identities: BTreeMap<String, UserAssignedIdentity>,
+    /// Role assignments by lower-case full id.
+    pub role_assignments: BTreeMap<String, RoleAssignment>,
+    /// The node's IMDS.
+    pub imds: ImdsSeed,
+    /// Requests per route key.
+    pub counters: BTreeMap<String, u64>,
+    /// Active faults.
+    pub faults: Vec<Fault>,
+    /// ARM throttling buckets by (subscription, principal, operation kind): tokens left and when
+    /// they were last refilled.
+    pub buckets: HashMap<String, (f64, i64)>,
+}
+
+impl State {
+    /// Merges a seed.
+    pub fn load(&mut self, seed: Seed) -> Result<(), String> {
+        for t in seed.tenants {
+            if !self.tenants.contains(&t) {
+                self.tenants.push(t);
+            }
+        }
+        for s in seed.subscriptions {
+            self.subscriptions.insert(s.id.to_ascii_lowercase(), s);
+        }
+        for sp in seed.service_principals {
+            self.service_principals.insert(sp.client_id.clone(), sp);
+        }
+        for i in seed.user_assigned_identities {
+            self.identities.insert(i.id.to_ascii_lowercase(), i);
+        }
+        for ra in seed.role_assignments {
+            let role =
+                crate::rbac::role(&ra.role).ok_or_else(|| format!("unknown role {:?}", ra.role))?;
+            let name = uuid::Uuid::new_v5(
+                &uuid::Uuid::NAMESPACE_URL,
+                format!("{}|{}|{}", ra.scope, role.id, ra.principal_id).as_bytes(),
+            )
+            .to_string();
+            let assignment = RoleAssignment {
+                name: name.clone(),
+                scope: ra.scope.clone(),
+                role_definition_id: role.id.into(),
+                principal_id: ra.principal_id,
+                principal_type: default_principal_type(),
+            };
+            self.role_assignments.insert(
+                assignment_id(&ra.scope, &name).to_ascii_lowercase(),
+                assignment,
+            );
+        }
+        if let Some(imds) = seed.imds {
+            self.imds = imds;
+        }
+        Ok(())
+    }
+
+    /// The principal behind a client id: an application or a user-assigned identity.
+    pub fn principal_by_client_id(&self, client_id: &str) -> Option<Principal> {
+        if let Some(sp) = self.service_principals.get(client_id) {
+            return Some(Principal {
+                tenant_id: sp.tenant_id.clone(),
+                client_id: sp.client_id.clone(),
+                object_id: sp.object_id.clone(),
+                resource_id: None,
+            });
+        }
+        self.identities
+            .values()
+            .find(|i| i.client_id == client_id)
+            .map(identity_principal)
+    }
+
+    /// Federated credentials of the principal behind `client_id`.
+    pub fn federated_credentials(&self, client_id: &str) -> Vec<FederatedCredential> {
+        if let Some(sp) = self.service_principals.get(client_id) {
+            return sp.federated_credentials.clone();
+        }
+        self.identities
+            .values()
+            .find(|i| i.client_id == client_id)
+            .map(|i| i.federated_credentials.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether `principal_id` may perform `action` on `resource`.
+    pub fn authorized(&self, principal_id: &str, action: &str, resource: &str, data: bool) -> bool {
+        self.role_assignments.values().any(|ra| {
+            ra.principal_id.eq_ignore_ascii_case(principal_id)
+                && crate::rbac::scope_contains(&ra.scope, resource)
+                && crate::rbac::role(&ra.role_definition_id)
+                    .is_some_and(|r| crate::rbac::grants(r, action, data))
+        })
+    }
+
+    /// Counts a request.
+    pub fn count(&mut self, key: &str) {
+        *self.counters.entry(key.to_owned()).or_default() += 1;
+    }
+
+    /// The fault to apply to a request with this route key, if any (consumes one use).
+    pub fn take_fault(&mut self, route: &str) -> Option<Fault> {
+        let index = self
+            .faults
+            .iter()
+            .position(|f| route.starts_with(&f.route) && rand::random::<f64>() < f.probability)?;
+        let fault = self.faults[index].clone();
+        if let Some(times) = &mut self.faults[index].times {
+            *times -= 1;
+            if *times == 0 {
+                self.faults.remove(index);
+            }
+        }
+        Some(fault)
+    }
+}
+
+/// ARM's regional token bucket per subscription and principal: (size, refill per second) for
+/// reads, writes and deletes, as Azure Resource Manager documents them.
+pub fn bucket_shape(kind: &str) -> (f64, f64) {
+    match kind {
+        "reads" => (250.0, 25.0),
+        _ => (200.0, 10.0),
+    }
+}
+
+impl State {
+    /// Takes one token from the bucket; `Err(seconds)` says when to retry when it is empty.
+    pub fn take_token(
+        &mut self,
+        subscription: &str,
+        principal: &str,
+        kind: &str,
+        now: i64,
+    ) -> Result<u64, u64> {
+        let (size, refill) = bucket_shape(kind);
+        let entry = self
+            .buckets
+            .entry(format!("{subscription}|{principal}|{kind}"))
+            .or_insert((size, now));
+        let refilled = (entry.0 + (now - entry.1).max(0) as f64 * refill).min(size);
+        if refilled < 1.0 {
+            entry.0 = refilled;
+            entry.1 = now;
+            return Err(((1.0 - refilled) / refill).ceil().max(1.0) as u64);
+        }
+        *entry = (refilled - 1.0, now);
+        Ok(entry.0 as u64)
+    }
+}
+
+/// A user-assigned identity as a principal.
+pub fn identity_principal(i: &UserAssignedIdentity) -> Principal {
+    Principal {
+        tenant_id: i.tenant_id.clone(),
+        client_id: i.client_id.clone(),
+        object_id: i.principal_id.clone(),
+        resource_id: Some(i.id.clone()),
+    }
+}
+
+/// Full id of a role assignment.
+pub fn assignment_id(scope: &str, name: &str) -> String {
+    format!(
+        "{}/providers/Microsoft.Authorization/roleAssignments/{name}",
+        scope.trim_end_matches('/')
+    )
+}

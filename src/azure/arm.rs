@@ -1,0 +1,360 @@
+//! The Azure Resource Manager client: bearer tokens from the shared cache, pinned api-versions,
+//! ARM error bodies as typed errors, `Retry-After` honoured on 429 (never retried early), bounded
+//! jittered backoff on 5xx, a per-subscription request budget, and rate-limit headers surfaced.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::credential::Credential;
+use super::error::AzureError;
+use super::models::ErrorResponse;
+use super::token_cache::TokenCache;
+
+/// Retry limits.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Attempts in all, first included.
+    pub max_attempts: u32,
+    /// First backoff after a 5xx or a connection failure.
+    pub base_delay: Duration,
+    /// Longest backoff.
+    pub max_delay: Duration,
+    /// Longest `Retry-After` waited in place; beyond it the caller gets [`AzureError::Throttled`].
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One subscription's slice of the [`Budget`].
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+    paused_until: Option<Instant>,
+}
+
+/// Client-side limit per subscription, kept well below ARM's buckets, and the shared pause a 429
+/// imposes on every caller of that subscription.
+pub struct Budget {
+    capacity: f64,
+    refill_per_sec: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl Budget {
+    /// `capacity` requests in a burst, `refill_per_sec` after that.
+    pub fn new(capacity: f64, refill_per_sec: f64) -> Self {
+        Self {
+            capacity,
+            refill_per_sec,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with_bucket<R>(&self, subscription: &str, f: impl FnOnce(&mut Bucket, Instant) -> R) -> R {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let bucket = buckets.entry(subscription.to_owned()).or_insert(Bucket {
+            tokens: self.capacity,
+            refilled: now,
+            paused_until: None,
+        });
+        f(bucket, now)
+    }
+
+    /// How long to wait before the next request to `subscription` may go out (and takes its slot).
+    fn reserve(&self, subscription: &str) -> Duration {
+        self.with_bucket(subscription, |b, now| {
+            b.tokens = (b.tokens
+                + now.duration_since(b.refilled).as_secs_f64() * self.refill_per_sec)
+                .min(self.capacity)
+                - 1.0;
+            b.refilled = now;
+            let deficit = if b.tokens < 0.0 {
+                Duration::from_secs_f64(-b.tokens / self.refill_per_sec)
+            } else {
+                Duration::ZERO
+            };
+            let paused = b
+                .paused_until
+                .filter(|until| *until > now)
+                .map(|until| until - now)
+                .unwrap_or_default();
+            deficit.max(paused)
+        })
+    }
+
+    /// Holds every request to `subscription` until `after` has passed.
+    fn pause(&self, subscription: &str, after: Duration) {
+        self.with_bucket(subscription, |b, now| {
+            let until = now + after;
+            b.paused_until = Some(b.paused_until.map_or(until, |u| u.max(until)));
+        })
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self::new(50.0, 5.0)
+    }
+}
+
+/// `x-ms-ratelimit-remaining-*` values of a response.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Reads left.
+    pub reads: Option<u64>,
+    /// Writes left.
+    pub writes: Option<u64>,
+    /// Deletes left.
+    pub deletes: Option<u64>,
+}
+
+/// A successful response.
+#[derive(Clone, Debug)]
+pub struct ArmResponse<T> {
+    /// HTTP status.
+    pub status: u16,
+    /// Parsed body (`None` for an empty body).
+    pub body: Option<T>,
+    /// Rate-limit headers.
+    pub ratelimit: RateLimit,
+    /// `Location` of a long-running operation.
+    pub location: Option<String>,
+    /// `Azure-AsyncOperation` of a long-running operation.
+    pub async_operation: Option<String>,
+}
+
+/// The ARM client of one credential.
+#[derive(Clone)]
+pub struct ArmClient {
+    http: reqwest::Client,
+    endpoint: String,
+    credential: Credential,
+    tokens: Arc<TokenCache>,
+    budget: Arc<Budget>,
+    retry: RetryPolicy,
+}
+
+impl ArmClient {
+    /// A client for `endpoint` (e.g. `https://management.azure.com`).
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: &str,
+        credential: Credential,
+        tokens: Arc<TokenCache>,
+        budget: Arc<Budget>,
+    ) -> Self {
+        Self {
+            http,
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            credential,
+            tokens,
+            budget,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// GET; `Ok(None)` when the resource does not exist.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        api_version: &str,
+    ) -> Result<Option<T>, AzureError> {
+        match self
+            .send::<(), T>(Method::GET, path, api_version, None)
+            .await
+        {
+            Ok(r) => Ok(r.body),
+            Err(AzureError::Arm { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// PUT a body.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        api_version: &str,
+        body: &B,
+    ) -> Result<ArmResponse<T>, AzureError> {
+        self.send(Method::PUT, path, api_version, Some(body)).await
+    }
+
+    /// PATCH a body.
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        api_version: &str,
+        body: &B,
+    ) -> Result<ArmResponse<T>, AzureError> {
+        self.send(Method::PATCH, path, api_version, Some(body))
+            .await
+    }
+
+    /// POST an action (e.g. `listKeys`).
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        api_version: &str,
+        body: Option<&B>,
+    ) -> Result<ArmResponse<T>, AzureError> {
+        self.send(Method::POST, path, api_version, body).await
+    }
+
+    /// DELETE; a resource that is already gone counts as deleted.
+    pub async fn delete(&self, path: &str, api_version: &str) -> Result<(), AzureError> {
+        match self
+            .send::<(), serde_json::Value>(Method::DELETE, path, api_version, None)
+            .await
+        {
+            Ok(_) | Err(AzureError::Arm { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        api_version: &str,
+        body: Option<&B>,
+    ) -> Result<ArmResponse<T>, AzureError> {
+        let subscription = path
+            .split('/')
+            .nth(2)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let url = format!("{}{}", self.endpoint, path);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let wait = self.budget.reserve(&subscription);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            let token = self.tokens.get(&self.credential, &self.endpoint).await?;
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .query(&[("api-version", api_version)])
+                .bearer_auth(token.secret());
+            if let Some(b) = body {
+                request = request.json(b);
+            }
+            let response = match request.send().await {
+                Ok(r) => r,
+                Err(e) if attempt < self.retry.max_attempts => {
+                    tracing::debug!(%method, path, attempt, error = %e, "ARM request failed; retrying");
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    continue;
+                }
+                Err(e) => return Err(AzureError::Transport(e.without_url().to_string())),
+            };
+            let status = response.status();
+            let headers = response.headers().clone();
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let text = response
+                .text()
+                .await
+                .map_err(|e| AzureError::Transport(e.without_url().to_string()))?;
+
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let retry_after = header("retry-after")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(10);
+                let wait = Duration::from_secs(retry_after);
+                self.budget.pause(&subscription, wait);
+                let code = parse_error(&text).0;
+                if attempt < self.retry.max_attempts && wait <= self.retry.max_retry_after {
+                    tracing::info!(%method, path, retry_after, "throttled by ARM; waiting as told");
+                    continue; // the budget's pause makes the next reserve() wait at least Retry-After
+                }
+                return Err(AzureError::Throttled { code, retry_after });
+            }
+            if status.is_server_error() && attempt < self.retry.max_attempts {
+                tracing::debug!(%method, path, attempt, status = status.as_u16(), "ARM server error; retrying");
+                tokio::time::sleep(self.backoff(attempt)).await;
+                continue;
+            }
+            if !status.is_success() {
+                let (code, message) = parse_error(&text);
+                return Err(AzureError::Arm {
+                    method: method.to_string(),
+                    path: path.to_owned(),
+                    status: status.as_u16(),
+                    code,
+                    message,
+                });
+            }
+            let parsed = if text.trim().is_empty() {
+                None
+            } else {
+                Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| AzureError::Unexpected(format!("{method} {path}: {e}")))?,
+                )
+            };
+            let number = |name: &str| header(name).and_then(|v| v.parse().ok());
+            return Ok(ArmResponse {
+                status: status.as_u16(),
+                body: parsed,
+                ratelimit: RateLimit {
+                    reads: number("x-ms-ratelimit-remaining-subscription-reads"),
+                    writes: number("x-ms-ratelimit-remaining-subscription-writes"),
+                    deletes: number("x-ms-ratelimit-remaining-subscription-deletes"),
+                },
+                location: header("location"),
+                async_operation: header("azure-asyncoperation"),
+            });
+        }
+    }
+
+    /// Exponential backoff with jitter: half the step fixed, half random.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let step = self
+            .retry
+            .base_delay
+            .saturating_mul(1 << (attempt - 1).min(16))
+            .min(self.retry.max_delay);
+        let half = step / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+}
+
+fn parse_error(text: &str) -> (String, String) {
+    let parsed: ErrorResponse = serde_json::from_str(text).unwrap_or_default();
+    match parsed.error {
+        Some(e) => (e.code, e.message),
+        None => (
+            parsed.code.unwrap_or_else(|| "Unknown".into()),
+            parsed
+                .message
+                .unwrap_or_else(|| text.chars().take(200).collect()),
+        ),
+    }
+}

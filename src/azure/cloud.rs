@@ -1,0 +1,110 @@
+//! National clouds and custom endpoints, and the HTTP transport every Azure call shares: an optional
+//! extra CA bundle and host→address overrides, so the same code reaches an emulator under the real
+//! host names.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::AzureError;
+
+/// Endpoints of one cloud.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cloud {
+    /// Entra ID authority host, e.g. `https://login.microsoftonline.com`.
+    pub authority_host: String,
+    /// Resource Manager endpoint, e.g. `https://management.azure.com`.
+    pub resource_manager: String,
+    /// Storage DNS suffix.
+    pub storage_suffix: String,
+    /// Key Vault DNS suffix.
+    pub key_vault_suffix: String,
+    /// Container registry DNS suffix.
+    pub container_registry_suffix: String,
+}
+
+impl Cloud {
+    /// Azure public cloud.
+    pub fn public() -> Self {
+        Self {
+            authority_host: "https://login.microsoftonline.com".into(),
+            resource_manager: "https://management.azure.com".into(),
+            storage_suffix: "core.windows.net".into(),
+            key_vault_suffix: "vault.azure.net".into(),
+            container_registry_suffix: "azurecr.io".into(),
+        }
+    }
+
+    /// Azure US Government.
+    pub fn us_government() -> Self {
+        Self {
+            authority_host: "https://login.microsoftonline.us".into(),
+            resource_manager: "https://management.usgovcloudapi.net".into(),
+            storage_suffix: "core.usgovcloudapi.net".into(),
+            key_vault_suffix: "vault.usgovcloudapi.net".into(),
+            container_registry_suffix: "azurecr.us".into(),
+        }
+    }
+
+    /// Azure operated by 21Vianet.
+    pub fn china() -> Self {
+        Self {
+            authority_host: "https://login.chinacloudapi.cn".into(),
+            resource_manager: "https://management.chinacloudapi.cn".into(),
+            storage_suffix: "core.chinacloudapi.cn".into(),
+            key_vault_suffix: "vault.azure.cn".into(),
+            container_registry_suffix: "azurecr.cn".into(),
+        }
+    }
+
+    /// The `scope` for Resource Manager tokens.
+    pub fn resource_manager_scope(&self) -> String {
+        format!("{}/.default", self.resource_manager.trim_end_matches('/'))
+    }
+}
+
+/// How Azure is reached: extra trust and name overrides on top of the system's.
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    /// PEM bundle of extra CAs to trust (e.g. an emulator's CA).
+    pub ca_bundle: Option<PathBuf>,
+    /// Host names resolved to fixed addresses (the address's port replaces the URL's).
+    pub host_overrides: Vec<(String, SocketAddr)>,
+    /// Per-request timeout.
+    pub timeout: Option<Duration>,
+}
+
+impl Transport {
+    /// Parses `host=ip:port` overrides as the `--azure-resolve` flag takes them.
+    pub fn parse_override(text: &str) -> Result<(String, SocketAddr), String> {
+        let (host, addr) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?} is not host=ip:port"))?;
+        let addr = addr.parse().map_err(|e| format!("{text:?}: {e}"))?;
+        Ok((host.to_owned(), addr))
+    }
+
+    /// A reqwest client honouring the extra CA and the overrides.
+    pub fn client(&self) -> Result<reqwest::Client, AzureError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(self.timeout.unwrap_or(Duration::from_secs(30)))
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(path) = &self.ca_bundle {
+            let pem = std::fs::read(path).map_err(|e| {
+                AzureError::Credential(format!("reading CA bundle {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                AzureError::Credential(format!("CA bundle {}: {e}", path.display()))
+            })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        for (host, addr) in &self.host_overrides {
+            builder = builder.resolve(host, *addr);
+        }
+        builder
+            .build()
+            .map_err(|e| AzureError::Transport(e.to_string()))
+    }
+}

@@ -1,0 +1,71 @@
+//! Typed Azure errors. Messages carry Azure's codes and descriptions, never a secret or token.
+
+/// An error from an Azure call.
+#[derive(Debug, thiserror::Error)]
+pub enum AzureError {
+    /// Entra ID refused a token request (`codes` are the AADSTS numbers).
+    #[error("Entra ID refused the token request ({status}, AADSTS{codes}): {description}")]
+    Entra {
+        /// HTTP status.
+        status: u16,
+        /// AADSTS codes, comma-separated.
+        codes: String,
+        /// Entra's description (no secrets: Entra never echoes them).
+        description: String,
+    },
+    /// ARM answered with an error body.
+    #[error("ARM {method} {path} failed ({status} {code}): {message}")]
+    Arm {
+        /// HTTP method.
+        method: String,
+        /// Request path (no query string: SAS or tokens never ride in ARM paths, but keep it short).
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// ARM error code, e.g. `AuthorizationFailed`.
+        code: String,
+        /// ARM error message.
+        message: String,
+    },
+    /// Throttled, and the retry budget is spent; `retry_after` is Azure's hint in seconds.
+    #[error("throttled by Azure ({code}); retry after {retry_after}s")]
+    Throttled {
+        /// ARM error code.
+        code: String,
+        /// Seconds until Azure accepts requests again.
+        retry_after: u64,
+    },
+    /// The request never got an answer (connection, TLS, timeout).
+    #[error("Azure could not be reached: {0}")]
+    Transport(String),
+    /// A credential could not be built or used (missing secret, bad configuration).
+    #[error("credential: {0}")]
+    Credential(String),
+    /// Azure answered with something this client cannot read.
+    #[error("unexpected response: {0}")]
+    Unexpected(String),
+}
+
+impl AzureError {
+    /// A short PascalCase category for metrics and condition reasons.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AzureError::Entra { .. } => "AuthenticationFailed",
+            AzureError::Arm { status: 403, .. } => "PermissionDenied",
+            AzureError::Arm { status: 404, .. } => "NotFound",
+            AzureError::Arm { .. } => "AzureError",
+            AzureError::Throttled { .. } => "Throttled",
+            AzureError::Transport(_) => "AzureUnreachable",
+            AzureError::Credential(_) => "CredentialInvalid",
+            AzureError::Unexpected(_) => "UnexpectedResponse",
+        }
+    }
+
+    /// Whether the same request may succeed later without a change on our side.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            AzureError::Throttled { .. } | AzureError::Transport(_)
+        ) || matches!(self, AzureError::Arm { status, .. } if *status >= 500)
+    }
+}

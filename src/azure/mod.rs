@@ -1,0 +1,16 @@
+//! Every call the operator makes to Azure: clouds and transport, credentials, the token cache, and
+//! the ARM client. No Kubernetes types in here; Kubernetes-backed pieces (the TokenRequest assertion
+//! for workload identity) come in through traits.
+
+pub mod arm;
+pub mod cloud;
+pub mod credential;
+pub mod error;
+pub mod jwt;
+pub mod models;
+pub mod token_cache;
+
+pub use cloud::{Cloud, Transport};
+pub use credential::{AssertionSource, Credential};
+pub use error::AzureError;
+pub use token_cache::{Token, TokenCache};

@@ -1,0 +1,115 @@
+//! One token request per (credential, client id, audience) per lifetime, however many callers ask:
+//! a per-key async lock makes concurrent callers wait for the one request in flight.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use super::credential::Credential;
+use super::error::AzureError;
+use super::jwt::Claims;
+
+/// An access token. `Debug` never shows the value.
+#[derive(Clone)]
+pub struct Token {
+    secret: String,
+    /// When it was obtained (Unix seconds, by the cache's clock).
+    pub obtained_at: i64,
+    /// When it expires (Unix seconds): the JWT `exp` when readable.
+    pub expires_on: i64,
+    /// Its claims (ids, audience, expiry).
+    pub claims: Claims,
+}
+
+impl Token {
+    /// Wraps a token value.
+    pub fn new(secret: String, obtained_at: i64, expires_on: i64, claims: Claims) -> Self {
+        Self {
+            secret,
+            obtained_at,
+            expires_on,
+            claims,
+        }
+    }
+
+    /// The bearer value, for an `Authorization` header or a Secret's data; never for logs.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// When a cached copy stops being handed out: at two thirds of its lifetime, so that whoever
+    /// renews at that point gets a fresh token rather than this one.
+    pub fn stale_at(&self) -> i64 {
+        self.obtained_at + (self.expires_on - self.obtained_at) * 2 / 3
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("expires_on", &self.expires_on)
+            .field("oid", &self.claims.oid)
+            .finish_non_exhaustive()
+    }
+}
+
+type Key = (String, String, String);
+type Slot = Arc<tokio::sync::Mutex<Option<Token>>>;
+
+/// Time source, injectable so tests can move time.
+pub type Now = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The shared token cache.
+pub struct TokenCache {
+    slots: Mutex<HashMap<Key, Slot>>,
+    now: Now,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self::with_clock(Arc::new(|| jiff::Timestamp::now().as_second()))
+    }
+}
+
+impl TokenCache {
+    /// A cache that reads time from `now`.
+    pub fn with_clock(now: Now) -> Self {
+        Self {
+            slots: Mutex::new(HashMap::new()),
+            now,
+        }
+    }
+
+    /// A token of `credential` for `audience`: the cached one while fresh, otherwise one new request
+    /// shared by every concurrent caller.
+    pub async fn get(&self, credential: &Credential, audience: &str) -> Result<Token, AzureError> {
+        let key = (
+            credential.key.clone(),
+            credential.client_id.clone(),
+            audience.trim_end_matches('/').to_owned(),
+        );
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        let mut cached = slot.lock().await;
+        let now = (self.now)();
+        if let Some(token) = cached.as_ref().filter(|t| now < t.stale_at()) {
+            return Ok(token.clone());
+        }
+        let token = credential.request(audience, now).await?;
+        *cached = Some(token.clone());
+        Ok(token)
+    }
+
+    /// Drops every cached token of a credential (its secret rotated, or it was deleted).
+    pub fn forget(&self, credential_key: &str) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(k, _, _), _| k != credential_key);
+    }
+}

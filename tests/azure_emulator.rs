@@ -1,0 +1,435 @@
+//! The Azure layer against the strict emulator: tokens, typed refusals, the token cache's single
+//! flight, ARM RBAC and its effects, throttling and retries.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aml_identity_emulator::Fault;
+use aml_identity_operator::azure::arm::RetryPolicy;
+use aml_identity_operator::azure::models::{self, api_versions};
+use aml_identity_operator::azure::{AzureError, Credential, TokenCache};
+use support::azure::*;
+
+#[tokio::test]
+async fn client_secret_gets_a_v1_token_with_real_claims() {
+    let azure = Azure::start(vec![]).await;
+    let token = azure
+        .app_credential("sp")
+        .request("https://storage.azure.com", 0)
+        .await
+        .unwrap();
+    let claims = azure
+        .emulator()
+        .verify_token(token.secret())
+        .expect("a token the emulator signed");
+    assert_eq!(claims.aud, "https://storage.azure.com");
+    assert_eq!(claims.iss, format!("https://sts.windows.net/{TENANT}/"));
+    assert_eq!(
+        (
+            claims.oid.as_str(),
+            claims.tid.as_str(),
+            claims.appid.as_str()
+        ),
+        (APP_OBJECT_ID, TENANT, APP_CLIENT_ID)
+    );
+    assert_eq!(
+        token.expires_on, claims.exp,
+        "expiry is read from the token itself"
+    );
+    assert!(claims.exp > claims.iat + 3000);
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused_with_aadsts_7000215_and_no_secret_in_the_error() {
+    let azure = Azure::start(vec![]).await;
+    let wrong = "not-the-secret-4242";
+    let credential = Credential::client_secret(
+        "sp",
+        &azure.cloud,
+        &azure.transport,
+        TENANT,
+        APP_CLIENT_ID,
+        wrong.into(),
+    )
+    .unwrap();
+    let error = credential
+        .request("https://management.azure.com", 0)
+        .await
+        .unwrap_err();
+    match &error {
+        AzureError::Entra { status, codes, .. } => {
+            assert_eq!((*status, codes.as_str()), (401, "7000215"))
+        }
+        other => panic!("expected an Entra refusal, got {other:?}"),
+    }
+    assert!(!error.to_string().contains(wrong));
+    assert_eq!(error.reason(), "AuthenticationFailed");
+}
+
+#[tokio::test]
+async fn the_token_endpoint_refuses_scopes_without_default_and_unknown_tenants() {
+    let azure = Azure::start(vec![]).await;
+    let http = azure.transport.client().unwrap();
+    let post = |tenant: &str, scope: &str| {
+        http.post(format!(
+            "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP_CLIENT_ID),
+            ("client_secret", APP_SECRET),
+            ("scope", scope),
+        ])
+    };
+    let body: serde_json::Value = post(TENANT, "https://storage.azure.com/")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["error_codes"][0], 70011, "{body}");
+    let body: serde_json::Value = post(TENANT, "User.Read.All")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["error_codes"][0], 1002012, "{body}");
+    let response = post(
+        "00000000-0000-0000-0000-00000000dead",
+        "https://storage.azure.com/.default",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error_codes"][0], 90002);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_callers_cause_one_token_request() {
+    let azure = Azure::start(vec![]).await;
+    // Every request takes a while, so all fifty callers are waiting at once.
+    azure.emulator().inject(Fault {
+        route: "entra.token".into(),
+        status: None,
+        retry_after: None,
+        latency_ms: 300,
+        probability: 1.0,
+        times: None,
+    });
+    let cache = Arc::new(TokenCache::default());
+    let credential = azure.app_credential("sp");
+    let calls = (0..50).map(|_| {
+        let cache = cache.clone();
+        let credential = credential.clone();
+        tokio::spawn(async move {
+            cache
+                .get(&credential, "https://vault.azure.net")
+                .await
+                .map(|t| t.expires_on)
+        })
+    });
+    let results = futures::future::join_all(calls).await;
+    assert!(results.iter().all(|r| matches!(r, Ok(Ok(_)))));
+    assert_eq!(
+        azure.emulator().counter(&format!(
+            "entra.token:{APP_CLIENT_ID}:https://vault.azure.net"
+        )),
+        1
+    );
+    assert_eq!(azure.emulator().counter("entra.token"), 1);
+}
+
+#[tokio::test]
+async fn the_cache_renews_at_two_thirds_of_the_lifetime() {
+    let azure = Azure::start(vec![]).await;
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(
+        jiff::Timestamp::now().as_second(),
+    ));
+    let clock = now.clone();
+    let cache = TokenCache::with_clock(Arc::new(move || {
+        clock.load(std::sync::atomic::Ordering::Relaxed)
+    }));
+    let credential = azure.app_credential("sp");
+    let first = cache
+        .get(&credential, "https://storage.azure.com")
+        .await
+        .unwrap();
+    now.fetch_add(60, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        cache
+            .get(&credential, "https://storage.azure.com")
+            .await
+            .unwrap()
+            .secret(),
+        first.secret()
+    );
+    now.store(first.stale_at(), std::sync::atomic::Ordering::Relaxed);
+    cache
+        .get(&credential, "https://storage.azure.com")
+        .await
+        .unwrap();
+    assert_eq!(
+        azure.emulator().counter("entra.token"),
+        2,
+        "a stale token is replaced, a fresh one reused"
+    );
+}
+
+fn identity_path(azure: &Azure, name: &str) -> String {
+    format!(
+        "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",
+        azure.resource_group_id()
+    )
+}
+
+#[tokio::test]
+async fn arm_writes_need_a_role_and_granted_roles_take_effect() {
+    let azure = Azure::start(vec![]).await;
+    let arm = azure.arm(azure.app_credential("sp"));
+    let path = identity_path(&azure, "id-cpu-cluster");
+    let body = models::UserAssignedIdentity {
+        location: "eastus".into(),
+        ..Default::default()
+    };
+
+    let refused = arm
+        .put::<_, models::UserAssignedIdentity>(&path, api_versions::MANAGED_IDENTITY, &body)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, AzureError::Arm { status: 403, code, .. } if code == "AuthorizationFailed"),
+        "{refused:?}"
+    );
+    assert_eq!(refused.reason(), "PermissionDenied");
+
+    azure.grant(&azure.resource_group_id(), "Contributor", APP_OBJECT_ID);
+    let created = arm
+        .put::<_, models::UserAssignedIdentity>(&path, api_versions::MANAGED_IDENTITY, &body)
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201);
+    assert!(
+        created.ratelimit.writes.is_some(),
+        "rate-limit headers are surfaced"
+    );
+    let identity: models::UserAssignedIdentity = arm
+        .get(&path, api_versions::MANAGED_IDENTITY)
+        .await
+        .unwrap()
+        .expect("exists");
+    let principal = identity.properties.unwrap().principal_id.unwrap();
+    assert!(
+        arm.get::<models::UserAssignedIdentity>(
+            &identity_path(&azure, "missing"),
+            api_versions::MANAGED_IDENTITY
+        )
+        .await
+        .unwrap()
+        .is_none()
+    );
+
+    // Contributor cannot grant roles; Owner can, and the grant takes effect at once.
+    let scope = azure.resource_group_id();
+    let assignment = models::RoleAssignment {
+        properties: models::RoleAssignmentProperties {
+            role_definition_id: format!(
+                "/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/4633458b-17de-408a-b874-0445c86b69e6"
+            ),
+            principal_id: principal.clone(),
+            principal_type: Some("ServicePrincipal".into()),
+            scope: None,
+        },
+        ..Default::default()
+    };
+    let ra_path =
+        |name: &str| format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}");
+    let name = "0b4c7f7e-1a2b-4c3d-8e9f-0a1b2c3d4e5f";
+    let refused = arm
+        .put::<_, models::RoleAssignment>(&ra_path(name), api_versions::AUTHORIZATION, &assignment)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, AzureError::Arm { status: 403, .. }),
+        "{refused:?}"
+    );
+    azure.grant(&scope, "Owner", APP_OBJECT_ID);
+    let vault = format!("{scope}/providers/Microsoft.KeyVault/vaults/kv-mlw-team-a");
+    assert!(!azure.emulator().authorized(
+        &principal,
+        "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+        &vault,
+        true
+    ));
+    arm.put::<_, models::RoleAssignment>(&ra_path(name), api_versions::AUTHORIZATION, &assignment)
+        .await
+        .unwrap();
+    assert!(azure.emulator().authorized(
+        &principal,
+        "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+        &vault,
+        true
+    ));
+
+    // The same grant under another name is RoleAssignmentExists.
+    let again = arm
+        .put::<_, models::RoleAssignment>(
+            &ra_path("1b4c7f7e-1a2b-4c3d-8e9f-0a1b2c3d4e5f"),
+            api_versions::AUTHORIZATION,
+            &assignment,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&again, AzureError::Arm { status: 409, code, .. } if code == "RoleAssignmentExists"),
+        "{again:?}"
+    );
+
+    arm.delete(&ra_path(name), api_versions::AUTHORIZATION)
+        .await
+        .unwrap();
+    assert!(!azure.emulator().authorized(
+        &principal,
+        "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+        &vault,
+        true
+    ));
+}
+
+#[tokio::test]
+async fn a_token_for_another_audience_is_refused_by_arm() {
+    let azure = Azure::start(vec![]).await;
+    azure.grant(&azure.resource_group_id(), "Owner", APP_OBJECT_ID);
+    let storage = azure
+        .app_credential("sp")
+        .request("https://storage.azure.com", 0)
+        .await
+        .unwrap();
+    let response = azure
+        .transport
+        .client()
+        .unwrap()
+        .get(format!(
+            "https://management.azure.com{}?api-version={}",
+            identity_path(&azure, "x"),
+            api_versions::MANAGED_IDENTITY
+        ))
+        .bearer_auth(storage.secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "InvalidAuthenticationTokenAudience");
+}
+
+#[tokio::test]
+async fn a_429_is_never_retried_before_retry_after() {
+    let azure = Azure::start(vec![]).await;
+    azure.grant(&azure.resource_group_id(), "Reader", APP_OBJECT_ID);
+    let arm = azure.arm(azure.app_credential("sp"));
+    azure.emulator().inject(Fault {
+        route: "arm.GET".into(),
+        status: Some(429),
+        retry_after: Some(2),
+        latency_ms: 0,
+        probability: 1.0,
+        times: Some(1),
+    });
+    let started = Instant::now();
+    let found = arm
+        .get::<models::UserAssignedIdentity>(
+            &identity_path(&azure, "absent"),
+            api_versions::MANAGED_IDENTITY,
+        )
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(found.is_none());
+    assert!(
+        elapsed >= Duration::from_secs(2),
+        "retried after {elapsed:?}, before Retry-After"
+    );
+    assert_eq!(
+        azure.emulator().counter("arm.GET.userAssignedIdentities"),
+        2
+    );
+
+    // A Retry-After beyond the policy's patience is handed back, not slept through.
+    azure.emulator().inject(Fault {
+        route: "arm.GET".into(),
+        status: Some(429),
+        retry_after: Some(3600),
+        latency_ms: 0,
+        probability: 1.0,
+        times: Some(1),
+    });
+    let error = arm
+        .get::<models::UserAssignedIdentity>(
+            &identity_path(&azure, "absent"),
+            api_versions::MANAGED_IDENTITY,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            AzureError::Throttled {
+                retry_after: 3600,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_with_backoff_and_bounded() {
+    let azure = Azure::start(vec![]).await;
+    azure.grant(&azure.resource_group_id(), "Reader", APP_OBJECT_ID);
+    let policy = RetryPolicy {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(200),
+        max_delay: Duration::from_secs(2),
+        max_retry_after: Duration::from_secs(60),
+    };
+    let arm = azure.arm(azure.app_credential("sp")).with_retry(policy);
+    azure.emulator().inject(Fault {
+        route: "arm.GET".into(),
+        status: Some(503),
+        retry_after: None,
+        latency_ms: 0,
+        probability: 1.0,
+        times: None,
+    });
+    let started = Instant::now();
+    let error = arm
+        .get::<models::UserAssignedIdentity>(
+            &identity_path(&azure, "absent"),
+            api_versions::MANAGED_IDENTITY,
+        )
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(error, AzureError::Arm { status: 503, .. }),
+        "{error:?}"
+    );
+    assert!(error.is_transient());
+    assert_eq!(
+        azure.emulator().counter("arm.GET.userAssignedIdentities"),
+        4,
+        "exactly max_attempts requests"
+    );
+    // Backoff is at least half of 200 + 400 + 800 ms, and bounded.
+    assert!(
+        elapsed >= Duration::from_millis(700) && elapsed < Duration::from_secs(10),
+        "{elapsed:?}"
+    );
+}
