@@ -10,6 +10,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+AMLID_PYTHON=$(hack/python-env.sh)
+export AMLID_PYTHON
 hack/local-cluster.sh up
 trap 'hack/local-cluster.sh down' EXIT
 eval "$(hack/local-cluster.sh env)"
