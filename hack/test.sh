@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command (`make test`): installs what is missing, starts one local control plane for the
-# whole run, runs every test, stops what it started, and prints how long it took.
+# The test command (`make test`): installs what is missing (nextest, the Python venv, Azurite, the
+# Kubernetes binaries), starts one local control plane and one Azurite for the whole run, runs every
+# test, stops what it started, and prints how long it took. Emulators start inside the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -12,9 +13,11 @@ fi
 
 AMLID_PYTHON=$(hack/python-env.sh)
 export AMLID_PYTHON
+trap 'hack/azurite.sh down; hack/local-cluster.sh down' EXIT
 hack/local-cluster.sh up
-trap 'hack/local-cluster.sh down' EXIT
 eval "$(hack/local-cluster.sh env)"
+hack/azurite.sh up
+eval "$(hack/azurite.sh env)"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

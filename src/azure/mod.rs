@@ -8,6 +8,7 @@ pub mod credential;
 pub mod error;
 pub mod jwt;
 pub mod models;
+pub mod storage;
 pub mod token_cache;
 
 pub use cloud::{Cloud, Transport};
