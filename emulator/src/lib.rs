@@ -5,6 +5,7 @@
 //!
 //! Use it in-process ([`Emulator::start`]) or as the `aml-identity-emulator` binary.
 
+mod acr;
 mod admin;
 mod arm;
 pub mod clock;
@@ -12,6 +13,7 @@ mod entra;
 mod errors;
 mod federation;
 mod imds;
+mod keyvault;
 pub mod rbac;
 pub mod state;
 pub mod tls;
@@ -194,6 +196,11 @@ impl Emulator {
                 get(entra::discovery),
             )
             .route("/subscriptions/{*rest}", any(arm::handle))
+            .route("/oauth2/exchange", post(acr::exchange))
+            .route("/oauth2/token", get(acr::token_get).post(acr::token_post))
+            .route("/v2/", get(acr::v2))
+            .route("/secrets/{*path}", get(keyvault::by_host))
+            .route("/_vault/{vault}/secrets/{*path}", get(keyvault::by_path))
             .route("/_emulator/seed", post(admin::seed))
             .route("/_emulator/counters", get(admin::counters))
             .route("/_emulator/clock", post(admin::clock))
@@ -250,6 +257,18 @@ fn route_key(method: &str, path: &str) -> Option<String> {
     }
     if path.starts_with("/metadata/identity/") {
         return Some("imds.token".into());
+    }
+    if path == "/oauth2/exchange" {
+        return Some("acr.exchange".into());
+    }
+    if path == "/oauth2/token" {
+        return Some("acr.token".into());
+    }
+    if path.starts_with("/v2/") {
+        return Some("acr.v2".into());
+    }
+    if path.starts_with("/secrets/") || path.starts_with("/_vault/") {
+        return Some("keyvault.get".into());
     }
     if path.ends_with("/oauth2/v2.0/token") {
         return Some("entra.token".into());

@@ -123,6 +123,39 @@ pub struct ImdsSeed {
     pub user_assigned: Vec<String>,
 }
 
+/// A container registry.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registry {
+    /// ARM resource id.
+    pub id: String,
+    /// Login server, e.g. `crmlwteama.azurecr.io`.
+    pub login_server: String,
+    /// Whether the admin user is enabled (`listCredentials` works only then).
+    #[serde(default)]
+    pub admin_user_enabled: bool,
+}
+
+/// A key vault and its secrets (RBAC permission model).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Vault {
+    /// ARM resource id.
+    pub id: String,
+    /// Tenant whose tokens it accepts.
+    pub tenant_id: String,
+    /// Secret values by name (the latest version).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl Vault {
+    /// The vault name (last segment of its id).
+    pub fn name(&self) -> &str {
+        self.id.rsplit('/').next().unwrap_or_default()
+    }
+}
+
 /// What tests and the demo load into the emulator. Loading merges into what is there.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -145,6 +178,12 @@ pub struct Seed {
     /// The node's IMDS.
     #[serde(default)]
     pub imds: Option<ImdsSeed>,
+    /// Container registries.
+    #[serde(default)]
+    pub registries: Vec<Registry>,
+    /// Key vaults.
+    #[serde(default)]
+    pub vaults: Vec<Vault>,
 }
 
 /// An injected fault for requests whose route key starts with `route`.
@@ -206,6 +245,10 @@ pub struct State {
     pub counters: BTreeMap<String, u64>,
     /// Active faults.
     pub faults: Vec<Fault>,
+    /// Registries by lower-case login server.
+    pub registries: HashMap<String, Registry>,
+    /// Vaults by lower-case name.
+    pub vaults: HashMap<String, Vault>,
     /// ARM throttling buckets by (subscription, principal, operation kind): tokens left and when
     /// they were last refilled.
     pub buckets: HashMap<String, (f64, i64)>,
@@ -250,6 +293,13 @@ impl State {
         }
         if let Some(imds) = seed.imds {
             self.imds = imds;
+        }
+        for r in seed.registries {
+            self.registries
+                .insert(r.login_server.to_ascii_lowercase(), r);
+        }
+        for v in seed.vaults {
+            self.vaults.insert(v.name().to_ascii_lowercase(), v);
         }
         Ok(())
     }

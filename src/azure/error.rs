@@ -27,6 +27,16 @@ pub enum AzureError {
         /// ARM error message.
         message: String,
     },
+    /// A data-plane service (ACR token service, Key Vault) refused the request.
+    #[error("{code} ({status}): {message}")]
+    DataPlane {
+        /// HTTP status.
+        status: u16,
+        /// Service error code.
+        code: String,
+        /// Service message (never a secret: these services do not echo them).
+        message: String,
+    },
     /// Throttled, and the retry budget is spent; `retry_after` is Azure's hint in seconds.
     #[error("throttled by Azure ({code}); retry after {retry_after}s")]
     Throttled {
@@ -54,6 +64,10 @@ impl AzureError {
             AzureError::Arm { status: 403, .. } => "PermissionDenied",
             AzureError::Arm { status: 404, .. } => "NotFound",
             AzureError::Arm { .. } => "AzureError",
+            AzureError::DataPlane {
+                status: 401 | 403, ..
+            } => "PermissionDenied",
+            AzureError::DataPlane { .. } => "AzureError",
             AzureError::Throttled { .. } => "Throttled",
             AzureError::Transport(_) => "AzureUnreachable",
             AzureError::Credential(_) => "CredentialInvalid",

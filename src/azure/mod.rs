@@ -2,11 +2,13 @@
 //! the ARM client. No Kubernetes types in here; Kubernetes-backed pieces (the TokenRequest assertion
 //! for workload identity) come in through traits.
 
+pub mod acr;
 pub mod arm;
 pub mod cloud;
 pub mod credential;
 pub mod error;
 pub mod jwt;
+pub mod keyvault;
 pub mod models;
 pub mod storage;
 pub mod token_cache;
