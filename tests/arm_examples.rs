@@ -17,11 +17,12 @@ fn examples(folder: &str, prefix: &str) -> Vec<(PathBuf, serde_json::Value)> {
         .unwrap_or_else(|e| panic!("the official examples must be at {}: {e}", root.display()))
     {
         let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with(prefix)
+        if path.is_file()
+            && path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(prefix)
         {
             let doc = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
             out.push((path, doc));
@@ -83,4 +84,55 @@ fn federated_identity_credentials_parse() {
 #[test]
 fn role_assignments_parse() {
     assert!(parse_all::<RoleAssignment>("authorization/2022-04-01", "RoleAssignments_") >= 8);
+}
+
+const ML: &str = "machinelearningservices/2025-12-01";
+
+#[test]
+fn workspaces_parse() {
+    assert!(parse_all::<Workspace>(&format!("{ML}/Workspace"), "") >= 4);
+}
+
+#[test]
+fn computes_parse() {
+    assert!(parse_all::<Compute>(&format!("{ML}/Compute"), "") >= 4);
+    assert!(parse_all::<Compute>(&format!("{ML}/Compute/createOrUpdate"), "") >= 4);
+}
+
+#[test]
+fn datastores_parse() {
+    let mut parsed = 0;
+    for kind in [
+        "AzureBlobWAccountKey",
+        "AzureDataLakeGen1WServicePrincipal",
+        "AzureDataLakeGen2WServicePrincipal",
+        "AzureFileWAccountKey",
+    ] {
+        parsed += parse_all::<Datastore>(&format!("{ML}/Datastore/{kind}"), "createOrUpdate");
+    }
+    assert!(parsed >= 12);
+    assert!(parse_all::<Datastore>(&format!("{ML}/Datastore"), "get.") >= 1);
+    assert!(parse_all::<Datastore>(&format!("{ML}/Datastore"), "list.") >= 1);
+    assert_eq!(
+        parse_all::<DatastoreSecrets>(&format!("{ML}/Datastore"), "listSecrets"),
+        1
+    );
+}
+
+#[test]
+fn workspace_connections_parse() {
+    assert!(parse_all::<WorkspaceConnection>(&format!("{ML}/WorkspaceConnection"), "") >= 6);
+}
+
+#[test]
+fn storage_keys_and_registry_credentials_parse() {
+    assert_eq!(
+        parse_all::<StorageAccountKeys>("storage/2025-08-01", "StorageAccountListKeys"),
+        1
+    );
+    assert_eq!(
+        parse_all::<RegistryCredentials>("containerregistry/2025-11-01", "RegistryListCredentials"),
+        1
+    );
+    assert!(parse_all::<Registry>("containerregistry/2025-11-01", "RegistryGet") >= 1);
 }

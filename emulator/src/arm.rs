@@ -11,6 +11,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 
 use crate::errors::arm as error;
+use crate::resources::{self, ResourcePath};
 use crate::state::{FederatedCredential, RoleAssignment, UserAssignedIdentity, assignment_id};
 use crate::tokens::{AccessClaims, TokenProblem, audience_matches};
 use crate::{Emulator, rbac};
@@ -33,6 +34,13 @@ enum Target {
     RoleAssignment {
         scope: String,
         name: Option<String>,
+    },
+    /// Workspaces, computes, datastores, connections, storage accounts, registries, vaults.
+    Generic(ResourcePath),
+    /// A long-running operation's status (`operationResults` or `operationsStatus`).
+    Operation {
+        id: String,
+        location_style: bool,
     },
 }
 
@@ -72,12 +80,34 @@ impl Target {
                 _ => None,
             };
         }
-        None
+        if is(2, "providers") && is(4, "locations") && segments.len() == 8 {
+            let location_style = is(6, "operationResults");
+            if location_style || is(6, "operationsStatus") {
+                return Some((
+                    subscription,
+                    Target::Operation {
+                        id: segments[7].to_owned(),
+                        location_style,
+                    },
+                ));
+            }
+        }
+        ResourcePath::parse(path)
+            .filter(|rp| rp.versions().is_some())
+            .map(|rp| (subscription, Target::Generic(rp)))
     }
 
     fn versions(&self) -> &'static [&'static str] {
         match self {
             Target::RoleAssignment { .. } => AUTHORIZATION_VERSIONS,
+            Target::Generic(rp) => rp.versions().unwrap_or_default(),
+            Target::Operation { .. } => &[
+                "2024-10-01",
+                "2025-04-01",
+                "2025-06-01",
+                "2025-09-01",
+                "2025-12-01",
+            ],
             _ => IDENTITY_VERSIONS,
         }
     }
@@ -95,6 +125,8 @@ impl Target {
                 "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials"
             }
             Target::RoleAssignment { .. } => "Microsoft.Authorization/roleAssignments",
+            Target::Generic(rp) => return rp.rbac_action(method),
+            Target::Operation { .. } => "Microsoft.MachineLearningServices/locations/operations",
         };
         format!("{resource_type}/{verb}")
     }
@@ -203,7 +235,23 @@ pub async fn handle(
             rg, identity: name, ..
         } => identity_id(&subscription, rg, name),
         Target::RoleAssignment { scope, .. } => scope.clone(),
+        Target::Generic(rp) => rp.id.clone(),
+        // Whoever started an operation may poll it; same-tenant authentication is enough.
+        Target::Operation { id, location_style } => {
+            return resources::poll(&emu, id, *location_style);
+        }
     };
+    if let Target::Generic(rp) = &target
+        && rp.parent.is_none()
+        && method == Method::PUT
+        && !resource_group_exists(&emu, &subscription, &rp.rg)
+    {
+        return error(
+            StatusCode::NOT_FOUND,
+            "ResourceGroupNotFound",
+            format!("Resource group '{}' could not be found.", rp.rg),
+        );
+    }
     let action = target.action(&method);
     if !emu
         .state()
@@ -228,6 +276,15 @@ pub async fn handle(
         Target::RoleAssignment { scope, name } => {
             role_assignment(&emu, &method, &scope, name, &query, &body)
         }
+        Target::Generic(rp) => resources::handle(
+            &emu,
+            &method,
+            &rp,
+            &claims,
+            &body,
+            &crate::host_of(&headers),
+        ),
+        Target::Operation { .. } => unreachable!("answered before authorization"),
     };
     response.headers_mut().insert(
         match kind {
@@ -633,14 +690,7 @@ fn role_assignment(
                     ),
                 );
             };
-            let known = state
-                .service_principals
-                .values()
-                .any(|sp| sp.object_id.eq_ignore_ascii_case(&props.principal_id))
-                || state
-                    .identities
-                    .values()
-                    .any(|i| i.principal_id.eq_ignore_ascii_case(&props.principal_id));
+            let known = state.principal_exists(&props.principal_id);
             if !known {
                 return error(
                     StatusCode::BAD_REQUEST,

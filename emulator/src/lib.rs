@@ -15,6 +15,7 @@ mod federation;
 mod imds;
 mod keyvault;
 pub mod rbac;
+mod resources;
 pub mod state;
 pub mod tls;
 mod tokens;
@@ -49,6 +50,10 @@ pub struct Config {
     pub https_port: u16,
     /// Port for the plain-HTTP IMDS (0 picks a free one).
     pub imds_port: u16,
+    /// Polls a long-running operation answers "in progress" before it completes.
+    pub lro_polls: u32,
+    /// `Retry-After` seconds on long-running operations (ARM says 10+; tests want 0).
+    pub lro_retry_after: u64,
 }
 
 impl Config {
@@ -60,6 +65,8 @@ impl Config {
             token_lifetime: 3599,
             https_port: 0,
             imds_port: 0,
+            lro_polls: 1,
+            lro_retry_after: 1,
         }
     }
 }
@@ -84,6 +91,8 @@ struct Inner {
     signer: tokens::Signer,
     keys: federation::KeyCache,
     token_lifetime: i64,
+    lro_polls: u32,
+    lro_retry_after: u64,
 }
 
 /// A handle on the emulator's state, shared by its routes.
@@ -105,6 +114,14 @@ impl Emulator {
 
     fn count(&self, key: &str) {
         self.state().count(key);
+    }
+
+    fn lro_polls(&self) -> u32 {
+        self.0.lro_polls
+    }
+
+    fn lro_retry_after(&self) -> u64 {
+        self.0.lro_retry_after
     }
 
     fn token_lifetime(&self) -> i64 {
@@ -137,6 +154,8 @@ impl Emulator {
             signer: tokens::Signer::generate().map_err(|e| anyhow::anyhow!("signing key: {e}"))?,
             keys: federation::KeyCache::new(http.build()?),
             token_lifetime: config.token_lifetime,
+            lro_polls: config.lro_polls,
+            lro_retry_after: config.lro_retry_after,
         }));
 
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

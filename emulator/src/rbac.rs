@@ -156,8 +156,14 @@ pub fn role(reference: &str) -> Option<&'static Role> {
         .find(|r| r.id.eq_ignore_ascii_case(guid) || r.name.eq_ignore_ascii_case(reference))
 }
 
-/// Case-insensitive glob with `*` matching any run of characters.
+/// Case-insensitive glob with `*` matching any run of characters; a `/*/` segment may also match
+/// nothing, as Azure evaluates `userAssignedIdentities/*/assign/action` against
+/// `userAssignedIdentities/assign/action`.
 pub fn action_matches(pattern: &str, action: &str) -> bool {
+    glob(pattern, action) || (pattern.contains("/*/") && glob(&pattern.replace("/*/", "/"), action))
+}
+
+fn glob(pattern: &str, action: &str) -> bool {
     fn go(p: &[u8], a: &[u8]) -> bool {
         match p.split_first() {
             None => a.is_empty(),

@@ -156,6 +156,30 @@ impl Vault {
     }
 }
 
+/// A storage account and its keys.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageAccount {
+    /// ARM resource id.
+    pub id: String,
+    /// Region.
+    #[serde(default = "default_location")]
+    pub location: String,
+    /// `key1` and `key2` (base64).
+    pub keys: Vec<String>,
+}
+
+/// A long-running operation in progress.
+#[derive(Clone, Debug)]
+pub struct Operation {
+    /// The resource it acts on (lower-case id).
+    pub resource: String,
+    /// Polls left before it completes.
+    pub polls_left: u32,
+    /// Whether it deletes the resource.
+    pub delete: bool,
+}
+
 /// What tests and the demo load into the emulator. Loading merges into what is there.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -184,6 +208,12 @@ pub struct Seed {
     /// Key vaults.
     #[serde(default)]
     pub vaults: Vec<Vault>,
+    /// Storage accounts.
+    #[serde(default)]
+    pub storage_accounts: Vec<StorageAccount>,
+    /// Any other ARM resources, as full bodies with an `id` (e.g. an existing AML workspace to adopt).
+    #[serde(default)]
+    pub resources: Vec<serde_json::Value>,
 }
 
 /// An injected fault for requests whose route key starts with `route`.
@@ -249,6 +279,18 @@ pub struct State {
     pub registries: HashMap<String, Registry>,
     /// Vaults by lower-case name.
     pub vaults: HashMap<String, Vault>,
+    /// Storage accounts by lower-case id.
+    pub storage_accounts: HashMap<String, StorageAccount>,
+    /// Generic ARM resources (workspaces, computes, datastores, connections) by lower-case id, as
+    /// returned by GET (secrets removed).
+    pub resources: BTreeMap<String, serde_json::Value>,
+    /// Secrets kept apart from GET bodies, by lower-case resource id (datastore secrets,
+    /// connection credentials); only list* actions return them.
+    pub hidden: HashMap<String, serde_json::Value>,
+    /// System-assigned identities: principal id → resource id.
+    pub system_identities: HashMap<String, String>,
+    /// Long-running operations by id.
+    pub operations: HashMap<String, Operation>,
     /// ARM throttling buckets by (subscription, principal, operation kind): tokens left and when
     /// they were last refilled.
     pub buckets: HashMap<String, (f64, i64)>,
@@ -301,6 +343,16 @@ impl State {
         for v in seed.vaults {
             self.vaults.insert(v.name().to_ascii_lowercase(), v);
         }
+        for a in seed.storage_accounts {
+            self.storage_accounts.insert(a.id.to_ascii_lowercase(), a);
+        }
+        for r in seed.resources {
+            let id = r["id"]
+                .as_str()
+                .ok_or("a seeded resource needs an id")?
+                .to_ascii_lowercase();
+            self.resources.insert(id, r);
+        }
         Ok(())
     }
 
@@ -330,6 +382,21 @@ impl State {
             .find(|i| i.client_id == client_id)
             .map(|i| i.federated_credentials.clone())
             .unwrap_or_default()
+    }
+
+    /// Whether a principal (application, user-assigned or system-assigned identity) exists.
+    pub fn principal_exists(&self, principal_id: &str) -> bool {
+        self.service_principals
+            .values()
+            .any(|sp| sp.object_id.eq_ignore_ascii_case(principal_id))
+            || self
+                .identities
+                .values()
+                .any(|i| i.principal_id.eq_ignore_ascii_case(principal_id))
+            || self
+                .system_identities
+                .keys()
+                .any(|p| p.eq_ignore_ascii_case(principal_id))
     }
 
     /// Whether `principal_id` may perform `action` on `resource`.

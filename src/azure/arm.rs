@@ -136,6 +136,8 @@ pub struct ArmResponse<T> {
     pub location: Option<String>,
     /// `Azure-AsyncOperation` of a long-running operation.
     pub async_operation: Option<String>,
+    /// `Retry-After` seconds, when given.
+    pub retry_after: Option<u64>,
 }
 
 /// The ARM client of one credential.
@@ -181,7 +183,7 @@ impl ArmClient {
         api_version: &str,
     ) -> Result<Option<T>, AzureError> {
         match self
-            .send::<(), T>(Method::GET, path, api_version, None)
+            .send::<(), T>(Method::GET, path, Some(api_version), None)
             .await
         {
             Ok(r) => Ok(r.body),
@@ -197,7 +199,8 @@ impl ArmClient {
         api_version: &str,
         body: &B,
     ) -> Result<ArmResponse<T>, AzureError> {
-        self.send(Method::PUT, path, api_version, Some(body)).await
+        self.send(Method::PUT, path, Some(api_version), Some(body))
+            .await
     }
 
     /// PATCH a body.
@@ -207,7 +210,7 @@ impl ArmClient {
         api_version: &str,
         body: &B,
     ) -> Result<ArmResponse<T>, AzureError> {
-        self.send(Method::PATCH, path, api_version, Some(body))
+        self.send(Method::PATCH, path, Some(api_version), Some(body))
             .await
     }
 
@@ -218,13 +221,13 @@ impl ArmClient {
         api_version: &str,
         body: Option<&B>,
     ) -> Result<ArmResponse<T>, AzureError> {
-        self.send(Method::POST, path, api_version, body).await
+        self.send(Method::POST, path, Some(api_version), body).await
     }
 
     /// DELETE; a resource that is already gone counts as deleted.
     pub async fn delete(&self, path: &str, api_version: &str) -> Result<(), AzureError> {
         match self
-            .send::<(), serde_json::Value>(Method::DELETE, path, api_version, None)
+            .send::<(), serde_json::Value>(Method::DELETE, path, Some(api_version), None)
             .await
         {
             Ok(_) | Err(AzureError::Arm { status: 404, .. }) => Ok(()),
@@ -232,19 +235,152 @@ impl ArmClient {
         }
     }
 
+    /// PUT and follow the long-running operation to its end (202 + Location, 201/200 +
+    /// Azure-AsyncOperation, or a non-terminal `provisioningState`); returns the resource as GET
+    /// shows it afterwards.
+    pub async fn put_and_wait<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        api_version: &str,
+        body: &B,
+    ) -> Result<T, AzureError> {
+        let first = self
+            .send::<B, serde_json::Value>(Method::PUT, path, Some(api_version), Some(body))
+            .await?;
+        self.complete(path, api_version, first, false).await?;
+        self.get(path, api_version).await?.ok_or_else(|| {
+            AzureError::Unexpected(format!("{path} is gone right after it was written"))
+        })
+    }
+
+    /// PATCH and follow the long-running operation, as [`Self::put_and_wait`].
+    pub async fn patch_and_wait<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        api_version: &str,
+        body: &B,
+    ) -> Result<T, AzureError> {
+        let first = self
+            .send::<B, serde_json::Value>(Method::PATCH, path, Some(api_version), Some(body))
+            .await?;
+        self.complete(path, api_version, first, false).await?;
+        self.get(path, api_version).await?.ok_or_else(|| {
+            AzureError::Unexpected(format!("{path} is gone right after it was patched"))
+        })
+    }
+
+    /// DELETE and follow the long-running operation; a resource already gone counts as deleted.
+    pub async fn delete_and_wait(&self, path: &str, api_version: &str) -> Result<(), AzureError> {
+        match self
+            .send::<(), serde_json::Value>(Method::DELETE, path, Some(api_version), None)
+            .await
+        {
+            Ok(first) => self.complete(path, api_version, first, true).await,
+            Err(AzureError::Arm { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn complete(
+        &self,
+        path: &str,
+        api_version: &str,
+        first: ArmResponse<serde_json::Value>,
+        delete: bool,
+    ) -> Result<(), AzureError> {
+        const MAX_POLLS: u32 = 120;
+        let pause = |retry_after: Option<u64>| {
+            tokio::time::sleep(Duration::from_secs(retry_after.unwrap_or(1).min(30)))
+        };
+        if let Some(url) = &first.async_operation {
+            for _ in 0..MAX_POLLS {
+                let poll = self
+                    .send::<(), serde_json::Value>(Method::GET, url, None, None)
+                    .await?;
+                let body = poll.body.unwrap_or_default();
+                match body["status"].as_str() {
+                    Some(s) if s.eq_ignore_ascii_case("Succeeded") => return Ok(()),
+                    Some(s)
+                        if s.eq_ignore_ascii_case("Failed")
+                            || s.eq_ignore_ascii_case("Canceled") =>
+                    {
+                        return Err(operation_failed(path, s, &body));
+                    }
+                    _ => pause(poll.retry_after.or(first.retry_after)).await,
+                }
+            }
+            return Err(AzureError::Unexpected(format!(
+                "{path}: the operation did not finish after {MAX_POLLS} polls"
+            )));
+        }
+        if first.status == 202 {
+            let Some(url) = &first.location else {
+                return Ok(());
+            };
+            let mut retry_after = first.retry_after;
+            for _ in 0..MAX_POLLS {
+                pause(retry_after).await;
+                let poll = self
+                    .send::<(), serde_json::Value>(Method::GET, url, None, None)
+                    .await?;
+                if poll.status != 202 {
+                    return Ok(());
+                }
+                retry_after = poll.retry_after;
+            }
+            return Err(AzureError::Unexpected(format!(
+                "{path}: the operation did not finish after {MAX_POLLS} polls"
+            )));
+        }
+        if delete {
+            return Ok(());
+        }
+        // A 200/201 body whose provisioningState is not terminal means "still running".
+        let mut state = provisioning_state(first.body.as_ref());
+        for _ in 0..MAX_POLLS {
+            match state.as_deref() {
+                None | Some("Succeeded") => return Ok(()),
+                Some(s @ ("Failed" | "Canceled")) => {
+                    return Err(operation_failed(path, s, &serde_json::Value::Null));
+                }
+                Some(_) => pause(first.retry_after).await,
+            }
+            let current: Option<serde_json::Value> = self.get(path, api_version).await?;
+            state = provisioning_state(current.as_ref());
+        }
+        Err(AzureError::Unexpected(format!(
+            "{path}: provisioning did not finish after {MAX_POLLS} polls"
+        )))
+    }
+
+    /// Sends to `path` (below the endpoint, with `api_version`) or to an absolute URL that already
+    /// carries its api-version (a long-running operation's status URL).
     async fn send<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        api_version: &str,
+        api_version: Option<&str>,
         body: Option<&B>,
     ) -> Result<ArmResponse<T>, AzureError> {
-        let subscription = path
-            .split('/')
-            .nth(2)
+        let url = if path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("{}{}", self.endpoint, path)
+        };
+        let subscription = url
+            .split("/subscriptions/")
+            .nth(1)
+            .and_then(|rest| rest.split(['/', '?']).next())
             .unwrap_or_default()
             .to_ascii_lowercase();
-        let url = format!("{}{}", self.endpoint, path);
+        let path = url
+            .strip_prefix(&self.endpoint)
+            .unwrap_or(&url)
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let path = path.as_str();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -256,8 +392,10 @@ impl ArmClient {
             let mut request = self
                 .http
                 .request(method.clone(), &url)
-                .query(&[("api-version", api_version)])
                 .bearer_auth(token.secret());
+            if let Some(version) = api_version {
+                request = request.query(&[("api-version", version)]);
+            }
             if let Some(b) = body {
                 request = request.json(b);
             }
@@ -330,6 +468,7 @@ impl ArmClient {
                 },
                 location: header("location"),
                 async_operation: header("azure-asyncoperation"),
+                retry_after: header("retry-after").and_then(|v| v.trim().parse().ok()),
             });
         }
     }
@@ -343,6 +482,28 @@ impl ArmClient {
             .min(self.retry.max_delay);
         let half = step / 2;
         half + half.mul_f64(rand::random::<f64>())
+    }
+}
+
+fn provisioning_state(body: Option<&serde_json::Value>) -> Option<String> {
+    body?
+        .get("properties")?
+        .get("provisioningState")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn operation_failed(path: &str, status: &str, body: &serde_json::Value) -> AzureError {
+    let error = &body["error"];
+    AzureError::Arm {
+        method: "LRO".into(),
+        path: path.to_owned(),
+        status: 200,
+        code: error["code"].as_str().unwrap_or(status).to_owned(),
+        message: error["message"]
+            .as_str()
+            .unwrap_or("the long-running operation ended without success")
+            .to_owned(),
     }
 }
 

@@ -11,6 +11,8 @@ use aml_identity_operator::azure::{Cloud, Credential, TokenCache, Transport};
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 pub const SUBSCRIPTION: &str = "3fa85f64-5717-4562-b3fc-2c963f66afa6";
 pub const RESOURCE_GROUP: &str = "rg-aml-team-a";
+/// A resource group where the platform team keeps identities, outside the app's Contributor scope.
+pub const IDENTITY_RESOURCE_GROUP: &str = "rg-identities";
 pub const APP_CLIENT_ID: &str = "2f5c3a1b-7d8e-4f90-a1b2-c3d4e5f60718";
 pub const APP_OBJECT_ID: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
 pub const APP_SECRET: &str = "emulated-client-secret-value-0001";
@@ -30,6 +32,9 @@ impl Azure {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::new(dir.path());
         config.trust = trust;
+        // Long-running operations take two polls, without making the tests wait.
+        config.lro_polls = 2;
+        config.lro_retry_after = 0;
         let running = Emulator::start(config).await.expect("emulator starts");
         running
             .emulator
