@@ -433,3 +433,176 @@ async fn server_errors_are_retried_with_backoff_and_bounded() {
         "{elapsed:?}"
     );
 }
+
+/// A self-signed RSA certificate and its key, as one PEM (what a certificate Secret holds).
+fn rsa_certificate() -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["aml-platform".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn a_certificate_credential_signs_in_only_with_a_registered_certificate() {
+    let azure = Azure::start(vec![]).await;
+    let (cert, key) = rsa_certificate();
+    let pem = format!("{cert}{key}");
+    let credential = Credential::client_certificate(
+        "cert",
+        &azure.cloud,
+        &azure.transport,
+        TENANT,
+        APP_CLIENT_ID,
+        &pem,
+    )
+    .unwrap();
+    let unknown = credential
+        .request(
+            "https://management.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&unknown, AzureError::Entra { status: 401, codes, .. } if codes == "700027"),
+        "{unknown:?}"
+    );
+
+    azure
+        .emulator()
+        .seed(aml_identity_emulator::Seed {
+            service_principals: vec![aml_identity_emulator::state::ServicePrincipal {
+                tenant_id: TENANT.into(),
+                client_id: APP_CLIENT_ID.into(),
+                object_id: APP_OBJECT_ID.into(),
+                display_name: "aml-platform".into(),
+                secrets: vec![APP_SECRET.into()],
+                federated_credentials: vec![],
+                certificates: vec![cert.clone()],
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+    let token = credential
+        .request(
+            "https://management.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        azure
+            .emulator()
+            .verify_token(token.secret())
+            .unwrap()
+            .appidacr,
+        "2"
+    );
+
+    // Another key presenting the registered certificate's thumbprint is refused.
+    let (_, other_key) = rsa_certificate();
+    let impostor = Credential::client_certificate(
+        "impostor",
+        &azure.cloud,
+        &azure.transport,
+        TENANT,
+        APP_CLIENT_ID,
+        &format!("{cert}{other_key}"),
+    )
+    .unwrap();
+    let refused = impostor
+        .request(
+            "https://management.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, AzureError::Entra { status: 401, codes, .. } if codes == "700027"),
+        "{refused:?}"
+    );
+    assert!(
+        Credential::client_certificate(
+            "bad",
+            &azure.cloud,
+            &azure.transport,
+            TENANT,
+            APP_CLIENT_ID,
+            "not a pem"
+        )
+        .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_managed_identity_credential_asks_imds_for_the_selected_identity() {
+    use aml_identity_emulator::state::{ImdsSeed, UserAssignedIdentity};
+    use aml_identity_operator::azure::credential::ManagedIdentitySelector;
+    let azure = Azure::start(vec![]).await;
+    let id = format!(
+        "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-node",
+        azure.resource_group_id()
+    );
+    let client_id = "6e3c1b2a-9d8f-4e7a-b6c5-d4e3f2a1b0c9";
+    azure
+        .emulator()
+        .seed(aml_identity_emulator::Seed {
+            user_assigned_identities: vec![UserAssignedIdentity {
+                id: id.clone(),
+                location: "eastus".into(),
+                tenant_id: TENANT.into(),
+                client_id: client_id.into(),
+                principal_id: "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a".into(),
+                federated_credentials: vec![],
+            }],
+            imds: Some(ImdsSeed {
+                system_assigned: Some(APP_OBJECT_ID.into()),
+                user_assigned: vec![id.clone()],
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+    let imds = format!("http://{}", azure.running.imds_addr);
+    let by = |selector| {
+        Credential::managed_identity(
+            "mi",
+            &azure.cloud,
+            &azure.transport,
+            TENANT,
+            &imds,
+            selector,
+        )
+        .unwrap()
+    };
+
+    let user = by(ManagedIdentitySelector::ResourceId(id.clone()))
+        .request("https://management.azure.com", 0)
+        .await
+        .unwrap();
+    assert_eq!(user.claims.appid.as_deref(), Some(client_id));
+    let by_client = by(ManagedIdentitySelector::ClientId(client_id.into()))
+        .request("https://vault.azure.net", 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        by_client.claims.aud.as_deref(),
+        Some("https://vault.azure.net")
+    );
+    let system = by(ManagedIdentitySelector::System)
+        .request("https://management.azure.com", 0)
+        .await
+        .unwrap();
+    assert_eq!(system.claims.oid.as_deref(), Some(APP_OBJECT_ID));
+    let missing = by(ManagedIdentitySelector::ClientId(
+        "11111111-2222-3333-4444-555555555555".into(),
+    ))
+    .request("https://management.azure.com", 0)
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(missing, AzureError::Entra { status: 400, .. }),
+        "{missing:?}"
+    );
+}

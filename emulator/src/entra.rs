@@ -45,6 +45,7 @@ pub async fn discovery(
 pub async fn token(
     State(emu): State<Emulator>,
     Path(tenant): Path<String>,
+    headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
@@ -150,7 +151,19 @@ pub async fn token(
                 "The request body must contain the following parameter: 'client_assertion_type'.",
             );
         }
-        if let Err(refusal) = check_federated(&emu, client_id, assertion).await {
+        // A self-issued assertion (iss = client id) is a certificate credential; any other is federated.
+        let self_issued = federation::peek(assertion).is_some_and(|c| c.iss == client_id);
+        let checked = if self_issued {
+            check_certificate(
+                &emu,
+                client_id,
+                assertion,
+                &format!("https://{}/{tenant}/oauth2/v2.0/token", host_of(&headers)),
+            )
+        } else {
+            check_federated(&emu, client_id, assertion).await
+        };
+        if let Err(refusal) = checked {
             return *refusal;
         }
         false
@@ -231,4 +244,88 @@ async fn check_federated(
         )));
     }
     Ok(())
+}
+
+/// Verifies a certificate client assertion: signed (RS256) by the key of a certificate registered on
+/// the application and named by its `x5t` thumbprint, for this token endpoint, inside its window.
+fn check_certificate(
+    emu: &Emulator,
+    client_id: &str,
+    assertion: &str,
+    token_url: &str,
+) -> Result<(), Box<Response>> {
+    let refuse = |code: u32, description: &str| {
+        Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            code,
+            description,
+        ))
+    };
+    let header = jsonwebtoken::decode_header(assertion)
+        .map_err(|_| refuse(50027, "JWT token is invalid or malformed."))?;
+    let thumbprint = header.x5t.ok_or_else(|| {
+        refuse(
+            700027,
+            "Client assertion contains an invalid signature: the x5t header is missing.",
+        )
+    })?;
+    let certificates = emu
+        .state()
+        .service_principals
+        .get(client_id)
+        .map(|sp| sp.certificates.clone())
+        .unwrap_or_default();
+    let key = certificates
+        .iter()
+        .find_map(|pem| certificate_key(pem).filter(|(print, _)| print == &thumbprint).map(|(_, key)| key))
+        .ok_or_else(|| refuse(700027, &format!("Client assertion failed signature validation. The key was not found: no certificate with thumbprint {thumbprint} is registered on app '{client_id}'.")))?;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let claims = jsonwebtoken::decode::<serde_json::Value>(assertion, &key, &validation)
+        .map_err(|_| refuse(700027, "Client assertion failed signature validation."))?
+        .claims;
+    if claims["aud"].as_str() != Some(token_url) {
+        return Err(refuse(
+            700212,
+            &format!(
+                "No matching federated identity record found for presented assertion audience '{}'.",
+                claims["aud"]
+            ),
+        ));
+    }
+    if claims["sub"].as_str() != Some(client_id) {
+        return Err(refuse(
+            700021,
+            "Client assertion application identifier doesn't match 'client_id' parameter.",
+        ));
+    }
+    let now = emu.clock().now();
+    if claims["exp"].as_i64().is_none_or(|exp| exp <= now) {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            700024,
+            "Client assertion is not within its valid time range.",
+        )));
+    }
+    Ok(())
+}
+
+/// The base64url SHA-1 thumbprint of a PEM certificate and its RSA public key.
+fn certificate_key(pem: &str) -> Option<(String, jsonwebtoken::DecodingKey)> {
+    use base64::Engine;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .ok()?;
+    let thumbprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let key = jsonwebtoken::DecodingKey::from_rsa_der(&cert.public_key().subject_public_key.data);
+    Some((
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(thumbprint.as_ref()),
+        key,
+    ))
 }

@@ -39,6 +39,9 @@ pub struct ServicePrincipal {
     /// Federated identity credentials on the application.
     #[serde(default)]
     pub federated_credentials: Vec<FederatedCredential>,
+    /// Certificates (PEM) whose keys may sign client assertions.
+    #[serde(default)]
+    pub certificates: Vec<String>,
 }
 
 /// A user-assigned managed identity.

@@ -1,14 +1,17 @@
-//! How the operator signs in: one [`Credential`] per resolved `AzureCredential` source, exchanging a
-//! client secret or a client assertion at Entra ID's v2 token endpoint.
+//! How the operator signs in: one [`Credential`] per resolved `AzureCredential` source. Client
+//! secrets, certificates and client assertions are exchanged at Entra ID's v2 token endpoint;
+//! managed identities ask the node's IMDS.
 //!
-//! The exchange is done here rather than through azure_identity 1.0: that crate reads Entra's error
-//! body into a borrowed `&str`, which fails on every real `error_description` (they contain escaped
-//! `\r\n`), so its errors lose the AADSTS code and the status the controllers report.
+//! The Entra exchange is done here rather than through azure_identity 1.0: that crate reads Entra's
+//! error body into a borrowed `&str`, which fails on every real `error_description` (they contain
+//! escaped `\r\n`), so its errors lose the AADSTS code and the status the controllers report.
 
 use std::fmt;
 use std::sync::Arc;
 
+use base64::Engine;
 use futures::future::BoxFuture;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 
 use super::cloud::{Cloud, Transport};
@@ -17,6 +20,8 @@ use super::jwt;
 use super::token_cache::Token;
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// Where IMDS answers on every Azure VM.
+pub const IMDS_ENDPOINT: &str = "http://169.254.169.254";
 
 /// Supplies client assertions (e.g. a Kubernetes ServiceAccount token from the TokenRequest API,
 /// audience `api://AzureADTokenExchange`) for workload identity federation.
@@ -25,11 +30,30 @@ pub trait AssertionSource: Send + Sync + fmt::Debug {
     fn assertion(&self) -> BoxFuture<'_, Result<String, String>>;
 }
 
+/// Which of the node's identities IMDS should use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManagedIdentitySelector {
+    /// The system-assigned identity.
+    System,
+    /// A user-assigned identity by client id.
+    ClientId(String),
+    /// A user-assigned identity by resource id.
+    ResourceId(String),
+}
+
 /// What the credential proves its identity with.
 #[derive(Clone)]
 enum Proof {
     Secret(String),
     Assertion(Arc<dyn AssertionSource>),
+    Certificate {
+        key: Arc<EncodingKey>,
+        x5t: String,
+    },
+    ManagedIdentity {
+        endpoint: String,
+        selector: ManagedIdentitySelector,
+    },
 }
 
 /// A resolved credential: who signs in, and how. `Debug` never shows the secret.
@@ -37,7 +61,7 @@ enum Proof {
 pub struct Credential {
     /// Identifies the credential in the token cache (e.g. `AzureCredential/ns/name@generation`).
     pub key: String,
-    /// The client id that signs in.
+    /// The client id that signs in (empty for a system-assigned managed identity until known).
     pub client_id: String,
     tenant_id: String,
     token_url: String,
@@ -59,7 +83,7 @@ impl fmt::Debug for Credential {
 struct TokenResponse {
     access_token: String,
     #[serde(default)]
-    expires_in: Option<i64>,
+    expires_in: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -68,6 +92,29 @@ struct ErrorResponse {
     error: String,
     error_description: String,
     error_codes: Vec<i64>,
+}
+
+/// The PEM blocks of a certificate credential: the certificate (for its thumbprint) and its key.
+fn pem_blocks(pem: &str) -> Vec<(String, Vec<u8>)> {
+    let mut blocks = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in pem.lines().map(str::trim) {
+        if let Some(label) = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        {
+            current = Some((label.to_owned(), String::new()));
+        } else if line.starts_with("-----END ") {
+            if let Some((label, body)) = current.take() {
+                if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(body) {
+                    blocks.push((label, der));
+                }
+            }
+        } else if let Some((_, body)) = current.as_mut() {
+            body.push_str(line);
+        }
+    }
+    blocks
 }
 
 impl Credential {
@@ -115,6 +162,52 @@ impl Credential {
         )
     }
 
+    /// A service principal with a certificate: `pem` holds the certificate and its RSA private key.
+    pub fn client_certificate(
+        key: impl Into<String>,
+        cloud: &Cloud,
+        transport: &Transport,
+        tenant_id: &str,
+        client_id: &str,
+        pem: &str,
+    ) -> Result<Self, AzureError> {
+        let blocks = pem_blocks(pem);
+        let cert = blocks
+            .iter()
+            .find(|(label, _)| label == "CERTIFICATE")
+            .ok_or_else(|| {
+                AzureError::Credential("the certificate PEM has no CERTIFICATE block".into())
+            })?;
+        let private = blocks
+            .iter()
+            .find(|(label, _)| label.ends_with("PRIVATE KEY"))
+            .ok_or_else(|| {
+                AzureError::Credential("the certificate PEM has no PRIVATE KEY block".into())
+            })?;
+        let key_pem = format!(
+            "-----BEGIN {0}-----\n{1}\n-----END {0}-----\n",
+            private.0,
+            base64::engine::general_purpose::STANDARD.encode(&private.1)
+        );
+        let encoding = EncodingKey::from_rsa_pem(key_pem.as_bytes()).map_err(|_| {
+            AzureError::Credential("the certificate's private key is not an RSA key".into())
+        })?;
+        let thumbprint =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert.1);
+        let x5t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(thumbprint.as_ref());
+        Self::new(
+            key,
+            cloud,
+            transport,
+            tenant_id,
+            client_id,
+            Proof::Certificate {
+                key: Arc::new(encoding),
+                x5t,
+            },
+        )
+    }
+
     /// Workload identity: `source`'s assertions exchanged for tokens of `client_id`.
     pub fn workload_identity(
         key: impl Into<String>,
@@ -134,6 +227,26 @@ impl Credential {
         )
     }
 
+    /// The node's managed identity through IMDS at `endpoint` (normally [`IMDS_ENDPOINT`]).
+    pub fn managed_identity(
+        key: impl Into<String>,
+        cloud: &Cloud,
+        transport: &Transport,
+        tenant_id: &str,
+        endpoint: &str,
+        selector: ManagedIdentitySelector,
+    ) -> Result<Self, AzureError> {
+        let client_id = match &selector {
+            ManagedIdentitySelector::ClientId(id) => id.clone(),
+            _ => String::new(),
+        };
+        let proof = Proof::ManagedIdentity {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            selector,
+        };
+        Self::new(key, cloud, transport, tenant_id, &client_id, proof)
+    }
+
     /// The tenant it signs in to.
     pub fn tenant_id(&self) -> &str {
         &self.tenant_id
@@ -142,24 +255,51 @@ impl Credential {
     /// Requests a token for `audience` (a resource such as `https://storage.azure.com`), bypassing
     /// any cache: use [`super::TokenCache`] instead. `now` stamps when it was obtained.
     pub async fn request(&self, audience: &str, now: i64) -> Result<Token, AzureError> {
-        let scope = format!("{}/.default", audience.trim_end_matches('/'));
-        let mut form = vec![
-            ("grant_type", "client_credentials".to_owned()),
-            ("client_id", self.client_id.clone()),
-            ("scope", scope),
-        ];
-        match &self.proof {
-            Proof::Secret(secret) => form.push(("client_secret", secret.clone())),
-            Proof::Assertion(source) => {
-                let assertion = source.assertion().await.map_err(AzureError::Credential)?;
-                form.push(("client_assertion_type", JWT_BEARER.to_owned()));
-                form.push(("client_assertion", assertion));
+        let resource = audience.trim_end_matches('/');
+        let request = match &self.proof {
+            Proof::ManagedIdentity { endpoint, selector } => {
+                let mut query = vec![
+                    ("api-version", "2018-02-01".to_owned()),
+                    ("resource", resource.to_owned()),
+                ];
+                match selector {
+                    ManagedIdentitySelector::System => {}
+                    ManagedIdentitySelector::ClientId(id) => query.push(("client_id", id.clone())),
+                    ManagedIdentitySelector::ResourceId(id) => {
+                        query.push(("msi_res_id", id.clone()))
+                    }
+                }
+                self.http
+                    .get(format!("{endpoint}/metadata/identity/oauth2/token"))
+                    .header("Metadata", "true")
+                    .query(&query)
             }
-        }
-        let response = self
-            .http
-            .post(&self.token_url)
-            .form(&form)
+            proof => {
+                let mut form = vec![
+                    ("grant_type", "client_credentials".to_owned()),
+                    ("client_id", self.client_id.clone()),
+                    ("scope", format!("{resource}/.default")),
+                ];
+                match proof {
+                    Proof::Secret(secret) => form.push(("client_secret", secret.clone())),
+                    Proof::Assertion(source) => {
+                        let assertion = source.assertion().await.map_err(AzureError::Credential)?;
+                        form.push(("client_assertion_type", JWT_BEARER.to_owned()));
+                        form.push(("client_assertion", assertion));
+                    }
+                    Proof::Certificate { key, x5t } => {
+                        form.push(("client_assertion_type", JWT_BEARER.to_owned()));
+                        form.push((
+                            "client_assertion",
+                            self.certificate_assertion(key, x5t, now)?,
+                        ));
+                    }
+                    Proof::ManagedIdentity { .. } => unreachable!("handled above"),
+                }
+                self.http.post(&self.token_url).form(&form)
+            }
+        };
+        let response = request
             .send()
             .await
             .map_err(|e| AzureError::Transport(e.without_url().to_string()))?;
@@ -195,10 +335,36 @@ impl Credential {
         let parsed: TokenResponse = serde_json::from_str(&text)
             .map_err(|e| AzureError::Unexpected(format!("token response: {e}")))?;
         let claims = jwt::claims(&parsed.access_token).unwrap_or_default();
-        // The token's own `exp` is the truth; `expires_in` is the fallback for opaque tokens.
-        let expires_on = claims
-            .exp
-            .unwrap_or(now + parsed.expires_in.unwrap_or(3599));
+        // The token's own `exp` is the truth; `expires_in` (a number from Entra, a string from IMDS)
+        // is the fallback for opaque tokens.
+        let expires_in = parsed
+            .expires_in
+            .as_ref()
+            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+            .unwrap_or(3599);
+        let expires_on = claims.exp.unwrap_or(now + expires_in);
         Ok(Token::new(parsed.access_token, now, expires_on, claims))
+    }
+
+    /// A signed client assertion for the token endpoint (RS256, `x5t` thumbprint, 5 minutes).
+    fn certificate_assertion(
+        &self,
+        key: &EncodingKey,
+        x5t: &str,
+        now: i64,
+    ) -> Result<String, AzureError> {
+        let mut header = Header::new(Algorithm::RS256);
+        header.x5t = Some(x5t.to_owned());
+        let claims = serde_json::json!({
+            "aud": self.token_url,
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "nbf": now,
+            "iat": now,
+            "exp": now + 300,
+        });
+        jsonwebtoken::encode(&header, &claims, key)
+            .map_err(|_| AzureError::Credential("signing the certificate assertion failed".into()))
     }
 }

@@ -52,6 +52,7 @@ impl Azure {
                     display_name: "aml-platform".into(),
                     secrets: vec![APP_SECRET.into()],
                     federated_credentials: vec![],
+                    certificates: vec![],
                 }],
                 ..Default::default()
             })
