@@ -105,10 +105,10 @@ fn pem_blocks(pem: &str) -> Vec<(String, Vec<u8>)> {
         {
             current = Some((label.to_owned(), String::new()));
         } else if line.starts_with("-----END ") {
-            if let Some((label, body)) = current.take() {
-                if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(body) {
-                    blocks.push((label, der));
-                }
+            if let Some((label, body)) = current.take()
+                && let Ok(der) = base64::engine::general_purpose::STANDARD.decode(body)
+            {
+                blocks.push((label, der));
             }
         } else if let Some((_, body)) = current.as_mut() {
             body.push_str(line);
