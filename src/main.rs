@@ -23,7 +23,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers.
-    Run(aml_identity_operator::run::RunOptions),
+    Run(Box<aml_identity_operator::run::RunOptions>),
     /// Print every CustomResourceDefinition as YAML, or write one file per CRD into `--out`.
     Crdgen {
         /// Directory to write `<name>.yaml` files into (e.g. `crds/`).
@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(aml_identity_operator::run::run(opts))?;
+                .block_on(aml_identity_operator::run::run(*opts))?;
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 
-use crate::controllers::{self, Context, Scope};
+use crate::controllers::{self, AzureSettings, Context, Scope};
 use crate::metrics::Metrics;
 use crate::server::{self, Health};
 
@@ -21,6 +21,10 @@ pub struct RunOptions {
     /// Reconcile only objects whose labels match this selector, e.g. `shard=a`.
     #[arg(long, env = "AMLID_LABEL_SELECTOR")]
     pub label_selector: Option<String>,
+    /// Cluster-scoped objects this instance owns, by label. Without it a `--namespace` instance
+    /// reconciles no cluster-scoped kinds, and a cluster-wide one reconciles them all.
+    #[arg(long, env = "AMLID_CLUSTER_LABEL_SELECTOR")]
+    pub cluster_label_selector: Option<String>,
     /// Objects reconciled at once, per kind.
     #[arg(long, default_value_t = 4)]
     pub concurrency: u16,
@@ -42,6 +46,20 @@ pub struct RunOptions {
     /// Seconds a leader's Lease stays valid without renewal.
     #[arg(long, default_value_t = 15)]
     pub lease_duration: u64,
+    /// PEM bundle of extra CAs to trust for Azure endpoints (e.g. the emulator's `ca.pem`).
+    #[arg(long, env = "AMLID_AZURE_CA_BUNDLE")]
+    pub azure_ca_bundle: Option<std::path::PathBuf>,
+    /// Resolve an Azure host to a fixed address, `host=ip:port` (repeatable; comma-separated in the
+    /// environment), e.g. `login.microsoftonline.com=127.0.0.1:8443`.
+    #[arg(long = "azure-resolve", env = "AMLID_AZURE_RESOLVE", value_delimiter = ',', value_parser = crate::azure::Transport::parse_override)]
+    pub azure_resolve: Vec<(String, std::net::SocketAddr)>,
+    /// IMDS endpoint for managed-identity credentials.
+    #[arg(long, env = "AMLID_IMDS_ENDPOINT", default_value = crate::azure::credential::IMDS_ENDPOINT)]
+    pub imds_endpoint: String,
+    /// Namespace holding the Secrets and ServiceAccounts of ClusterAzureCredentials (defaults to
+    /// the Lease namespace, i.e. the operator's own).
+    #[arg(long, env = "AMLID_CLUSTER_RESOURCE_NAMESPACE")]
+    pub cluster_resource_namespace: Option<String>,
 }
 
 /// Runs until SIGTERM or SIGINT; returns an error if leadership is lost (the process should restart).
@@ -71,14 +89,28 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     .await?;
     tracing::info!(%addr, "serving /healthz /readyz /metrics");
 
+    let transport = crate::azure::Transport {
+        ca_bundle: opts.azure_ca_bundle.clone(),
+        host_overrides: opts.azure_resolve.clone(),
+        timeout: None,
+    };
+    // Fail at start on an unreadable CA bundle rather than on the first reconcile.
+    transport.client()?;
+    let cluster_namespace = opts
+        .cluster_resource_namespace
+        .clone()
+        .unwrap_or_else(|| opts.lease_namespace.clone());
+    let azure = AzureSettings::new(transport, &opts.imds_endpoint, cluster_namespace);
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics.clone(),
         Some(identity.clone()),
+        azure,
     ));
     let scope = Scope {
         namespace: opts.namespace.clone(),
         label_selector: opts.label_selector.clone(),
+        cluster_label_selector: opts.cluster_label_selector.clone(),
         concurrency: opts.concurrency,
     };
 

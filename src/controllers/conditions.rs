@@ -1,86 +1,163 @@
-//! Building `status.conditions` (metav1.Condition shape) and deciding when status really changed.
+//! What a reconciliation concluded ([`Outcome`]), and turning it into `status`: metav1-style
+//! conditions whose `lastTransitionTime` moves only when their status flips, plus kind-specific
+//! fields — written only when something really changed.
+
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-
-use crate::api::CommonStatus;
+use serde_json::{Map, Value};
 
 /// The condition every kind reports; it sums up the others.
 pub const READY: &str = "Ready";
 
-/// The outcome of one reconciliation, as the `Ready` condition states it.
+/// One condition as a reconciliation decides it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    /// Whether the object is ready.
-    pub ready: bool,
+pub struct Cond {
+    /// Condition type, e.g. `CredentialResolved`.
+    pub type_: &'static str,
+    /// `True` or `False`.
+    pub ok: bool,
     /// PascalCase reason.
     pub reason: String,
     /// Human-readable message; never a secret.
     pub message: String,
 }
 
-impl Verdict {
-    /// A not-ready verdict.
-    pub fn not_ready(reason: impl Into<String>, message: impl Into<String>) -> Self {
+/// The result of one reconciliation: conditions (`Ready` last), status fields, when to look again,
+/// and Events worth recording beyond `Ready` transitions.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// Conditions in the order they are reported; `Ready` is always among them.
+    pub conditions: Vec<Cond>,
+    /// Kind-specific status fields (`Value::Null` removes one).
+    pub fields: Map<String, Value>,
+    /// Reconcile again after this long even if nothing changes.
+    pub requeue: Option<Duration>,
+    /// Normal Events to record (reason, note), e.g. `TokenIssued`.
+    pub events: Vec<(String, String)>,
+}
+
+impl Outcome {
+    fn with_ready(ok: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            ready: false,
-            reason: reason.into(),
-            message: message.into(),
+            conditions: vec![Cond {
+                type_: READY,
+                ok,
+                reason: reason.into(),
+                message: message.into(),
+            }],
+            ..Default::default()
         }
     }
-}
 
-/// The status to write, or `None` when the current one already says the same thing (timestamps
-/// aside). `lastTransitionTime` moves only when the condition's status flips.
-pub fn next_status(
-    current: &CommonStatus,
-    generation: Option<i64>,
-    verdict: &Verdict,
-) -> Option<CommonStatus> {
-    let status = if verdict.ready { "True" } else { "False" };
-    let existing = current.conditions.iter().find(|c| c.type_ == READY);
-    let unchanged = existing.is_some_and(|c| {
-        c.status == status
-            && c.reason == verdict.reason
-            && c.message == verdict.message
-            && c.observed_generation == generation
-    });
-    if unchanged && current.observed_generation == generation {
-        return None;
+    /// Ready.
+    pub fn ready(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::with_ready(true, reason, message)
     }
-    let last_transition_time = match existing {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => Time(jiff::Timestamp::now()),
-    };
-    let ready = Condition {
-        type_: READY.into(),
-        status: status.into(),
-        reason: verdict.reason.clone(),
-        message: verdict.message.clone(),
-        observed_generation: generation,
-        last_transition_time,
-    };
-    let mut conditions: Vec<Condition> = current
-        .conditions
-        .iter()
-        .filter(|c| c.type_ != READY)
-        .cloned()
-        .collect();
-    conditions.push(ready);
-    Some(CommonStatus {
-        observed_generation: generation,
-        conditions,
-    })
+
+    /// Not ready.
+    pub fn not_ready(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::with_ready(false, reason, message)
+    }
+
+    /// Adds a condition before `Ready`.
+    pub fn condition(
+        mut self,
+        type_: &'static str,
+        ok: bool,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        let at = self.conditions.len().saturating_sub(1);
+        self.conditions.insert(
+            at,
+            Cond {
+                type_,
+                ok,
+                reason: reason.into(),
+                message: message.into(),
+            },
+        );
+        self
+    }
+
+    /// Sets a status field.
+    pub fn field(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.fields.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// Asks to be reconciled again after `after`.
+    pub fn requeue(mut self, after: Duration) -> Self {
+        self.requeue = Some(after);
+        self
+    }
+
+    /// Records a Normal Event.
+    pub fn event(mut self, reason: impl Into<String>, note: impl Into<String>) -> Self {
+        self.events.push((reason.into(), note.into()));
+        self
+    }
+
+    /// The `Ready` condition.
+    pub fn ready_condition(&self) -> Option<&Cond> {
+        self.conditions.iter().find(|c| c.type_ == READY)
+    }
 }
 
-/// Whether `Ready` differs in status or reason between two statuses (worth an Event).
-pub fn ready_changed(before: &CommonStatus, after: &CommonStatus) -> bool {
-    let ready = |s: &CommonStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == READY)
-            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-    };
-    ready(before) != ready(after)
+/// The conditions to report: exactly the outcome's types, each keeping its `lastTransitionTime`
+/// while its status is unchanged.
+pub fn conditions(
+    current: &[Condition],
+    generation: Option<i64>,
+    desired: &[Cond],
+) -> Vec<Condition> {
+    desired
+        .iter()
+        .map(|d| {
+            let status = if d.ok { "True" } else { "False" };
+            let last_transition_time = match current.iter().find(|c| c.type_ == d.type_) {
+                Some(c) if c.status == status => c.last_transition_time.clone(),
+                _ => Time(jiff::Timestamp::now()),
+            };
+            Condition {
+                type_: d.type_.into(),
+                status: status.into(),
+                reason: d.reason.clone(),
+                message: d.message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// The `status` merge patch for `outcome`, or `None` when the current status already says it all.
+pub fn status_patch(
+    current: &Value,
+    current_conditions: &[Condition],
+    generation: Option<i64>,
+    outcome: &Outcome,
+) -> Option<Value> {
+    let mut status = outcome.fields.clone();
+    status.insert("observedGeneration".into(), generation.into());
+    let conditions = conditions(current_conditions, generation, &outcome.conditions);
+    status.insert(
+        "conditions".into(),
+        serde_json::to_value(&conditions).expect("conditions serialize"),
+    );
+    let unchanged = status
+        .iter()
+        .all(|(k, v)| current.get(k).unwrap_or(&Value::Null) == v);
+    (!unchanged).then(|| serde_json::json!({ "status": status }))
+}
+
+/// `Ready` of a condition list as (status, reason, message).
+pub fn ready_of(conditions: &[Condition]) -> Option<(&str, &str, &str)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
 }
 
 #[cfg(test)]
@@ -88,39 +165,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn same_verdict_writes_nothing_and_flip_moves_transition_time() {
-        let verdict = Verdict::not_ready("InvalidSpec", "spec.tenantId: bad");
-        let first = next_status(&CommonStatus::default(), Some(1), &verdict).expect("first write");
-        assert_eq!(first.conditions.len(), 1);
-        assert_eq!(first.conditions[0].status, "False");
+    fn same_outcome_writes_nothing_and_a_flip_moves_the_transition_time() {
+        let outcome = Outcome::not_ready("InvalidSpec", "spec.tenantId: bad");
+        let patch = status_patch(&Value::Null, &[], Some(1), &outcome).expect("first write");
+        let written = patch["status"].clone();
+        let conditions: Vec<Condition> =
+            serde_json::from_value(written["conditions"].clone()).unwrap();
+        assert_eq!(conditions.len(), 1);
         assert!(
-            next_status(&first, Some(1), &verdict).is_none(),
-            "an identical verdict must not rewrite status"
+            status_patch(&written, &conditions, Some(1), &outcome).is_none(),
+            "an identical outcome must not rewrite status"
         );
 
-        let new_generation =
-            next_status(&first, Some(2), &verdict).expect("new generation is reported");
+        let next = status_patch(&written, &conditions, Some(2), &outcome)
+            .expect("a new generation is reported");
+        let again: Vec<Condition> =
+            serde_json::from_value(next["status"]["conditions"].clone()).unwrap();
         assert_eq!(
-            new_generation.conditions[0].last_transition_time,
-            first.conditions[0].last_transition_time
+            again[0].last_transition_time,
+            conditions[0].last_transition_time
         );
 
         std::thread::sleep(std::time::Duration::from_millis(1100));
-        let fixed = next_status(
-            &new_generation,
-            Some(3),
-            &Verdict {
-                ready: true,
-                reason: "Ready".into(),
-                message: "ok".into(),
-            },
-        )
-        .unwrap();
-        assert_eq!(fixed.conditions[0].status, "True");
-        assert_ne!(
-            fixed.conditions[0].last_transition_time,
-            first.conditions[0].last_transition_time
+        let fixed = Outcome::ready("Authenticated", "ok")
+            .condition("CredentialResolved", true, "Resolved", "ok")
+            .field("objectId", "x");
+        let patch = status_patch(&next["status"], &again, Some(3), &fixed).unwrap();
+        let flipped: Vec<Condition> =
+            serde_json::from_value(patch["status"]["conditions"].clone()).unwrap();
+        assert_eq!(
+            flipped.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
+            ["CredentialResolved", "Ready"]
         );
-        assert!(ready_changed(&new_generation, &fixed));
+        assert_ne!(
+            flipped[1].last_transition_time,
+            conditions[0].last_transition_time
+        );
+        assert_eq!(patch["status"]["objectId"], "x");
     }
 }

@@ -1,32 +1,73 @@
-//! Each kind's place in the shared reconciler: its Api scope and status. Behaviours land per kind.
+//! Each kind's place in the shared reconciler: its Api scope, status, the Secrets it reads, and its
+//! behaviour (kinds whose behaviour has not landed yet use the honest default).
 
-use kube::{Api, Client};
+use futures::future::BoxFuture;
+use kube::{Api, Client, Resource, ResourceExt};
 
-use super::Reconciled;
+use super::{Context, Error, Outcome, Reconciled, credentials};
 use crate::api::*;
 
-macro_rules! namespaced {
+macro_rules! namespaced_api {
+    () => {
+        fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+            match namespace {
+                Some(ns) => Api::namespaced(client, ns),
+                None => Api::all(client),
+            }
+        }
+    };
+}
+
+macro_rules! pending {
     ($($kind:ty => $status:ty),* $(,)?) => {$(
         impl Reconciled for $kind {
             type Status = $status;
             fn status(&self) -> Option<&$status> { self.status.as_ref() }
-            fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
-                match namespace {
-                    Some(ns) => Api::namespaced(client, ns),
-                    None => Api::all(client),
-                }
-            }
+            namespaced_api!();
         }
     )*};
 }
 
-namespaced!(
-    AzureCredential => CredentialStatus,
+pending!(
     Workspace => WorkspaceStatus,
     ComputeIdentity => ComputeIdentityStatus,
     Datastore => DatastoreStatus,
     RegistryConnection => RegistryConnectionStatus,
 );
+
+/// Secrets a credential spec reads, in `namespace`.
+fn credential_secrets(spec: &CredentialSpec, namespace: &str) -> Vec<(String, String)> {
+    let Some(sp) = &spec.service_principal else {
+        return Vec::new();
+    };
+    [&sp.client_secret_ref, &sp.client_certificate_ref]
+        .into_iter()
+        .flatten()
+        .map(|r| (namespace.to_owned(), r.name.clone()))
+        .collect()
+}
+
+impl Reconciled for AzureCredential {
+    type Status = CredentialStatus;
+    fn status(&self) -> Option<&CredentialStatus> {
+        self.status.as_ref()
+    }
+    namespaced_api!();
+    fn secrets(&self, _cluster_namespace: &str) -> Vec<(String, String)> {
+        credential_secrets(&self.spec.credential, &self.namespace().unwrap_or_default())
+    }
+    fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
+        Box::pin(async move {
+            let namespace = self.namespace().unwrap_or_default();
+            let identity = format!(
+                "AzureCredential/{namespace}/{}@{}",
+                self.name_any(),
+                self.meta().generation.unwrap_or_default()
+            );
+            credentials::prove(ctx, &self.spec.credential, &namespace, &identity).await
+        })
+    }
+}
 
 impl Reconciled for ClusterAzureCredential {
     type Status = CredentialStatus;
@@ -35,5 +76,24 @@ impl Reconciled for ClusterAzureCredential {
     }
     fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
         Api::all(client)
+    }
+    fn secrets(&self, cluster_namespace: &str) -> Vec<(String, String)> {
+        credential_secrets(&self.spec.credential, cluster_namespace)
+    }
+    fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
+        Box::pin(async move {
+            let identity = format!(
+                "ClusterAzureCredential/{}@{}",
+                self.name_any(),
+                self.meta().generation.unwrap_or_default()
+            );
+            credentials::prove(
+                ctx,
+                &self.spec.credential,
+                &ctx.azure.cluster_resource_namespace,
+                &identity,
+            )
+            .await
+        })
     }
 }

@@ -2,6 +2,7 @@
 //! behaviour, then the status; the finalizer is added before any Azure write and removed on delete.
 
 mod conditions;
+pub mod credentials;
 mod kinds;
 
 use std::fmt::Debug;
@@ -9,22 +10,59 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{HasCommonStatus, Validate, Violation};
+use crate::azure::arm::Budget;
+use crate::azure::{TokenCache, Transport};
 use crate::metrics::{ErrorLabels, Metrics};
-pub use conditions::{READY, Verdict};
+pub use conditions::{Outcome, READY};
 
 /// Finalizer the operator puts on objects whose behaviour may create something in Azure.
 pub const FINALIZER: &str = "amlidentity.io/finalizer";
 /// Field manager and Event reporter name.
 pub const MANAGER: &str = "aml-identity-operator";
+
+/// How the operator reaches Azure, shared by every controller.
+#[derive(Clone)]
+pub struct AzureSettings {
+    /// Extra CA and host overrides (an emulator under the real host names).
+    pub transport: Transport,
+    /// IMDS base URL for managed-identity credentials.
+    pub imds_endpoint: String,
+    /// Where a ClusterAzureCredential's Secrets and ServiceAccounts live (the operator's namespace).
+    pub cluster_resource_namespace: String,
+    /// One token per (credential, client, audience) per lifetime, across all objects.
+    pub tokens: Arc<TokenCache>,
+    /// Client-side ARM request budget per subscription.
+    pub budget: Arc<Budget>,
+}
+
+impl AzureSettings {
+    /// Settings with a fresh token cache and budget.
+    pub fn new(
+        transport: Transport,
+        imds_endpoint: impl Into<String>,
+        cluster_resource_namespace: impl Into<String>,
+    ) -> Self {
+        Self {
+            transport,
+            imds_endpoint: imds_endpoint.into(),
+            cluster_resource_namespace: cluster_resource_namespace.into(),
+            tokens: Arc::new(TokenCache::default()),
+            budget: Arc::new(Budget::default()),
+        }
+    }
+}
 
 /// Shared by every controller.
 pub struct Context {
@@ -34,11 +72,18 @@ pub struct Context {
     pub recorder: Recorder,
     /// Operator metrics.
     pub metrics: Arc<Metrics>,
+    /// How Azure is reached.
+    pub azure: AzureSettings,
 }
 
 impl Context {
     /// A context for `client`; `instance` tells Events of several operator processes apart.
-    pub fn new(client: Client, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        instance: Option<String>,
+        azure: AzureSettings,
+    ) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance,
@@ -47,6 +92,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            azure,
         }
     }
 }
@@ -85,20 +131,23 @@ pub trait Reconciled:
     + 'static
 {
     /// The kind's status type.
-    type Status: HasCommonStatus;
+    type Status: HasCommonStatus + Serialize;
     /// The current status, if any.
     fn status(&self) -> Option<&Self::Status>;
     /// Api for objects of this kind in `namespace` (ignored for cluster-scoped kinds; `None` = all).
     fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
+    /// Secrets (namespace, name) whose change should reconcile this object again (rotated client
+    /// secrets and account keys). `cluster_namespace` is where cluster-scoped objects keep theirs.
+    fn secrets(&self, _cluster_namespace: &str) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// The kind's behaviour for a valid spec. Until a kind's behaviour lands, it says so honestly.
-    fn behaviour(&self) -> Verdict {
-        Verdict::not_ready(
-            "NotImplemented",
-            format!(
-                "the spec is valid; reconciling {} against Azure is not implemented in this version",
-                Self::kind(&())
-            ),
-        )
+    fn behaviour<'a>(&'a self, _ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
+        let message = format!(
+            "the spec is valid; reconciling {} against Azure is not implemented in this version",
+            Self::kind(&())
+        );
+        Box::pin(async move { Ok(Outcome::not_ready("NotImplemented", message)) })
     }
 }
 
@@ -118,48 +167,67 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
     }
 
     let violations = obj.validate();
-    let verdict = if violations.is_empty() {
+    let outcome = if violations.is_empty() {
         // Before any later behaviour can write to Azure, the object must not be deletable unseen.
         if !obj.finalizers().iter().any(|f| f == FINALIZER) {
             add_finalizer(&api, &*obj).await?;
         }
-        obj.behaviour()
+        obj.behaviour(&ctx).await?
     } else {
         invalid_spec(&violations)
     };
 
-    let current = obj.status().map(|s| s.common().clone()).unwrap_or_default();
-    if let Some(common) = conditions::next_status(&current, obj.meta().generation, &verdict) {
-        let patch = serde_json::json!({ "status": common });
+    let current_conditions = obj
+        .status()
+        .map(|s| s.common().conditions.clone())
+        .unwrap_or_default();
+    let current = serde_json::to_value(obj.status())?;
+    if let Some(patch) = conditions::status_patch(
+        &current,
+        &current_conditions,
+        obj.meta().generation,
+        &outcome,
+    ) {
         api.patch_status(
             &obj.name_any(),
             &PatchParams::default(),
             &Patch::Merge(&patch),
         )
         .await?;
-        let ready_changed = conditions::ready_changed(&current, &common);
-        if ready_changed && verdict.reason == "InvalidSpec" {
-            publish(
-                &ctx,
-                &*obj,
-                EventType::Warning,
-                "InvalidSpec",
-                &verdict.message,
-            )
-            .await;
+        let before =
+            conditions::ready_of(&current_conditions).map(|(s, r, _)| (s.to_owned(), r.to_owned()));
+        if let Some(ready) = outcome.ready_condition() {
+            let now = (
+                if ready.ok { "True" } else { "False" }.to_owned(),
+                ready.reason.clone(),
+            );
+            // A new Ready verdict is an Event: a Warning when it says what is wrong.
+            if before.as_ref() != Some(&now) {
+                let type_ = if ready.ok {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                };
+                publish(&ctx, &*obj, type_, &ready.reason, &ready.message).await;
+            }
         }
-        tracing::info!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), reason = %verdict.reason, "status updated");
+        tracing::info!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), reason = outcome.ready_condition().map(|c| c.reason.as_str()).unwrap_or_default(), "status updated");
     }
-    Ok(Action::await_change())
+    for (reason, note) in &outcome.events {
+        publish(&ctx, &*obj, EventType::Normal, reason, note).await;
+    }
+    Ok(outcome
+        .requeue
+        .map_or_else(Action::await_change, Action::requeue))
 }
 
-fn invalid_spec(violations: &[Violation]) -> Verdict {
+fn invalid_spec(violations: &[Violation]) -> Outcome {
     let message = violations
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ");
-    Verdict::not_ready("InvalidSpec", message)
+    Outcome::not_ready("InvalidSpec", message)
 }
 
 async fn publish<K: Reconciled>(
@@ -249,10 +317,14 @@ fn error_policy<K: Reconciled>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) ->
 /// Which objects this instance reconciles.
 #[derive(Clone, Debug, Default)]
 pub struct Scope {
-    /// Only this namespace (cluster-scoped kinds are always watched cluster-wide).
+    /// Only this namespace. A namespace-scoped instance leaves cluster-scoped kinds alone unless
+    /// `cluster_label_selector` picks the ones it owns.
     pub namespace: Option<String>,
     /// Only objects matching this label selector.
     pub label_selector: Option<String>,
+    /// Which cluster-scoped objects this instance owns (default: all when cluster-wide, none when
+    /// namespace-scoped), so several instances never write the same object.
+    pub cluster_label_selector: Option<String>,
     /// Objects reconciled at once per kind.
     pub concurrency: u16,
 }
@@ -268,7 +340,28 @@ async fn run_one<K: Reconciled>(
     }
     let api = K::api(ctx.client.clone(), scope.namespace.as_deref());
     let mut stop = shutdown;
-    Controller::new(api, config)
+    let controller = Controller::new(api, config);
+    let store = controller.store();
+    let cluster_namespace = ctx.azure.cluster_resource_namespace.clone();
+    let secrets: Api<Secret> = match &scope.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    // A changed Secret reconciles every object that reads it.
+    let controller = controller.watches(
+        secrets,
+        watcher::Config::default(),
+        move |secret: Secret| {
+            let key = (secret.namespace().unwrap_or_default(), secret.name_any());
+            store
+                .state()
+                .into_iter()
+                .filter(|o| o.secrets(&cluster_namespace).contains(&key))
+                .map(|o| ObjectRef::from_obj(&*o))
+                .collect::<Vec<_>>()
+        },
+    );
+    controller
         .with_config(kube::runtime::controller::Config::default().concurrency(scope.concurrency))
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -289,9 +382,29 @@ pub async fn run_all(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     use crate::api::*;
+    let (cluster_ctx, cluster_scope_base, cluster_shutdown) =
+        (ctx.clone(), scope.clone(), shutdown.clone());
+    let cluster_kinds = async move {
+        let (ctx, scope, shutdown) = (cluster_ctx, cluster_scope_base, cluster_shutdown);
+        match (&scope.namespace, &scope.cluster_label_selector) {
+            (Some(_), None) => {}
+            (_, Some(selector)) => {
+                let cluster_scope = Scope {
+                    label_selector: Some(selector.clone()),
+                    ..scope.clone()
+                };
+                run_one::<ClusterAzureCredential>(ctx.clone(), cluster_scope, shutdown.clone())
+                    .await;
+            }
+            (None, None) => {
+                run_one::<ClusterAzureCredential>(ctx.clone(), scope.clone(), shutdown.clone())
+                    .await
+            }
+        }
+    };
     tokio::join!(
         run_one::<AzureCredential>(ctx.clone(), scope.clone(), shutdown.clone()),
-        run_one::<ClusterAzureCredential>(ctx.clone(), scope.clone(), shutdown.clone()),
+        cluster_kinds,
         run_one::<Workspace>(ctx.clone(), scope.clone(), shutdown.clone()),
         run_one::<ComputeIdentity>(ctx.clone(), scope.clone(), shutdown.clone()),
         run_one::<Datastore>(ctx.clone(), scope.clone(), shutdown.clone()),

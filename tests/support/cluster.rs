@@ -196,6 +196,11 @@ pub struct Operator {
 impl Operator {
     /// Starts `aml-identity-operator run` scoped to `namespace`, electing a leader on `lease`.
     pub fn start(namespace: &str, lease: &str, identity: &str) -> Operator {
+        Self::start_with(namespace, lease, identity, &[])
+    }
+
+    /// Like [`Operator::start`], with extra `run` arguments (e.g. where Azure is).
+    pub fn start_with(namespace: &str, lease: &str, identity: &str, extra: &[String]) -> Operator {
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("operator.log");
         let log = std::fs::File::create(&log_path).unwrap();
@@ -212,6 +217,12 @@ impl Operator {
             ])
             .args(["--identity", identity, "--lease-duration", "6"])
             .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
+            // This test's cluster-scoped objects carry its namespace in a label; other tests' do not.
+            .args([
+                "--cluster-label-selector",
+                &format!("{TEST_NAMESPACE_LABEL}={namespace}"),
+            ])
+            .args(extra)
             .env("RUST_LOG", "info,kube=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

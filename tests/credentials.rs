@@ -1,0 +1,280 @@
+//! The credential controllers end to end: the operator process signs in at the emulator with each
+//! source, reports who it is, reacts to a rotated Secret, and never logs the secret.
+
+mod support;
+
+use std::time::Duration;
+
+use aml_identity_emulator::Seed;
+use aml_identity_emulator::state::{FederatedCredential, ImdsSeed, UserAssignedIdentity};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use support::azure::*;
+use support::cluster::{self, Operator};
+
+/// Operator arguments that point it at the emulator under the real host names.
+fn azure_args(azure: &Azure) -> Vec<String> {
+    vec![
+        "--azure-ca-bundle".into(),
+        azure.running.ca_path.display().to_string(),
+        "--azure-resolve".into(),
+        format!(
+            "login.microsoftonline.com={0},management.azure.com={0}",
+            azure.running.https_addr
+        ),
+        "--imds-endpoint".into(),
+        format!("http://{}", azure.running.imds_addr),
+    ]
+}
+
+async fn apply(client: &Client, ns: &str, object: serde_json::Value) -> String {
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    let name = object.metadata.name.clone().unwrap();
+    let api = support::cluster::dynamic_api(client, &serde_json::to_value(&object).unwrap(), ns);
+    api.create(&PostParams::default(), &object).await.unwrap();
+    name
+}
+
+async fn secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
+    let api = Api::<Secret>::namespaced(client.clone(), ns);
+    let body = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {key: value}});
+    api.patch(
+        name,
+        &PatchParams::apply("tests").force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .unwrap();
+}
+
+/// Waits for Ready to reach `reason`; returns (status, message, object).
+async fn ready_reason(
+    client: &Client,
+    kind_object: &serde_json::Value,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> (String, String, DynamicObject) {
+    let api = cluster::dynamic_api(client, kind_object, ns);
+    cluster::wait_until(
+        Duration::from_secs(30),
+        &format!("{name} to report {reason}"),
+        || {
+            let api = api.clone();
+            async move {
+                let obj = api.get(name).await.ok()?;
+                let (status, got, message, _) = cluster::ready_condition(&obj)?;
+                (got == reason).then_some((status, message, obj))
+            }
+        },
+    )
+    .await
+}
+
+fn kind(kind: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "amlidentity.io/v1alpha1", "kind": kind})
+}
+
+#[tokio::test]
+async fn a_service_principal_credential_signs_in_and_follows_its_rotated_secret() {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let azure = Azure::start(vec![]).await;
+    let ns = cluster::namespace(&client, "cred-sp").await;
+    secret(&client, &ns, "aml-platform-sp", "clientSecret", APP_SECRET).await;
+    let operator = Operator::start_with(&ns, "lease-cred-sp", "cred-sp-0", &azure_args(&azure));
+    let name = apply(&client, &ns, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "AzureCredential", "metadata": {"name": "team-a"},
+        "spec": {"tenantId": TENANT, "servicePrincipal": {"clientId": APP_CLIENT_ID, "clientSecretRef": {"name": "aml-platform-sp", "key": "clientSecret"}}},
+    }))
+    .await;
+
+    let (status, message, obj) = ready_reason(
+        &client,
+        &kind("AzureCredential"),
+        &ns,
+        &name,
+        "Authenticated",
+    )
+    .await;
+    assert_eq!(status, "True", "{message}");
+    assert_eq!(obj.data["status"]["objectId"], APP_OBJECT_ID);
+    assert_eq!(obj.data["status"]["appId"], APP_CLIENT_ID);
+
+    // Rotating the Secret to a wrong value is noticed without touching the credential object.
+    let wrong = "rotated-but-wrong-secret-0042";
+    secret(&client, &ns, "aml-platform-sp", "clientSecret", wrong).await;
+    let (status, message, obj) = ready_reason(
+        &client,
+        &kind("AzureCredential"),
+        &ns,
+        &name,
+        "AuthenticationFailed",
+    )
+    .await;
+    assert_eq!(status, "False");
+    assert!(message.contains("7000215"), "{message}");
+    assert!(obj.data["status"]["objectId"].is_null());
+    secret(&client, &ns, "aml-platform-sp", "clientSecret", APP_SECRET).await;
+    ready_reason(
+        &client,
+        &kind("AzureCredential"),
+        &ns,
+        &name,
+        "Authenticated",
+    )
+    .await;
+
+    let logs = operator.logs();
+    for value in [APP_SECRET, wrong] {
+        assert!(!logs.contains(value), "the operator logged a client secret");
+    }
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_reported_by_name() {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let azure = Azure::start(vec![]).await;
+    let ns = cluster::namespace(&client, "cred-missing").await;
+    let _operator = Operator::start_with(
+        &ns,
+        "lease-cred-missing",
+        "cred-missing-0",
+        &azure_args(&azure),
+    );
+    let name = apply(&client, &ns, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "AzureCredential", "metadata": {"name": "team-a"},
+        "spec": {"tenantId": TENANT, "servicePrincipal": {"clientId": APP_CLIENT_ID, "clientSecretRef": {"name": "absent", "key": "clientSecret"}}},
+    }))
+    .await;
+    let (_, message, _) = ready_reason(
+        &client,
+        &kind("AzureCredential"),
+        &ns,
+        &name,
+        "CredentialNotFound",
+    )
+    .await;
+    assert!(
+        message.contains(&format!("Secret {ns}/absent")),
+        "{message}"
+    );
+    assert_eq!(
+        azure.emulator().counter("entra.token"),
+        0,
+        "nothing reached Entra ID"
+    );
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn workload_identity_and_managed_identity_credentials_sign_in() {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let discovery: serde_json::Value = serde_json::from_str(
+        &client
+            .request_text(
+                http::Request::get("/.well-known/openid-configuration")
+                    .body(Vec::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let issuer = discovery["issuer"].as_str().unwrap().to_owned();
+    let ca = kube::config::Kubeconfig::read().unwrap().clusters[0]
+        .cluster
+        .as_ref()
+        .unwrap()
+        .certificate_authority
+        .clone()
+        .unwrap();
+    let azure = Azure::start(vec![ca.into()]).await;
+    let ns = cluster::namespace(&client, "cred-wi").await;
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "aml-operator"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+
+    let uai = |name: &str| {
+        format!(
+            "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",
+            azure.resource_group_id()
+        )
+    };
+    let (wi_client, wi_principal) = (
+        "8b3f4c2e-1d5a-4e6f-9a7b-0c1d2e3f4a5b",
+        "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+    );
+    let (mi_client, mi_principal) = (
+        "6e3c1b2a-9d8f-4e7a-b6c5-d4e3f2a1b0c9",
+        "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a",
+    );
+    azure
+        .emulator()
+        .seed(Seed {
+            user_assigned_identities: vec![
+                UserAssignedIdentity {
+                    id: uai("id-team-a-operator"),
+                    location: "eastus".into(),
+                    tenant_id: TENANT.into(),
+                    client_id: wi_client.into(),
+                    principal_id: wi_principal.into(),
+                    federated_credentials: vec![FederatedCredential {
+                        name: "aml-operator".into(),
+                        issuer,
+                        subject: format!("system:serviceaccount:{ns}:aml-operator"),
+                        audiences: vec!["api://AzureADTokenExchange".into()],
+                    }],
+                },
+                UserAssignedIdentity {
+                    id: uai("id-node"),
+                    location: "eastus".into(),
+                    tenant_id: TENANT.into(),
+                    client_id: mi_client.into(),
+                    principal_id: mi_principal.into(),
+                    federated_credentials: vec![],
+                },
+            ],
+            imds: Some(ImdsSeed {
+                system_assigned: None,
+                user_assigned: vec![uai("id-node")],
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+    let _operator = Operator::start_with(&ns, "lease-cred-wi", "cred-wi-0", &azure_args(&azure));
+
+    let wi = apply(&client, &ns, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "AzureCredential", "metadata": {"name": "team-a"},
+        "spec": {"tenantId": TENANT, "workloadIdentity": {"clientId": wi_client, "serviceAccountName": "aml-operator"}},
+    }))
+    .await;
+    let mi_name = format!("node-{}", cluster::unique());
+    apply(&client, &ns, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "ClusterAzureCredential",
+        "metadata": {"name": mi_name, "labels": {cluster::TEST_NAMESPACE_LABEL: ns}},
+        "spec": {"tenantId": TENANT, "managedIdentity": {"clientId": mi_client}, "allowedNamespaces": {"names": [ns]}},
+    }))
+    .await;
+
+    let (_, _, obj) =
+        ready_reason(&client, &kind("AzureCredential"), &ns, &wi, "Authenticated").await;
+    assert_eq!(obj.data["status"]["objectId"], wi_principal);
+    let (_, _, obj) = ready_reason(
+        &client,
+        &kind("ClusterAzureCredential"),
+        &ns,
+        &mi_name,
+        "Authenticated",
+    )
+    .await;
+    assert_eq!(obj.data["status"]["appId"], mi_client);
+    cluster::delete_namespace(&client, &ns).await;
+}
