@@ -7,14 +7,19 @@ cd "$(dirname "$0")/.."
 STATE_DIR=${AMLID_CLUSTER_DIR:-${TMPDIR:-/tmp}/aml-identity-operator-cluster}
 NS=team-a
 
+stop() {
+  [ -f "$STATE_DIR/$1.pid" ] || return 0
+  local pid
+  pid=$(cat "$STATE_DIR/$1.pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$STATE_DIR/$1.pid"
+}
+
 down() {
-  if [ -f "$STATE_DIR/operator.pid" ]; then
-    pid=$(cat "$STATE_DIR/operator.pid")
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$STATE_DIR/operator.pid"
-  fi
+  stop operator
+  stop emulator
   hack/local-cluster.sh down
 }
 if [ "${1:-}" = down ]; then down; exit 0; fi
@@ -23,7 +28,7 @@ if ! command -v kubectl >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
 fi
-cargo build --locked -q
+cargo build --locked -q --workspace
 hack/local-cluster.sh up
 [ "${DEMO_KEEP:-0}" = 1 ] || trap down EXIT
 eval "$(hack/local-cluster.sh env)"
@@ -35,8 +40,32 @@ $BIN crdgen --strip-cel | kubectl apply -f - >/dev/null
 kubectl wait --for condition=established --timeout=30s $(kubectl get crd -o name | grep amlidentity.io) >/dev/null
 
 kubectl get namespace "$NS" >/dev/null 2>&1 || kubectl create namespace "$NS" >/dev/null
+
+# The Azure side: the project's emulator, seeded to match deploy/samples (the federated credential
+# names this cluster's issuer), trusted by the operator and reached under the real host names.
+echo "== starting the Azure emulator (logs: $STATE_DIR/emulator.log)"
+ISSUER=$(kubectl get --raw /.well-known/openid-configuration | python3 -c 'import json,sys; print(json.load(sys.stdin)["issuer"])')
+mkdir -p "$STATE_DIR/emulator"
+sed "s|@ISSUER@|$ISSUER|" deploy/emulator/seed.json > "$STATE_DIR/emulator/seed.json"
+rm -f "$STATE_DIR/emulator/addresses.json"
+target/debug/aml-identity-emulator --dir "$STATE_DIR/emulator" --seed "$STATE_DIR/emulator/seed.json" \
+  --trust "$STATE_DIR/pki/ca.crt" >"$STATE_DIR/emulator.log" 2>&1 &
+echo $! > "$STATE_DIR/emulator.pid"
+for _ in $(seq 1 50); do [ -f "$STATE_DIR/emulator/addresses.json" ] && break; sleep 0.2; done
+HTTPS_ADDR=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["https"].split("//")[1])' "$STATE_DIR/emulator/addresses.json")
+IMDS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["imds"])' "$STATE_DIR/emulator/addresses.json")
+
+# What the platform team provides: the service principal's secret for the ClusterAzureCredential
+# (in the operator's namespace) and the ServiceAccount the namespace's AzureCredential federates.
+kubectl -n "$NS" create secret generic aml-platform-sp --from-literal=clientSecret=demo-only-client-secret-aml-platform \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl -n "$NS" create serviceaccount aml-operator --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+
 echo "== starting the operator (logs: $STATE_DIR/operator.log)"
-$BIN run --lease-namespace "$NS" --health-addr 127.0.0.1:0 >"$STATE_DIR/operator.log" 2>&1 &
+RESOLVE=""
+for host in login.microsoftonline.com management.azure.com; do RESOLVE="$RESOLVE${RESOLVE:+,}$host=$HTTPS_ADDR"; done
+$BIN run --lease-namespace "$NS" --health-addr 127.0.0.1:0 --azure-ca-bundle "$STATE_DIR/emulator/ca.pem" \
+  --azure-resolve "$RESOLVE" --imds-endpoint "$IMDS" >"$STATE_DIR/operator.log" 2>&1 &
 echo $! > "$STATE_DIR/operator.pid"
 
 echo "== applying deploy/samples to namespace $NS"
