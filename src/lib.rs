@@ -5,6 +5,7 @@ pub mod azure;
 pub mod controllers;
 pub mod crd;
 pub mod metrics;
+pub mod outputs;
 pub mod run;
 pub mod server;
 pub mod workload_identity;

@@ -3,78 +3,14 @@
 
 mod support;
 
-use std::time::Duration;
-
 use aml_identity_emulator::Seed;
 use aml_identity_emulator::state::{FederatedCredential, ImdsSeed, UserAssignedIdentity};
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::ServiceAccount;
+
+use kube::api::{Api, PostParams};
 use support::azure::*;
 use support::cluster::{self, Operator};
-
-/// Operator arguments that point it at the emulator under the real host names.
-fn azure_args(azure: &Azure) -> Vec<String> {
-    vec![
-        "--azure-ca-bundle".into(),
-        azure.running.ca_path.display().to_string(),
-        "--azure-resolve".into(),
-        format!(
-            "login.microsoftonline.com={0},management.azure.com={0}",
-            azure.running.https_addr
-        ),
-        "--imds-endpoint".into(),
-        format!("http://{}", azure.running.imds_addr),
-    ]
-}
-
-async fn apply(client: &Client, ns: &str, object: serde_json::Value) -> String {
-    let object: DynamicObject = serde_json::from_value(object).unwrap();
-    let name = object.metadata.name.clone().unwrap();
-    let api = support::cluster::dynamic_api(client, &serde_json::to_value(&object).unwrap(), ns);
-    api.create(&PostParams::default(), &object).await.unwrap();
-    name
-}
-
-async fn secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
-    let api = Api::<Secret>::namespaced(client.clone(), ns);
-    let body = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {key: value}});
-    api.patch(
-        name,
-        &PatchParams::apply("tests").force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .unwrap();
-}
-
-/// Waits for Ready to reach `reason`; returns (status, message, object).
-async fn ready_reason(
-    client: &Client,
-    kind_object: &serde_json::Value,
-    ns: &str,
-    name: &str,
-    reason: &str,
-) -> (String, String, DynamicObject) {
-    let api = cluster::dynamic_api(client, kind_object, ns);
-    cluster::wait_until(
-        Duration::from_secs(30),
-        &format!("{name} to report {reason}"),
-        || {
-            let api = api.clone();
-            async move {
-                let obj = api.get(name).await.ok()?;
-                let (status, got, message, _) = cluster::ready_condition(&obj)?;
-                (got == reason).then_some((status, message, obj))
-            }
-        },
-    )
-    .await
-}
-
-fn kind(kind: &str) -> serde_json::Value {
-    serde_json::json!({"apiVersion": "amlidentity.io/v1alpha1", "kind": kind})
-}
+use support::e2e::{apply, azure_args, ready_reason, secret};
 
 #[tokio::test]
 async fn a_service_principal_credential_signs_in_and_follows_its_rotated_secret() {
@@ -90,14 +26,8 @@ async fn a_service_principal_credential_signs_in_and_follows_its_rotated_secret(
     }))
     .await;
 
-    let (status, message, obj) = ready_reason(
-        &client,
-        &kind("AzureCredential"),
-        &ns,
-        &name,
-        "Authenticated",
-    )
-    .await;
+    let (status, message, obj) =
+        ready_reason(&client, "AzureCredential", &ns, &name, "Authenticated").await;
     assert_eq!(status, "True", "{message}");
     assert_eq!(obj.data["status"]["objectId"], APP_OBJECT_ID);
     assert_eq!(obj.data["status"]["appId"], APP_CLIENT_ID);
@@ -107,7 +37,7 @@ async fn a_service_principal_credential_signs_in_and_follows_its_rotated_secret(
     secret(&client, &ns, "aml-platform-sp", "clientSecret", wrong).await;
     let (status, message, obj) = ready_reason(
         &client,
-        &kind("AzureCredential"),
+        "AzureCredential",
         &ns,
         &name,
         "AuthenticationFailed",
@@ -117,14 +47,7 @@ async fn a_service_principal_credential_signs_in_and_follows_its_rotated_secret(
     assert!(message.contains("7000215"), "{message}");
     assert!(obj.data["status"]["objectId"].is_null());
     secret(&client, &ns, "aml-platform-sp", "clientSecret", APP_SECRET).await;
-    ready_reason(
-        &client,
-        &kind("AzureCredential"),
-        &ns,
-        &name,
-        "Authenticated",
-    )
-    .await;
+    ready_reason(&client, "AzureCredential", &ns, &name, "Authenticated").await;
 
     let logs = operator.logs();
     for value in [APP_SECRET, wrong] {
@@ -150,14 +73,8 @@ async fn a_missing_secret_is_reported_by_name() {
         "spec": {"tenantId": TENANT, "servicePrincipal": {"clientId": APP_CLIENT_ID, "clientSecretRef": {"name": "absent", "key": "clientSecret"}}},
     }))
     .await;
-    let (_, message, _) = ready_reason(
-        &client,
-        &kind("AzureCredential"),
-        &ns,
-        &name,
-        "CredentialNotFound",
-    )
-    .await;
+    let (_, message, _) =
+        ready_reason(&client, "AzureCredential", &ns, &name, "CredentialNotFound").await;
     assert!(
         message.contains(&format!("Secret {ns}/absent")),
         "{message}"
@@ -264,12 +181,11 @@ async fn workload_identity_and_managed_identity_credentials_sign_in() {
     }))
     .await;
 
-    let (_, _, obj) =
-        ready_reason(&client, &kind("AzureCredential"), &ns, &wi, "Authenticated").await;
+    let (_, _, obj) = ready_reason(&client, "AzureCredential", &ns, &wi, "Authenticated").await;
     assert_eq!(obj.data["status"]["objectId"], wi_principal);
     let (_, _, obj) = ready_reason(
         &client,
-        &kind("ClusterAzureCredential"),
+        "ClusterAzureCredential",
         &ns,
         &mi_name,
         "Authenticated",

@@ -4,7 +4,7 @@
 use futures::future::BoxFuture;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use super::{Context, Error, Outcome, Reconciled, credentials};
+use super::{Context, Error, Outcome, Reconciled, credentials, workspace};
 use crate::api::*;
 
 macro_rules! namespaced_api {
@@ -29,7 +29,6 @@ macro_rules! pending {
 }
 
 pending!(
-    Workspace => WorkspaceStatus,
     ComputeIdentity => ComputeIdentityStatus,
     Datastore => DatastoreStatus,
     RegistryConnection => RegistryConnectionStatus,
@@ -95,5 +94,19 @@ impl Reconciled for ClusterAzureCredential {
             )
             .await
         })
+    }
+}
+
+impl Reconciled for Workspace {
+    type Status = WorkspaceStatus;
+    fn status(&self) -> Option<&WorkspaceStatus> {
+        self.status.as_ref()
+    }
+    namespaced_api!();
+    fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
+        Box::pin(workspace::reconcile(self, ctx))
+    }
+    fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(workspace::cleanup(self, ctx))
     }
 }

@@ -4,6 +4,7 @@
 mod conditions;
 pub mod credentials;
 mod kinds;
+pub mod workspace;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -106,6 +107,9 @@ pub enum Error {
     /// Serializing a status or patch failed.
     #[error("serialization: {0}")]
     Serialization(#[from] serde_json::Error),
+    /// A transient Azure failure during cleanup (retried).
+    #[error("Azure: {0}")]
+    Azure(String),
 }
 
 impl Error {
@@ -114,6 +118,7 @@ impl Error {
         match self {
             Error::Kube(_) => "KubernetesApiError",
             Error::Serialization(_) => "SerializationError",
+            Error::Azure(_) => "AzureError",
         }
     }
 }
@@ -141,6 +146,10 @@ pub trait Reconciled:
     fn secrets(&self, _cluster_namespace: &str) -> Vec<(String, String)> {
         Vec::new()
     }
+    /// Removes what the operator created in Azure before the finalizer goes.
+    fn cleanup<'a>(&'a self, _ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async { Ok(()) })
+    }
     /// The kind's behaviour for a valid spec. Until a kind's behaviour lands, it says so honestly.
     fn behaviour<'a>(&'a self, _ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
         let message = format!(
@@ -158,8 +167,8 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
     let api = K::api(ctx.client.clone(), obj.namespace().as_deref());
 
     if obj.meta().deletion_timestamp.is_some() {
-        // No kind creates anything in Azure yet, so there is nothing to clean up before letting go.
         if obj.finalizers().iter().any(|f| f == FINALIZER) {
+            obj.cleanup(&ctx).await?;
             remove_finalizer(&api, &*obj).await?;
             tracing::info!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), "finalizer removed");
         }
@@ -361,7 +370,22 @@ async fn run_one<K: Reconciled>(
                 .collect::<Vec<_>>()
         },
     );
+    // Outputs the operator wrote: deleting or editing one brings its owner back to fix it.
+    let managed = watcher::Config::default().labels(&format!(
+        "{}={}",
+        crate::outputs::MANAGED_BY.0,
+        crate::outputs::MANAGED_BY.1
+    ));
+    let (config_maps, owned_secrets): (Api<ConfigMap>, Api<Secret>) = match &scope.namespace {
+        Some(ns) => (
+            Api::namespaced(ctx.client.clone(), ns),
+            Api::namespaced(ctx.client.clone(), ns),
+        ),
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
     controller
+        .owns(config_maps, managed.clone())
+        .owns(owned_secrets, managed)
         .with_config(kube::runtime::controller::Config::default().concurrency(scope.concurrency))
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -3,4 +3,5 @@
 
 pub mod azure;
 pub mod cluster;
+pub mod e2e;
 pub mod samples;

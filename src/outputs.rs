@@ -1,0 +1,92 @@
+//! Objects the operator writes into namespaces (ConfigMaps, Secrets): always with a controller
+//! ownerReference to the custom resource and the managed-by label, applied server-side under the
+//! operator's field manager — and never over an object someone else made (`TargetConflict`).
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The label on everything the operator writes.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "aml-identity-operator");
+
+/// Why an output was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// An object of that name exists and is not this custom resource's.
+    #[error(
+        "{kind} {namespace}/{name} already exists and was not created by this {owner}: rename the target or delete that object"
+    )]
+    Conflict {
+        /// Kind of the target.
+        kind: String,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// Owner kind.
+        owner: String,
+    },
+    /// The API server failed.
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+/// Whether `existing` belongs to `owner`: our label and a controller reference to its uid.
+fn owned_by<O: Resource>(existing: &impl Resource, owner: &O) -> bool {
+    let ours = existing
+        .meta()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY.0))
+        .is_some_and(|v| v == MANAGED_BY.1);
+    let uid = owner.meta().uid.as_deref();
+    let controlled = existing
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == uid);
+    ours && controlled
+}
+
+/// Applies `object` (name and content; metadata is completed here) in `owner`'s namespace.
+/// Returns the object as stored.
+pub async fn apply<O, T>(client: &kube::Client, owner: &O, mut object: T) -> Result<T, OutputError>
+where
+    O: Resource<DynamicType = ()>,
+    T: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let namespace = owner.namespace().unwrap_or_default();
+    let name = object.name_any();
+    let api: Api<T> = Api::namespaced(client.clone(), &namespace);
+    if let Some(existing) = api.get_opt(&name).await?
+        && !owned_by(&existing, owner)
+    {
+        return Err(OutputError::Conflict {
+            kind: T::kind(&()).into(),
+            namespace,
+            name,
+            owner: O::kind(&()).into(),
+        });
+    }
+    let meta = object.meta_mut();
+    meta.namespace = Some(namespace);
+    meta.labels
+        .get_or_insert_with(Default::default)
+        .insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
+    meta.owner_references = owner.controller_owner_ref(&()).map(|r| vec![r]);
+    meta.managed_fields = None;
+    meta.resource_version = None;
+    let mut value =
+        serde_json::to_value(&object).map_err(|e| OutputError::Kube(kube::Error::SerdeError(e)))?;
+    value["apiVersion"] = T::api_version(&()).into();
+    value["kind"] = T::kind(&()).into();
+    let params = PatchParams::apply(crate::controllers::MANAGER).force();
+    Ok(api.patch(&name, &params, &Patch::Apply(value)).await?)
+}

@@ -1,0 +1,91 @@
+//! End-to-end helpers: the operator process pointed at an in-process emulator, objects applied to the
+//! local control plane, and waits on their conditions.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+
+use super::azure::Azure;
+use super::cluster;
+
+/// Operator arguments that point it at the emulator under the real host names.
+pub fn azure_args(azure: &Azure) -> Vec<String> {
+    vec![
+        "--azure-ca-bundle".into(),
+        azure.running.ca_path.display().to_string(),
+        "--azure-resolve".into(),
+        format!(
+            "login.microsoftonline.com={0},management.azure.com={0}",
+            azure.running.https_addr
+        ),
+        "--imds-endpoint".into(),
+        format!("http://{}", azure.running.imds_addr),
+    ]
+}
+
+/// Creates an object of this API; returns its name.
+pub async fn apply(client: &Client, ns: &str, object: serde_json::Value) -> String {
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    let name = object.metadata.name.clone().unwrap();
+    let api = cluster::dynamic_api(client, &serde_json::to_value(&object).unwrap(), ns);
+    api.create(&PostParams::default(), &object).await.unwrap();
+    name
+}
+
+/// Writes a Secret with one string key.
+pub async fn secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
+    let api = Api::<Secret>::namespaced(client.clone(), ns);
+    let body = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {key: value}});
+    api.patch(
+        name,
+        &PatchParams::apply("tests").force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .unwrap();
+}
+
+/// `{"apiVersion", "kind"}` of one of this API's kinds.
+pub fn kind(kind: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "amlidentity.io/v1alpha1", "kind": kind})
+}
+
+/// Waits until Ready has `reason`; returns (status, message, object).
+pub async fn ready_reason(
+    client: &Client,
+    kind_name: &str,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> (String, String, DynamicObject) {
+    let api = cluster::dynamic_api(client, &kind(kind_name), ns);
+    let mut last = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(40), async {
+        loop {
+            if let Ok(obj) = api.get(name).await
+                && let Some((status, got, message, _)) = cluster::ready_condition(&obj)
+            {
+                if got == reason {
+                    return (status, message, obj);
+                }
+                last = format!("{got}: {message}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("{kind_name} {name} did not reach {reason}; last: {last}"))
+}
+
+/// An AzureCredential named `team-a` signing in as the emulator's seeded service principal.
+pub async fn service_principal_credential(client: &Client, ns: &str) {
+    use super::azure::{APP_CLIENT_ID, APP_SECRET, TENANT};
+    secret(client, ns, "aml-platform-sp", "clientSecret", APP_SECRET).await;
+    apply(client, ns, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "AzureCredential", "metadata": {"name": "team-a"},
+        "spec": {"tenantId": TENANT, "servicePrincipal": {"clientId": APP_CLIENT_ID, "clientSecretRef": {"name": "aml-platform-sp", "key": "clientSecret"}}},
+    }))
+    .await;
+}
