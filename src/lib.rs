@@ -6,6 +6,7 @@ pub mod controllers;
 pub mod crd;
 pub mod metrics;
 pub mod outputs;
+pub mod renewal;
 pub mod run;
 pub mod server;
 pub mod workload_identity;

@@ -46,6 +46,9 @@ pub struct RunOptions {
     /// Seconds a leader's Lease stays valid without renewal.
     #[arg(long, default_value_t = 15)]
     pub lease_duration: u64,
+    /// Seconds in-flight reconciles get to finish after SIGTERM.
+    #[arg(long, default_value_t = 5)]
+    pub shutdown_grace_seconds: u64,
     /// PEM bundle of extra CAs to trust for Azure endpoints (e.g. the emulator's `ca.pem`).
     #[arg(long, env = "AMLID_AZURE_CA_BUNDLE")]
     pub azure_ca_bundle: Option<std::path::PathBuf>,
@@ -114,11 +117,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         concurrency: opts.concurrency,
     };
 
+    let grace = std::time::Duration::from_secs(opts.shutdown_grace_seconds);
     let result = if opts.leader_elect {
         run_as_leader(client, &opts, identity, ctx, scope, shutdown_rx, ready).await
     } else {
         ready.store(true, Ordering::Relaxed);
-        controllers::run_all(ctx, scope, shutdown_rx).await;
+        bounded(
+            controllers::run_all(ctx, scope, shutdown_rx.clone()),
+            shutdown_rx,
+            grace,
+        )
+        .await;
         Ok(())
     };
     let _ = server_task.await;
@@ -135,6 +144,7 @@ async fn run_as_leader(
     mut shutdown: watch::Receiver<bool>,
     ready: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
+    let grace = std::time::Duration::from_secs(opts.shutdown_grace_seconds);
     let manager = LeaseManagerBuilder::new(client, &opts.lease_name)
         .with_namespace(&opts.lease_namespace)
         .with_identity(&identity)
@@ -160,7 +170,7 @@ async fn run_as_leader(
     ctx.metrics.leader.set(1);
 
     let lost = tokio::select! {
-        _ = controllers::run_all(ctx.clone(), scope, shutdown.clone()) => false,
+        _ = bounded(controllers::run_all(ctx.clone(), scope, shutdown.clone()), shutdown.clone(), grace) => false,
         _ = leader.wait_for(|l| !*l) => true,
     };
     ctx.metrics.leader.set(0);
@@ -174,6 +184,22 @@ async fn run_as_leader(
         );
     }
     Ok(())
+}
+
+/// Runs `controllers` until they finish, but no longer than `grace` after shutdown was asked for:
+/// an in-flight reconcile waiting on Azure must not keep the process alive past its termination grace.
+async fn bounded(
+    controllers: impl std::future::Future<Output = ()>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: std::time::Duration,
+) {
+    tokio::select! {
+        _ = controllers => {}
+        _ = async {
+            let _ = shutdown.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(?grace, "reconciles still running at the end of the shutdown grace period; exiting"),
+    }
 }
 
 async fn wait_for_signal() {

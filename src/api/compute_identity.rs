@@ -158,6 +158,15 @@ pub struct ComputeIdentityStatus {
     /// When the operator renews the tokens (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_time: Option<String>,
+    /// When minting last failed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<String>,
+    /// Failed attempts since the last success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_attempts: Option<i64>,
+    /// User-assigned identities the operator created (removed again when this object is deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created_identities: Vec<String>,
 }
 impl_has_common_status!(ComputeIdentityStatus);
 

@@ -108,7 +108,8 @@ impl Budget {
 
 impl Default for Budget {
     fn default() -> Self {
-        Self::new(50.0, 5.0)
+        // ARM refills 25 reads/s per subscription and principal; stay under it with room for bursts.
+        Self::new(100.0, 20.0)
     }
 }
 

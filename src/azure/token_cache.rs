@@ -72,6 +72,11 @@ impl Default for TokenCache {
 }
 
 impl TokenCache {
+    /// The cache's clock.
+    pub fn now(&self) -> i64 {
+        (self.now)()
+    }
+
     /// A cache that reads time from `now`.
     pub fn with_clock(now: Now) -> Self {
         Self {
@@ -83,6 +88,18 @@ impl TokenCache {
     /// A token of `credential` for `audience`: the cached one while fresh, otherwise one new request
     /// shared by every concurrent caller.
     pub async fn get(&self, credential: &Credential, audience: &str) -> Result<Token, AzureError> {
+        self.get_newer_than(credential, audience, i64::MIN).await
+    }
+
+    /// Like [`Self::get`], but a cached token obtained before `obtained_after` does not count: a
+    /// renewal must not hand back the token it replaces, while every object renewing from that same
+    /// token still shares one new request.
+    pub async fn get_newer_than(
+        &self,
+        credential: &Credential,
+        audience: &str,
+        obtained_after: i64,
+    ) -> Result<Token, AzureError> {
         let key = (
             credential.key.clone(),
             credential.client_id.clone(),
@@ -97,7 +114,10 @@ impl TokenCache {
             .clone();
         let mut cached = slot.lock().await;
         let now = (self.now)();
-        if let Some(token) = cached.as_ref().filter(|t| now < t.stale_at()) {
+        if let Some(token) = cached
+            .as_ref()
+            .filter(|t| now < t.stale_at() && t.obtained_at > obtained_after)
+        {
             return Ok(token.clone());
         }
         let token = credential.request(audience, now).await?;

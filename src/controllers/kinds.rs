@@ -4,7 +4,7 @@
 use futures::future::BoxFuture;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use super::{Context, Error, Outcome, Reconciled, credentials, workspace};
+use super::{Context, Error, Outcome, Reconciled, compute_identity, credentials, workspace};
 use crate::api::*;
 
 macro_rules! namespaced_api {
@@ -29,7 +29,6 @@ macro_rules! pending {
 }
 
 pending!(
-    ComputeIdentity => ComputeIdentityStatus,
     Datastore => DatastoreStatus,
     RegistryConnection => RegistryConnectionStatus,
 );
@@ -103,10 +102,35 @@ impl Reconciled for Workspace {
         self.status.as_ref()
     }
     namespaced_api!();
+    fn references(&self) -> Vec<(&'static str, String)> {
+        match self.spec.credential_ref.kind {
+            CredentialKind::AzureCredential => {
+                vec![("AzureCredential", self.spec.credential_ref.name.clone())]
+            }
+            CredentialKind::ClusterAzureCredential => Vec::new(),
+        }
+    }
     fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(workspace::reconcile(self, ctx))
     }
     fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(workspace::cleanup(self, ctx))
+    }
+}
+
+impl Reconciled for ComputeIdentity {
+    type Status = ComputeIdentityStatus;
+    fn status(&self) -> Option<&ComputeIdentityStatus> {
+        self.status.as_ref()
+    }
+    namespaced_api!();
+    fn references(&self) -> Vec<(&'static str, String)> {
+        vec![("Workspace", self.spec.workspace_ref.name.clone())]
+    }
+    fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
+        Box::pin(compute_identity::reconcile(self, ctx))
+    }
+    fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(compute_identity::cleanup(self, ctx))
     }
 }

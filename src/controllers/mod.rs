@@ -1,6 +1,7 @@
 //! One controller per kind, all with the same reconciler shape: validate first, then the kind's
 //! behaviour, then the status; the finalizer is added before any Azure write and removed on delete.
 
+pub mod compute_identity;
 mod conditions;
 pub mod credentials;
 mod kinds;
@@ -75,6 +76,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// How Azure is reached.
     pub azure: AzureSettings,
+    issuer: tokio::sync::OnceCell<String>,
 }
 
 impl Context {
@@ -94,7 +96,26 @@ impl Context {
             client,
             metrics,
             azure,
+            issuer: Default::default(),
         }
+    }
+
+    /// The cluster's service-account issuer (what federated identity credentials must name), read
+    /// once from the API server's OIDC discovery document.
+    pub async fn issuer(&self) -> Result<String, Error> {
+        self.issuer
+            .get_or_try_init(|| async {
+                let request = http::Request::get("/.well-known/openid-configuration")
+                    .body(Vec::new())
+                    .map_err(|e| Error::Azure(e.to_string()))?;
+                let text = self.client.request_text(request).await?;
+                let doc: serde_json::Value = serde_json::from_str(&text)?;
+                doc["issuer"].as_str().map(str::to_owned).ok_or_else(|| {
+                    Error::Azure("the API server's discovery document names no issuer".into())
+                })
+            })
+            .await
+            .cloned()
     }
 }
 
@@ -144,6 +165,11 @@ pub trait Reconciled:
     /// Secrets (namespace, name) whose change should reconcile this object again (rotated client
     /// secrets and account keys). `cluster_namespace` is where cluster-scoped objects keep theirs.
     fn secrets(&self, _cluster_namespace: &str) -> Vec<(String, String)> {
+        Vec::new()
+    }
+    /// The objects of this API (kind, name, in the same namespace) this object depends on, so
+    /// that a change to one of them reconciles this one again.
+    fn references(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
     /// Removes what the operator created in Azure before the finalizer goes.
@@ -338,6 +364,37 @@ pub struct Scope {
     pub concurrency: u16,
 }
 
+fn namespaced_or_all<T: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>>(
+    client: &Client,
+    scope: &Scope,
+) -> Api<T> {
+    match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The objects in `store` that reference `object` (a `kind` of this API) in its namespace.
+fn dependents<K: Reconciled, O: Resource>(
+    store: &kube::runtime::reflector::Store<K>,
+    kind: &str,
+    object: &O,
+) -> Vec<ObjectRef<K>> {
+    let (namespace, name) = (
+        object.meta().namespace.clone(),
+        object.meta().name.clone().unwrap_or_default(),
+    );
+    store
+        .state()
+        .into_iter()
+        .filter(|o| {
+            o.meta().namespace == namespace
+                && o.references().iter().any(|(k, n)| *k == kind && *n == name)
+        })
+        .map(|o| ObjectRef::from_obj(&*o))
+        .collect()
+}
+
 async fn run_one<K: Reconciled>(
     ctx: Arc<Context>,
     scope: Scope,
@@ -370,6 +427,17 @@ async fn run_one<K: Reconciled>(
                 .collect::<Vec<_>>()
         },
     );
+    // A changed Workspace or AzureCredential reconciles the objects that depend on it.
+    let store = controller.store();
+    let workspaces: Api<crate::api::Workspace> = namespaced_or_all(&ctx.client, &scope);
+    let controller = controller.watches(workspaces, watcher::Config::default(), move |w| {
+        dependents(&store, "Workspace", &w)
+    });
+    let store = controller.store();
+    let credentials: Api<crate::api::AzureCredential> = namespaced_or_all(&ctx.client, &scope);
+    let controller = controller.watches(credentials, watcher::Config::default(), move |c| {
+        dependents(&store, "AzureCredential", &c)
+    });
     // Outputs the operator wrote: deleting or editing one brings its owner back to fix it.
     let managed = watcher::Config::default().labels(&format!(
         "{}={}",

@@ -12,10 +12,10 @@ use serde_json::json;
 use super::credentials::{self, ResolveError};
 use super::{Context, Error, Outcome};
 use crate::api::*;
-use crate::azure::AzureError;
 use crate::azure::arm::ArmClient;
 use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
 use crate::azure::models::{self, api_versions};
+use crate::azure::{AzureError, Cloud};
 use crate::outputs::{self, OutputError};
 
 const CONTRIBUTOR: &str = "b24988ac-6180-42a0-ab88-20f7382dd24c";
@@ -61,25 +61,26 @@ pub fn credential_failure(error: ResolveError) -> Result<Outcome, Error> {
     }
 }
 
-/// An ARM client signing in through the object's credential reference.
+/// An ARM client signing in through the object's credential reference, and its cloud.
 pub async fn arm_for(
     ctx: &Context,
     namespace: &str,
     reference: &CredentialRef,
-) -> Result<Result<ArmClient, Outcome>, Error> {
+) -> Result<Result<(ArmClient, Cloud), Outcome>, Error> {
     match credentials::resolve_ref(ctx, namespace, reference).await {
         Ok(resolved) => {
             let http = match ctx.azure.transport.client() {
                 Ok(h) => h,
                 Err(e) => return Ok(Err(azure_failure(&e, "Azure transport"))),
             };
-            Ok(Ok(ArmClient::new(
+            let arm = ArmClient::new(
                 http,
                 &resolved.cloud.resource_manager,
                 resolved.credential,
                 ctx.azure.tokens.clone(),
                 ctx.azure.budget.clone(),
-            )))
+            );
+            Ok(Ok((arm, resolved.cloud)))
         }
         Err(e) => credential_failure(e).map(Err),
     }
@@ -247,7 +248,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
     let spec = &ws.spec;
     let namespace = ws.namespace().unwrap_or_default();
     let arm = match arm_for(ctx, &namespace, &spec.credential_ref).await? {
-        Ok(arm) => arm,
+        Ok((arm, _)) => arm,
         Err(outcome) => return Ok(outcome),
     };
     let path = path(spec);
@@ -455,7 +456,7 @@ pub async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<(), Error> {
     }
     let namespace = ws.namespace().unwrap_or_default();
     let arm = match arm_for(ctx, &namespace, &spec.credential_ref).await? {
-        Ok(arm) => arm,
+        Ok((arm, _)) => arm,
         Err(outcome) => {
             // Without a usable credential nothing can be removed; say so rather than block forever.
             let reason = outcome

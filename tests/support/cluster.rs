@@ -223,7 +223,11 @@ impl Operator {
                 &format!("{TEST_NAMESPACE_LABEL}={namespace}"),
             ])
             .args(extra)
-            .env("RUST_LOG", "info,kube=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("AMLID_TEST_OPERATOR_LOG")
+                    .unwrap_or_else(|_| "info,kube=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -280,6 +284,21 @@ impl Operator {
         }
         let _ = child.kill();
         let _ = child.wait();
+        let logs = self.logs();
+        let tail: Vec<&str> = logs
+            .lines()
+            .rev()
+            .take(
+                std::env::var("AMLID_TEST_LOG_LINES")
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(30),
+            )
+            .collect();
+        eprintln!(
+            "the operator ignored SIGTERM for 10 s; its last log lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
         false
     }
 

@@ -1,0 +1,93 @@
+//! When to renew a credential written into a namespace: from its real expiry, `renewBefore` or
+//! `renewBeforePercentage` (default: at two thirds of the lifetime), moved earlier by a jitter that
+//! is derived from the object, so a restarted operator computes the same time.
+
+/// Renewal settings of an output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Renew this many seconds before expiry.
+    pub renew_before: Option<i64>,
+    /// Renew when this percentage of the lifetime is left.
+    pub renew_before_percentage: Option<i32>,
+}
+
+/// The renewal time (Unix seconds) of a credential obtained at `obtained` and expiring at `expires`.
+/// `seed` (e.g. the object's uid) spreads renewals of many objects over up to 5% of the lifetime.
+pub fn renewal_time(obtained: i64, expires: i64, policy: Policy, seed: &str) -> i64 {
+    let lifetime = (expires - obtained).max(1);
+    let before = match (policy.renew_before, policy.renew_before_percentage) {
+        (Some(seconds), _) => seconds,
+        (None, Some(percent)) => lifetime * i64::from(percent) / 100,
+        (None, None) => lifetime / 3,
+    };
+    let spread = lifetime / 20;
+    let jitter = if spread > 0 {
+        (fnv1a(seed) % spread as u64) as i64
+    } else {
+        0
+    };
+    (expires - before - jitter).clamp(obtained + lifetime / 10, expires - 1)
+}
+
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// RFC 3339 text of Unix seconds.
+pub fn rfc3339(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// Unix seconds of RFC 3339 text.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    text.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_two_thirds_with_a_bounded_stable_jitter() {
+        let t = renewal_time(0, 3600, Policy::default(), "uid-1");
+        assert!((2400 - 180..=2400).contains(&t), "{t}");
+        assert_eq!(
+            t,
+            renewal_time(0, 3600, Policy::default(), "uid-1"),
+            "the same object renews at the same time"
+        );
+        let others: std::collections::BTreeSet<i64> = (0..20)
+            .map(|i| renewal_time(0, 3600, Policy::default(), &format!("uid-{i}")))
+            .collect();
+        assert!(others.len() > 5, "objects spread out");
+    }
+
+    #[test]
+    fn renew_before_and_percentage_are_honoured() {
+        let t = renewal_time(
+            0,
+            3600,
+            Policy {
+                renew_before: Some(900),
+                renew_before_percentage: None,
+            },
+            "x",
+        );
+        assert!((2700 - 180..=2700).contains(&t));
+        let t = renewal_time(
+            0,
+            3600,
+            Policy {
+                renew_before: None,
+                renew_before_percentage: Some(50),
+            },
+            "x",
+        );
+        assert!((1800 - 180..=1800).contains(&t));
+        assert_eq!(parse_rfc3339(&rfc3339(1_800_000_000)), Some(1_800_000_000));
+    }
+}

@@ -1,0 +1,307 @@
+//! The ComputeIdentity controller end to end: a user-assigned identity created and patched onto the
+//! compute, its grants, a federated credential for the ServiceAccount with the cluster's real
+//! issuer, and a token Secret minted through that federation — not re-minted by a restart, re-minted
+//! on force-refresh, and never leaked into logs, Events or status.
+
+mod support;
+
+use std::time::Duration;
+
+use aml_identity_emulator::Seed;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use support::azure::*;
+use support::cluster::{self, Operator};
+use support::e2e::*;
+
+fn rg() -> String {
+    format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}")
+}
+
+fn workspace_id() -> String {
+    format!(
+        "{}/providers/Microsoft.MachineLearningServices/workspaces/mlw-team-a",
+        rg()
+    )
+}
+
+async fn setup(prefix: &str) -> (Client, Azure, String) {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let ca = kube::config::Kubeconfig::read().unwrap().clusters[0]
+        .cluster
+        .as_ref()
+        .unwrap()
+        .certificate_authority
+        .clone()
+        .unwrap();
+    let azure = Azure::start(vec![ca.into()]).await;
+    azure.grant(&rg(), "Owner", APP_OBJECT_ID);
+    azure
+        .emulator()
+        .seed(Seed {
+            resources: vec![
+                serde_json::json!({"id": workspace_id(), "name": "mlw-team-a", "location": "eastus", "identity": {"type": "SystemAssigned"}, "properties": {"workspaceId": "0f0e0d0c-0b0a-4909-8807-060504030201", "provisioningState": "Succeeded"}}),
+                serde_json::json!({"id": format!("{}/computes/cpu-cluster", workspace_id()), "name": "cpu-cluster", "location": "eastus", "identity": {"type": "None"}, "properties": {"computeType": "AmlCompute", "provisioningState": "Succeeded"}}),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+    let ns = cluster::namespace(&client, prefix).await;
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "training"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    service_principal_credential(&client, &ns).await;
+    apply(&client, &ns, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "Workspace", "metadata": {"name": "ml-workspace"},
+        "spec": {"credentialRef": {"name": "team-a"}, "subscriptionId": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP, "workspaceName": "mlw-team-a"},
+    }))
+    .await;
+    (client, azure, ns)
+}
+
+fn uai() -> String {
+    format!(
+        "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-cpu-cluster",
+        rg()
+    )
+}
+
+fn storage() -> String {
+    format!(
+        "{}/providers/Microsoft.Storage/storageAccounts/stmlwteama",
+        rg()
+    )
+}
+
+fn vault() -> String {
+    format!("{}/providers/Microsoft.KeyVault/vaults/kv-mlw-team-a", rg())
+}
+
+#[tokio::test]
+async fn a_user_assigned_identity_gets_grants_federation_and_a_token_secret() {
+    let (client, azure, ns) = setup("ci-user").await;
+    let mut operator = Operator::start_with(&ns, "lease-ci-user", "ci-user-0", &azure_args(&azure));
+    let name = apply(&client, &ns, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "ComputeIdentity", "metadata": {"name": "cpu-cluster"},
+        "spec": {
+            "workspaceRef": {"name": "ml-workspace"}, "computeName": "cpu-cluster",
+            "identity": {"type": "UserAssigned", "userAssignedIdentities": [uai()]},
+            "createIfMissing": {"location": "eastus"}, "manageCompute": true,
+            "grants": {"storageBlobDataReader": [storage()], "keyVaultSecretsUser": [vault()]},
+            "federation": {"serviceAccounts": ["training"]},
+            "tokenSecret": {"name": "cpu-cluster-identity", "audiences": ["https://storage.azure.com", "https://vault.azure.net"]},
+        },
+    }))
+    .await;
+    let (status, message, obj) =
+        ready_reason(&client, "ComputeIdentity", &ns, &name, "TokensIssued").await;
+    assert_eq!(status, "True", "{message}");
+    let client_id = obj.data["status"]["clientId"].as_str().unwrap().to_owned();
+    let principal = obj.data["status"]["principalId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(obj.data["status"]["createdIdentities"][0], uai());
+    assert!(
+        obj.data["status"]["renewalTime"].as_str().unwrap()
+            < obj.data["status"]["expiresAt"].as_str().unwrap()
+    );
+
+    // Grants and federation took effect in Azure.
+    let e = azure.emulator();
+    assert!(e.authorized(
+        &principal,
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+        &storage(),
+        true
+    ));
+    assert!(e.authorized(
+        &principal,
+        "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+        &vault(),
+        true
+    ));
+
+    // The Secret: ids for the SDKs and one working token per audience.
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let secret = secrets.get("cpu-cluster-identity").await.unwrap();
+    let data = secret.data.clone().unwrap();
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    assert_eq!(text("AZURE_CLIENT_ID"), client_id);
+    assert_eq!(text("DEFAULT_IDENTITY_CLIENT_ID"), client_id);
+    assert_eq!(text("AZURE_TENANT_ID"), TENANT);
+    let mut tokens = Vec::new();
+    for (key, audience) in [
+        ("storage.azure.com", "https://storage.azure.com"),
+        ("vault.azure.net", "https://vault.azure.net"),
+    ] {
+        let token = text(&format!("{key}.token"));
+        let claims = e.verify_token(&token).expect("a token the emulator issued");
+        assert_eq!(
+            (
+                claims.aud.as_str(),
+                claims.appid.as_str(),
+                claims.oid.as_str()
+            ),
+            (audience, client_id.as_str(), principal.as_str())
+        );
+        assert_eq!(text(&format!("{key}.expires-on")), claims.exp.to_string());
+        tokens.push(token);
+    }
+    let issued = e.counter("entra.token");
+
+    // A TokenIssued Event says who got what until when, never the value.
+    let events = Api::<Event>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let issued_event = events
+        .items
+        .iter()
+        .find(|ev| ev.reason.as_deref() == Some("TokenIssued"))
+        .expect("a TokenIssued Event");
+    let note = issued_event.note.clone().unwrap_or_default();
+    assert!(
+        note.contains(&client_id) && note.contains("https://storage.azure.com"),
+        "{note}"
+    );
+
+    // A restart re-reads the Secret and mints nothing.
+    let version = secret.resource_version();
+    assert!(operator.stop());
+    let operator = Operator::start_with(&ns, "lease-ci-user", "ci-user-1", &azure_args(&azure));
+    cluster::wait_until(
+        Duration::from_secs(30),
+        "the restarted operator to reconcile",
+        || async {
+            (operator
+                .metric_sum("aml_identity_operator_reconciles_total{kind=\"ComputeIdentity\"")
+                .await?
+                >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        e.counter("entra.token"),
+        issued + 1,
+        "only the credential's own proof, no new tokens for the Secret"
+    );
+    assert_eq!(
+        secrets
+            .get("cpu-cluster-identity")
+            .await
+            .unwrap()
+            .resource_version(),
+        version
+    );
+
+    // force-refresh mints now.
+    let api = cluster::dynamic_api(&client, &kind("ComputeIdentity"), &ns);
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(
+            serde_json::json!({"metadata": {"annotations": {"amlidentity.io/force-refresh": "1"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let refreshed = cluster::wait_until(Duration::from_secs(30), "a re-minted Secret", || {
+        let secrets = secrets.clone();
+        let version = version.clone();
+        async move {
+            secrets
+                .get("cpu-cluster-identity")
+                .await
+                .ok()
+                .filter(|s| s.resource_version() != version)
+        }
+    })
+    .await;
+    let new_token =
+        String::from_utf8(refreshed.data.unwrap()["storage.azure.com.token"].0.clone()).unwrap();
+    assert_ne!(new_token, tokens[0]);
+    tokens.push(new_token);
+
+    // No token appears in logs, Events or status.
+    let status = serde_json::to_string(&api.get(&name).await.unwrap().data["status"]).unwrap();
+    let events = serde_json::to_string(
+        &Api::<Event>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items,
+    )
+    .unwrap();
+    for token in &tokens {
+        assert!(
+            !operator.logs().contains(token.as_str()),
+            "a token in the operator log"
+        );
+        assert!(!events.contains(token.as_str()), "a token in an Event");
+        assert!(!status.contains(token.as_str()), "a token in status");
+    }
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_system_assigned_identity_is_reported_without_a_token() {
+    let (client, azure, ns) = setup("ci-system").await;
+    let _operator =
+        Operator::start_with(&ns, "lease-ci-system", "ci-system-0", &azure_args(&azure));
+    let name = apply(&client, &ns, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "ComputeIdentity", "metadata": {"name": "cpu-cluster"},
+        "spec": {
+            "workspaceRef": {"name": "ml-workspace"}, "computeName": "cpu-cluster",
+            "identity": {"type": "SystemAssigned"}, "manageCompute": true,
+            "grants": {"storageBlobDataReader": [storage()]},
+            "tokenSecret": {"name": "cpu-cluster-identity", "audiences": ["https://storage.azure.com"]},
+        },
+    }))
+    .await;
+    let (status, _, obj) = ready_reason(
+        &client,
+        "ComputeIdentity",
+        &ns,
+        &name,
+        "SystemAssignedReported",
+    )
+    .await;
+    assert_eq!(status, "True");
+    let principal = obj.data["status"]["principalId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let conditions = obj.data["status"]["conditions"].as_array().unwrap();
+    let token = conditions
+        .iter()
+        .find(|c| c["type"] == "TokenIssued")
+        .unwrap();
+    assert_eq!(
+        (token["status"].as_str(), token["reason"].as_str()),
+        (Some("False"), Some("SystemAssignedIdentity"))
+    );
+    assert!(azure.emulator().authorized(
+        &principal,
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+        &storage(),
+        true
+    ));
+    assert!(
+        Api::<Secret>::namespaced(client.clone(), &ns)
+            .get_opt("cpu-cluster-identity")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let _ = obj.name_any();
+    cluster::delete_namespace(&client, &ns).await;
+}
