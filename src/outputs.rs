@@ -90,3 +90,94 @@ where
     let params = PatchParams::apply(crate::controllers::MANAGER).force();
     Ok(api.patch(&name, &params, &Patch::Apply(value)).await?)
 }
+
+/// Annotation on a custom resource: a new value re-mints its credentials now.
+pub const FORCE_REFRESH: &str = "amlidentity.io/force-refresh";
+const EXPIRES_AT: &str = "amlidentity.io/expires-at";
+const RENEWAL_TIME: &str = "amlidentity.io/renewal-time";
+const ISSUED_AT: &str = "amlidentity.io/issued-at";
+const FINGERPRINT: &str = "amlidentity.io/spec-hash";
+const REFRESHED_FOR: &str = "amlidentity.io/force-refresh-handled";
+
+/// What a Secret holding expiring credentials records about them in its annotations, so that a
+/// restarted operator knows they are still good and does not mint again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expiry {
+    /// When the earliest credential expires (Unix seconds).
+    pub expires: i64,
+    /// When to renew (Unix seconds).
+    pub renewal: i64,
+    /// When the credentials were obtained (Unix seconds).
+    pub issued: i64,
+    /// A hash of what the credentials were made for (identity, audiences, permissions…).
+    pub fingerprint: String,
+    /// The force-refresh annotation value these credentials answered.
+    pub force: String,
+}
+
+impl Expiry {
+    /// The annotations to write.
+    pub fn annotations(&self) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::from([
+            (EXPIRES_AT.to_owned(), crate::renewal::rfc3339(self.expires)),
+            (
+                RENEWAL_TIME.to_owned(),
+                crate::renewal::rfc3339(self.renewal),
+            ),
+            (ISSUED_AT.to_owned(), self.issued.to_string()),
+            (FINGERPRINT.to_owned(), self.fingerprint.clone()),
+            (REFRESHED_FOR.to_owned(), self.force.clone()),
+        ])
+    }
+
+    /// Reads them back from a Secret.
+    pub fn read(secret: &impl Resource) -> Option<Expiry> {
+        let a = secret.meta().annotations.as_ref()?;
+        Some(Expiry {
+            expires: crate::renewal::parse_rfc3339(a.get(EXPIRES_AT)?)?,
+            renewal: crate::renewal::parse_rfc3339(a.get(RENEWAL_TIME)?)?,
+            issued: a.get(ISSUED_AT)?.parse().ok()?,
+            fingerprint: a.get(FINGERPRINT)?.clone(),
+            force: a.get(REFRESHED_FOR).cloned().unwrap_or_default(),
+        })
+    }
+
+    /// The expiry of `existing` when it is `owner`'s, made for `fingerprint`, answered the current
+    /// `force` value, and is not due for renewal at `now`: then nothing needs minting.
+    pub fn reusable<O: Resource>(
+        existing: Option<&impl Resource>,
+        owner: &O,
+        fingerprint: &str,
+        force: &str,
+        now: i64,
+    ) -> Option<Expiry> {
+        let secret = existing?;
+        if !owned_by(secret, owner) {
+            return None;
+        }
+        Expiry::read(secret)
+            .filter(|e| e.fingerprint == fingerprint && e.force == force && now < e.renewal)
+    }
+}
+
+/// The current force-refresh value of a custom resource.
+pub fn force_refresh(owner: &impl Resource) -> String {
+    owner
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(FORCE_REFRESH))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A short stable hash for fingerprints.
+pub fn fingerprint(text: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    digest
+        .as_ref()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -46,6 +46,10 @@ pub struct RunOptions {
     /// Seconds a leader's Lease stays valid without renewal.
     #[arg(long, default_value_t = 15)]
     pub lease_duration: u64,
+    /// Runs the operator's clock this many seconds from real time: expiry and renewal decisions and
+    /// SAS times use it. For tests and demos of expiry; leave at 0 in production.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true, hide = true)]
+    pub clock_offset_seconds: i64,
     /// Seconds in-flight reconciles get to finish after SIGTERM.
     #[arg(long, default_value_t = 5)]
     pub shutdown_grace_seconds: u64,
@@ -56,6 +60,10 @@ pub struct RunOptions {
     /// environment), e.g. `login.microsoftonline.com=127.0.0.1:8443`.
     #[arg(long = "azure-resolve", env = "AMLID_AZURE_RESOLVE", value_delimiter = ',', value_parser = crate::azure::Transport::parse_override)]
     pub azure_resolve: Vec<(String, std::net::SocketAddr)>,
+    /// Blob endpoint of a storage account, with `{account}`, for path-style endpoints (Azure Stack,
+    /// emulators); default `https://{account}.blob.<storage suffix>`.
+    #[arg(long, env = "AMLID_BLOB_URL_TEMPLATE")]
+    pub blob_url_template: Option<String>,
     /// IMDS endpoint for managed-identity credentials.
     #[arg(long, env = "AMLID_IMDS_ENDPOINT", default_value = crate::azure::credential::IMDS_ENDPOINT)]
     pub imds_endpoint: String,
@@ -103,7 +111,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .cluster_resource_namespace
         .clone()
         .unwrap_or_else(|| opts.lease_namespace.clone());
-    let azure = AzureSettings::new(transport, &opts.imds_endpoint, cluster_namespace);
+    let mut azure = AzureSettings::with_clock_offset(
+        transport,
+        &opts.imds_endpoint,
+        cluster_namespace,
+        opts.clock_offset_seconds,
+    );
+    azure.blob_url_template = opts.blob_url_template.clone();
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics.clone(),

@@ -218,6 +218,12 @@ pub struct DatastoreStatus {
     /// When the operator renews it (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_time: Option<String>,
+    /// Whether the operator created the datastore registration (and so removes it on delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_in_azure: Option<bool>,
+    /// Fingerprint of the registered credentials, so a rotated key is registered again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_credentials: Option<String>,
 }
 impl_has_common_status!(DatastoreStatus);
 

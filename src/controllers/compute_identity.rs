@@ -27,13 +27,6 @@ use crate::workload_identity::{ServiceAccountAssertion, TOKEN_EXCHANGE_AUDIENCE}
 const ACR_PULL: &str = "7f951dda-4ed3-4680-a7ca-43fe172d538d";
 const STORAGE_BLOB_DATA_READER: &str = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1";
 const KEY_VAULT_SECRETS_USER: &str = "4633458b-17de-408a-b874-0445c86b69e6";
-/// Annotation on the custom resource: a new value mints now.
-pub const FORCE_REFRESH: &str = "amlidentity.io/force-refresh";
-const EXPIRES_AT: &str = "amlidentity.io/expires-at";
-const RENEWAL_TIME: &str = "amlidentity.io/renewal-time";
-const ISSUED_AT: &str = "amlidentity.io/issued-at";
-const SPEC_HASH: &str = "amlidentity.io/spec-hash";
-const REFRESHED_FOR: &str = "amlidentity.io/force-refresh-handled";
 
 /// Secret key for a token of `audience`: its host, e.g. `storage.azure.com.token`.
 pub fn audience_key(audience: &str) -> String {
@@ -68,16 +61,6 @@ pub fn federation_name(namespace: &str, service_account: &str) -> String {
     name.chars().take(120).collect()
 }
 
-fn hash(text: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
-    digest
-        .as_ref()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// The behaviour.
 pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, Error> {
     let spec = &ci.spec;
@@ -95,7 +78,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
         )
         .requeue(Duration::from_secs(60)));
     };
-    let (arm, cloud) = match arm_for(ctx, &namespace, &ws.spec.credential_ref).await? {
+    let (arm, cloud, _) = match arm_for(ctx, &namespace, &ws.spec.credential_ref).await? {
         Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
@@ -440,7 +423,7 @@ impl TokenMint<'_> {
     }
 
     fn spec_hash(&self) -> String {
-        hash(&format!(
+        outputs::fingerprint(&format!(
             "{}|{}|{:?}|{:?}",
             self.client_id,
             self.spec.audiences.join(","),
@@ -452,36 +435,19 @@ impl TokenMint<'_> {
     /// Ready with the Secret's expiry and renewal, minting only when needed.
     async fn run(&self) -> Result<Result<Outcome, Outcome>, Error> {
         let now = self.ctx.azure.tokens.now();
-        let force = self
-            .ci
-            .annotations()
-            .get(FORCE_REFRESH)
-            .cloned()
-            .unwrap_or_default();
+        let force = outputs::force_refresh(self.ci);
         let secrets = Api::<Secret>::namespaced(self.ctx.client.clone(), self.namespace);
         let existing = secrets.get_opt(&self.spec.name).await?;
-        let annotation = |s: &Secret, key: &str| s.annotations().get(key).cloned();
-        let mut issued_after = i64::MIN;
-        if let Some(s) = &existing {
-            let owned = s
-                .owner_references()
-                .iter()
-                .any(|r| Some(r.uid.as_str()) == self.ci.meta().uid.as_deref());
-            let renewal = annotation(s, RENEWAL_TIME).and_then(|t| renewal::parse_rfc3339(&t));
-            let expires = annotation(s, EXPIRES_AT).and_then(|t| renewal::parse_rfc3339(&t));
-            let same_spec = annotation(s, SPEC_HASH).as_deref() == Some(self.spec_hash().as_str());
-            let same_force = annotation(s, REFRESHED_FOR).unwrap_or_default() == force;
-            if let (true, true, true, Some(renewal), Some(expires)) =
-                (owned, same_spec, same_force, renewal, expires)
-                && now < renewal
-            {
-                // Still valid: nothing to mint (this is what keeps a restart from re-minting).
-                return Ok(Ok(self.ready(expires, renewal, now)));
-            }
-            issued_after = annotation(s, ISSUED_AT)
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(i64::MIN);
+        if let Some(still) =
+            outputs::Expiry::reusable(existing.as_ref(), self.ci, &self.spec_hash(), &force, now)
+        {
+            // Still valid: nothing to mint (this is what keeps a restart from re-minting).
+            return Ok(Ok(self.ready(still.expires, still.renewal, now)));
         }
+        let issued_after = existing
+            .as_ref()
+            .and_then(outputs::Expiry::read)
+            .map_or(i64::MIN, |e| e.issued);
 
         let source = Arc::new(ServiceAccountAssertion::new(
             self.ctx.client.clone(),
@@ -552,13 +518,14 @@ impl TokenMint<'_> {
                 text(&token.expires_on.to_string()),
             );
         }
-        let annotations = BTreeMap::from([
-            (EXPIRES_AT.to_owned(), renewal::rfc3339(expires)),
-            (RENEWAL_TIME.to_owned(), renewal::rfc3339(renewal)),
-            (ISSUED_AT.to_owned(), obtained.to_string()),
-            (SPEC_HASH.to_owned(), self.spec_hash()),
-            (REFRESHED_FOR.to_owned(), force),
-        ]);
+        let annotations = outputs::Expiry {
+            expires,
+            renewal,
+            issued: obtained,
+            fingerprint: self.spec_hash(),
+            force,
+        }
+        .annotations();
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(self.spec.name.clone()),
@@ -642,7 +609,7 @@ pub async fn cleanup(ci: &ComputeIdentity, ctx: &Context) -> Result<(), Error> {
         return Ok(());
     };
     let arm = match arm_for(ctx, &namespace, &ws.spec.credential_ref).await? {
-        Ok((arm, _)) => arm,
+        Ok((arm, _, _)) => arm,
         Err(_) => {
             tracing::warn!(compute_identity = %ci.name_any(), "no usable credential; releasing without cleaning up in Azure");
             return Ok(());

@@ -4,7 +4,9 @@
 use futures::future::BoxFuture;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use super::{Context, Error, Outcome, Reconciled, compute_identity, credentials, workspace};
+use super::{
+    Context, Error, Outcome, Reconciled, compute_identity, credentials, datastore, workspace,
+};
 use crate::api::*;
 
 macro_rules! namespaced_api {
@@ -29,7 +31,6 @@ macro_rules! pending {
 }
 
 pending!(
-    Datastore => DatastoreStatus,
     RegistryConnection => RegistryConnectionStatus,
 );
 
@@ -132,5 +133,31 @@ impl Reconciled for ComputeIdentity {
     }
     fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(compute_identity::cleanup(self, ctx))
+    }
+}
+
+impl Reconciled for Datastore {
+    type Status = DatastoreStatus;
+    fn status(&self) -> Option<&DatastoreStatus> {
+        self.status.as_ref()
+    }
+    namespaced_api!();
+    fn secrets(&self, _cluster_namespace: &str) -> Vec<(String, String)> {
+        let namespace = self.namespace().unwrap_or_default();
+        let c = self.spec.credentials.as_ref();
+        let refs = c
+            .and_then(|c| c.secret_ref.clone())
+            .into_iter()
+            .chain(c.and_then(|c| c.service_principal.as_ref().map(|sp| sp.secret_ref.clone())));
+        refs.map(|r| (namespace.clone(), r.name)).collect()
+    }
+    fn references(&self) -> Vec<(&'static str, String)> {
+        vec![("Workspace", self.spec.workspace_ref.name.clone())]
+    }
+    fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
+        Box::pin(datastore::reconcile(self, ctx))
+    }
+    fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(datastore::cleanup(self, ctx))
     }
 }

@@ -4,6 +4,7 @@
 pub mod compute_identity;
 mod conditions;
 pub mod credentials;
+pub mod datastore;
 mod kinds;
 pub mod workspace;
 
@@ -47,6 +48,9 @@ pub struct AzureSettings {
     pub tokens: Arc<TokenCache>,
     /// Client-side ARM request budget per subscription.
     pub budget: Arc<Budget>,
+    /// Blob endpoint for an account, with `{account}` (default
+    /// `https://{account}.blob.<storage suffix>`); path-style endpoints such as Azurite's need it.
+    pub blob_url_template: Option<String>,
 }
 
 impl AzureSettings {
@@ -56,12 +60,25 @@ impl AzureSettings {
         imds_endpoint: impl Into<String>,
         cluster_resource_namespace: impl Into<String>,
     ) -> Self {
+        Self::with_clock_offset(transport, imds_endpoint, cluster_resource_namespace, 0)
+    }
+
+    /// Settings whose clock runs `offset` seconds from real time (tests of expiry and renewal).
+    pub fn with_clock_offset(
+        transport: Transport,
+        imds_endpoint: impl Into<String>,
+        cluster_resource_namespace: impl Into<String>,
+        offset: i64,
+    ) -> Self {
         Self {
             transport,
             imds_endpoint: imds_endpoint.into(),
             cluster_resource_namespace: cluster_resource_namespace.into(),
-            tokens: Arc::new(TokenCache::default()),
+            tokens: Arc::new(TokenCache::with_clock(Arc::new(move || {
+                jiff::Timestamp::now().as_second() + offset
+            }))),
             budget: Arc::new(Budget::default()),
+            blob_url_template: None,
         }
     }
 }

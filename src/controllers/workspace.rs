@@ -66,13 +66,14 @@ pub async fn arm_for(
     ctx: &Context,
     namespace: &str,
     reference: &CredentialRef,
-) -> Result<Result<(ArmClient, Cloud), Outcome>, Error> {
+) -> Result<Result<(ArmClient, Cloud, String), Outcome>, Error> {
     match credentials::resolve_ref(ctx, namespace, reference).await {
         Ok(resolved) => {
             let http = match ctx.azure.transport.client() {
                 Ok(h) => h,
                 Err(e) => return Ok(Err(azure_failure(&e, "Azure transport"))),
             };
+            let tenant = resolved.credential.tenant_id().to_owned();
             let arm = ArmClient::new(
                 http,
                 &resolved.cloud.resource_manager,
@@ -80,7 +81,7 @@ pub async fn arm_for(
                 ctx.azure.tokens.clone(),
                 ctx.azure.budget.clone(),
             );
-            Ok(Ok((arm, resolved.cloud)))
+            Ok(Ok((arm, resolved.cloud, tenant)))
         }
         Err(e) => credential_failure(e).map(Err),
     }
@@ -248,7 +249,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
     let spec = &ws.spec;
     let namespace = ws.namespace().unwrap_or_default();
     let arm = match arm_for(ctx, &namespace, &spec.credential_ref).await? {
-        Ok((arm, _)) => arm,
+        Ok((arm, _, _)) => arm,
         Err(outcome) => return Ok(outcome),
     };
     let path = path(spec);
@@ -456,7 +457,7 @@ pub async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<(), Error> {
     }
     let namespace = ws.namespace().unwrap_or_default();
     let arm = match arm_for(ctx, &namespace, &spec.credential_ref).await? {
-        Ok((arm, _)) => arm,
+        Ok((arm, _, _)) => arm,
         Err(outcome) => {
             // Without a usable credential nothing can be removed; say so rather than block forever.
             let reason = outcome

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod azure;
+pub mod azurite;
 pub mod cluster;
 pub mod e2e;
 pub mod samples;

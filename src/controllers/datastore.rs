@@ -1,0 +1,549 @@
+//! The `Datastore` behaviour: register the datastore in the workspace (PUT with credentials read
+//! from Secrets, again only when something changed — a rotated key included), and write the access
+//! Secret pods use instead of the account key: a short-lived, container-scoped service SAS, or
+//! (identity-based) a storage token or user-delegation SAS minted as a ComputeIdentity.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::workspace::{self, arm_for, azure_failure};
+use super::{Context, Error, Outcome};
+use crate::api::*;
+use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
+use crate::azure::models::{self};
+use crate::azure::storage::{self, ServiceSas};
+use crate::azure::{AzureError, Cloud, Credential};
+use crate::outputs::{self, Expiry, OutputError};
+use crate::renewal::{self, Policy};
+use crate::workload_identity::ServiceAccountAssertion;
+
+const DEFAULT_PERMISSIONS: &str = "rl";
+const DEFAULT_TTL: i64 = 3600;
+
+fn container_of(spec: &DatastoreSpec) -> Option<&str> {
+    spec.container_name
+        .as_deref()
+        .or(spec.filesystem.as_deref())
+        .or(spec.share_name.as_deref())
+}
+
+/// The blob endpoint of the datastore's account.
+fn account_url(ctx: &Context, spec: &DatastoreSpec, cloud: &Cloud) -> String {
+    let account = spec.account_name.clone().unwrap_or_default();
+    match &ctx.azure.blob_url_template {
+        Some(template) => template.replace("{account}", &account),
+        None => format!(
+            "https://{account}.blob.{}",
+            spec.endpoint.as_deref().unwrap_or(&cloud.storage_suffix)
+        ),
+    }
+}
+
+/// The `azureml://` URI of a datastore.
+fn datastore_uri(ws: &WorkspaceSpec, name: &str) -> String {
+    format!(
+        "azureml://subscriptions/{}/resourcegroups/{}/workspaces/{}/datastores/{name}/paths/",
+        ws.subscription_id, ws.resource_group, ws.workspace_name
+    )
+}
+
+async fn secret_key(
+    ctx: &Context,
+    namespace: &str,
+    r: &SecretKeyRef,
+) -> Result<Result<String, Outcome>, Error> {
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(&r.name)
+        .await?;
+    let value = secret.and_then(|s| s.data).and_then(|d| {
+        d.get(&r.key)
+            .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
+    });
+    Ok(match value {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(Outcome::not_ready(
+            "CredentialNotFound",
+            format!("Secret {namespace}/{} has no key {:?}", r.name, r.key),
+        )
+        .requeue(Duration::from_secs(120))),
+    })
+}
+
+/// The datastore body for ARM, and a fingerprint of its secret part.
+fn registration(
+    spec: &DatastoreSpec,
+    credentials: &DatastoreCredentials,
+    secret: Option<&str>,
+    cloud: &Cloud,
+) -> (models::Datastore, String) {
+    let (kind, secrets) = match credentials.type_ {
+        DatastoreCredentialType::None => ("None", None),
+        DatastoreCredentialType::AccountKey => (
+            "AccountKey",
+            Some(models::DatastoreSecrets {
+                secrets_type: "AccountKey".into(),
+                key: secret.map(str::to_owned),
+                ..Default::default()
+            }),
+        ),
+        DatastoreCredentialType::Sas => (
+            "Sas",
+            Some(models::DatastoreSecrets {
+                secrets_type: "Sas".into(),
+                sas_token: secret.map(str::to_owned),
+                ..Default::default()
+            }),
+        ),
+        DatastoreCredentialType::ServicePrincipal => (
+            "ServicePrincipal",
+            Some(models::DatastoreSecrets {
+                secrets_type: "ServicePrincipal".into(),
+                client_secret: secret.map(str::to_owned),
+                ..Default::default()
+            }),
+        ),
+        DatastoreCredentialType::Certificate => (
+            "Certificate",
+            Some(models::DatastoreSecrets {
+                secrets_type: "Certificate".into(),
+                certificate: secret.map(str::to_owned),
+                ..Default::default()
+            }),
+        ),
+    };
+    let mut extra = models::Extra::new();
+    if let Some(sp) = &credentials.service_principal {
+        extra.insert("tenantId".into(), json!(sp.tenant_id));
+        extra.insert("clientId".into(), json!(sp.client_id));
+        extra.insert("authorityUrl".into(), json!(cloud.authority_host));
+        extra.insert(
+            "resourceUrl".into(),
+            json!(format!("{}/", cloud.resource_manager)),
+        );
+    }
+    let datastore_type = match spec.type_ {
+        DatastoreType::AzureBlob => "AzureBlob",
+        DatastoreType::AzureDataLakeGen1 => "AzureDataLakeGen1",
+        DatastoreType::AzureDataLakeGen2 => "AzureDataLakeGen2",
+        DatastoreType::AzureFile => "AzureFile",
+    };
+    let body = models::Datastore {
+        id: None,
+        name: None,
+        properties: models::DatastoreProperties {
+            datastore_type: datastore_type.into(),
+            credentials: models::DatastoreCredentials {
+                credentials_type: kind.into(),
+                secrets,
+                extra,
+            },
+            account_name: spec.account_name.clone(),
+            container_name: spec.container_name.clone(),
+            filesystem: spec.filesystem.clone(),
+            file_share_name: spec.share_name.clone(),
+            store_name: spec.store_name.clone(),
+            endpoint: Some(
+                spec.endpoint
+                    .clone()
+                    .unwrap_or_else(|| cloud.storage_suffix.clone()),
+            ),
+            protocol: Some("https".into()),
+            service_data_access_auth_identity: None,
+            extra: models::Extra::new(),
+        },
+    };
+    let fingerprint = outputs::fingerprint(&format!(
+        "{}|{}",
+        serde_json::to_string(&body.properties).unwrap_or_default(),
+        secret.unwrap_or_default()
+    ));
+    (body, fingerprint)
+}
+
+/// The behaviour.
+pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> {
+    let spec = &ds.spec;
+    let namespace = ds.namespace().unwrap_or_default();
+    let Some(ws) = Api::<Workspace>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&spec.workspace_ref.name)
+        .await?
+    else {
+        return Ok(Outcome::not_ready(
+            "WorkspaceNotFound",
+            format!(
+                "Workspace {namespace}/{} does not exist",
+                spec.workspace_ref.name
+            ),
+        )
+        .requeue(Duration::from_secs(60)));
+    };
+    let (arm, cloud, tenant) = match arm_for(ctx, &namespace, &ws.spec.credential_ref).await? {
+        Ok(found) => found,
+        Err(outcome) => return Ok(outcome),
+    };
+    let credentials = spec.credentials.clone().unwrap_or(DatastoreCredentials {
+        type_: DatastoreCredentialType::None,
+        secret_ref: None,
+        service_principal: None,
+    });
+    let secret_ref = credentials.secret_ref.clone().or_else(|| {
+        credentials
+            .service_principal
+            .as_ref()
+            .map(|sp| sp.secret_ref.clone())
+    });
+    let secret = match &secret_ref {
+        Some(r) => match secret_key(ctx, &namespace, r).await? {
+            Ok(v) => Some(v),
+            Err(outcome) => return Ok(outcome),
+        },
+        None => None,
+    };
+    let uri = datastore_uri(&ws.spec, &spec.datastore_name);
+    let status = ds.status.clone().unwrap_or_default();
+    let mut created = status.created_in_azure.unwrap_or(false);
+    let mut registered = status.registered_credentials.clone();
+
+    // 1. Registration in the workspace.
+    let registration_cond = if spec.register {
+        let path = format!(
+            "{}/datastores/{}",
+            workspace::path(&ws.spec),
+            spec.datastore_name
+        );
+        let (body, fingerprint) = registration(spec, &credentials, secret.as_deref(), &cloud);
+        let current = match arm.get::<models::Datastore>(&path, MACHINE_LEARNING).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Ok(azure_failure(
+                    &e,
+                    &format!("reading datastore {}", spec.datastore_name),
+                ));
+            }
+        };
+        if current.is_none() || registered.as_deref() != Some(fingerprint.as_str()) {
+            if let Err(e) = arm
+                .put::<_, models::Datastore>(&path, MACHINE_LEARNING, &body)
+                .await
+            {
+                return Ok(azure_failure(
+                    &e,
+                    &format!("registering datastore {}", spec.datastore_name),
+                )
+                .condition("Registered", false, e.reason(), e.to_string()));
+            }
+            created |= current.is_none();
+            registered = Some(fingerprint);
+        }
+        (
+            "Registered",
+            true,
+            "Registered",
+            format!(
+                "datastore {} is registered in workspace {}",
+                spec.datastore_name, ws.spec.workspace_name
+            ),
+        )
+    } else {
+        (
+            "Registered",
+            true,
+            "NotRequested",
+            "register is false".to_owned(),
+        )
+    };
+    let base = |o: Outcome| {
+        o.condition("CredentialResolved", true, "Resolved", "signed in")
+            .condition(
+                registration_cond.0,
+                registration_cond.1,
+                registration_cond.2,
+                registration_cond.3.clone(),
+            )
+            .field("uri", uri.clone())
+            .field("createdInAzure", created)
+            .field("registeredCredentials", json!(registered))
+    };
+    let Some(access) = &spec.pod_access else {
+        return Ok(base(
+            Outcome::ready(
+                "Registered",
+                format!("datastore {} is ready", spec.datastore_name),
+            )
+            .condition("TokenIssued", true, "NotRequested", "no podAccess"),
+        )
+        .requeue(Duration::from_secs(600)));
+    };
+
+    // 2. The access Secret.
+    let now = ctx.azure.tokens.now();
+    let force = outputs::force_refresh(ds);
+    let fingerprint = outputs::fingerprint(&format!(
+        "{:?}|{}|{}",
+        access,
+        registered.clone().unwrap_or_default(),
+        secret
+            .as_deref()
+            .map(outputs::fingerprint)
+            .unwrap_or_default()
+    ));
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    let existing = secrets.get_opt(&access.secret_name).await?;
+    if let Some(still) = Expiry::reusable(existing.as_ref(), ds, &fingerprint, &force, now) {
+        return Ok(base(ready(access, still.expires, still.renewal, now)));
+    }
+    let issued_after = existing
+        .as_ref()
+        .and_then(Expiry::read)
+        .map_or(i64::MIN, |e| e.issued);
+    let container = container_of(spec).unwrap_or_default().to_owned();
+    let url = account_url(ctx, spec, &cloud);
+    let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
+    let text = |v: &str| ByteString(v.as_bytes().to_vec());
+    data.insert(
+        "AZURE_STORAGE_ACCOUNT".into(),
+        text(spec.account_name.as_deref().unwrap_or_default()),
+    );
+    data.insert("AZURE_STORAGE_ACCOUNT_URL".into(), text(&url));
+    data.insert("AZURE_STORAGE_CONTAINER".into(), text(&container));
+    data.insert("AZUREML_DATASTORE_URI".into(), text(&uri));
+
+    // SAS times come from the operator's clock (movable in tests), like every expiry decision.
+    let clock = Timestamp::from_second(now).unwrap_or_else(|_| Timestamp::now());
+    let result: Result<(i64, i64, &str), AzureError> = async {
+        if let Some(sas) = &access.sas {
+            let key = secret.clone().ok_or_else(|| {
+                AzureError::Credential("podAccess.sas needs the account key".into())
+            })?;
+            let ttl = sas
+                .ttl
+                .as_deref()
+                .and_then(crate::api::validation::parse_duration)
+                .map_or(DEFAULT_TTL, |s| s as i64);
+            let start = clock - SignedDuration::from_mins(5);
+            let expiry = clock + SignedDuration::from_secs(ttl);
+            let permissions = sas
+                .permissions
+                .clone()
+                .unwrap_or_else(|| DEFAULT_PERMISSIONS.into());
+            let token = storage::service_sas(
+                &key,
+                &ServiceSas {
+                    account: spec.account_name.clone().unwrap_or_default(),
+                    container: container.clone(),
+                    blob: None,
+                    permissions,
+                    start: Some(start),
+                    expiry,
+                    protocol: Some("https".into()),
+                },
+            )?;
+            data.insert("AZURE_STORAGE_SAS_TOKEN".into(), text(&token));
+            data.insert("expires-on".into(), text(&expiry.as_second().to_string()));
+            return Ok((now, expiry.as_second(), "sas"));
+        }
+        let identity = access
+            .identity
+            .as_ref()
+            .ok_or_else(|| AzureError::Credential("podAccess needs sas or identity".into()))?;
+        let token = identity_token(
+            ctx,
+            &namespace,
+            &identity.compute_identity_ref.name,
+            &tenant,
+            &cloud,
+            issued_after,
+        )
+        .await?;
+        match identity.mode.unwrap_or(IdentityAccessMode::Token) {
+            IdentityAccessMode::Token => {
+                data.insert("AZURE_STORAGE_TOKEN".into(), text(token.secret()));
+                data.insert("expires-on".into(), text(&token.expires_on.to_string()));
+                Ok((token.obtained_at, token.expires_on, "a storage token"))
+            }
+            IdentityAccessMode::UserDelegationSas => {
+                let http = ctx.azure.transport.client()?;
+                let start = clock - SignedDuration::from_mins(5);
+                let expiry = Timestamp::from_second(token.expires_on).unwrap_or(clock);
+                let key = storage::user_delegation_key(&http, &url, token.secret(), start, expiry)
+                    .await?;
+                let permissions = DEFAULT_PERMISSIONS.to_owned();
+                let sas = storage::user_delegation_sas(
+                    &key,
+                    &ServiceSas {
+                        account: spec.account_name.clone().unwrap_or_default(),
+                        container: container.clone(),
+                        blob: None,
+                        permissions,
+                        start: Some(start),
+                        expiry,
+                        protocol: Some("https".into()),
+                    },
+                )?;
+                data.insert("AZURE_STORAGE_SAS_TOKEN".into(), text(&sas));
+                data.insert("expires-on".into(), text(&expiry.as_second().to_string()));
+                Ok((now, expiry.as_second(), "a user-delegation SAS"))
+            }
+        }
+    }
+    .await;
+    let (obtained, expires, what) = match result {
+        Ok(r) => r,
+        Err(e) => return Ok(base(failed(&e))),
+    };
+    let renewal = renewal::renewal_time(
+        obtained,
+        expires,
+        Policy::default(),
+        ds.meta().uid.as_deref().unwrap_or_default(),
+    );
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(access.secret_name.clone()),
+            annotations: Some(
+                Expiry {
+                    expires,
+                    renewal,
+                    issued: obtained,
+                    fingerprint,
+                    force,
+                }
+                .annotations(),
+            ),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    };
+    match outputs::apply(&ctx.client, ds, secret).await {
+        Ok(_) => {}
+        Err(OutputError::Kube(e)) => return Err(e.into()),
+        Err(e @ OutputError::Conflict { .. }) => {
+            return Ok(base(Outcome::not_ready("TargetConflict", e.to_string())));
+        }
+    }
+    let note = format!(
+        "{what} for container {container} of {} written to Secret {}, valid until {}",
+        spec.account_name.as_deref().unwrap_or_default(),
+        access.secret_name,
+        renewal::rfc3339(expires)
+    );
+    Ok(base(
+        ready(access, expires, renewal, now).event("TokenIssued", note),
+    ))
+}
+
+/// A storage token minted as a ComputeIdentity (through its federated ServiceAccount).
+async fn identity_token(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    tenant: &str,
+    cloud: &Cloud,
+    issued_after: i64,
+) -> Result<crate::azure::Token, AzureError> {
+    let ci = Api::<ComputeIdentity>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|e| AzureError::Credential(e.to_string()))?
+        .ok_or_else(|| {
+            AzureError::Credential(format!("ComputeIdentity {namespace}/{name} does not exist"))
+        })?;
+    let client_id = ci
+        .status
+        .as_ref()
+        .and_then(|s| s.client_id.clone())
+        .ok_or_else(|| {
+            AzureError::Credential(format!("ComputeIdentity {name} has no client id yet"))
+        })?;
+    let account = ci
+        .spec
+        .federation
+        .as_ref()
+        .and_then(|f| f.service_accounts.first().cloned())
+        .ok_or_else(|| {
+            AzureError::Credential(format!(
+                "ComputeIdentity {name} federates no ServiceAccount"
+            ))
+        })?;
+    let source = Arc::new(ServiceAccountAssertion::new(
+        ctx.client.clone(),
+        namespace,
+        &account,
+    ));
+    let credential = Credential::workload_identity(
+        format!("federated/{namespace}/{account}"),
+        cloud,
+        &ctx.azure.transport,
+        tenant,
+        &client_id,
+        source,
+    )?;
+    ctx.azure
+        .tokens
+        .get_newer_than(&credential, "https://storage.azure.com", issued_after)
+        .await
+}
+
+fn ready(access: &PodAccess, expires: i64, renewal: i64, now: i64) -> Outcome {
+    let message = format!(
+        "Secret {} holds storage access valid until {}",
+        access.secret_name,
+        renewal::rfc3339(expires)
+    );
+    Outcome::ready("AccessIssued", message.clone())
+        .condition("TokenIssued", true, "Issued", message)
+        .field("expiresAt", renewal::rfc3339(expires))
+        .field("renewalTime", renewal::rfc3339(renewal))
+        .requeue(Duration::from_secs((renewal - now).max(1) as u64))
+}
+
+fn failed(error: &AzureError) -> Outcome {
+    Outcome::not_ready(
+        error.reason(),
+        format!("writing the access Secret: {error}"),
+    )
+    .condition("TokenIssued", false, error.reason(), error.to_string())
+    .requeue(Duration::from_secs(60))
+}
+
+/// Cleanup on delete: a registration the operator created is removed.
+pub async fn cleanup(ds: &Datastore, ctx: &Context) -> Result<(), Error> {
+    if !ds
+        .status
+        .as_ref()
+        .and_then(|s| s.created_in_azure)
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    let namespace = ds.namespace().unwrap_or_default();
+    let Some(ws) = Api::<Workspace>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&ds.spec.workspace_ref.name)
+        .await?
+    else {
+        return Ok(());
+    };
+    let Ok((arm, _, _)) = arm_for(ctx, &namespace, &ws.spec.credential_ref).await? else {
+        tracing::warn!(datastore = %ds.name_any(), "no usable credential; releasing without removing the registration");
+        return Ok(());
+    };
+    let path = format!(
+        "{}/datastores/{}",
+        workspace::path(&ws.spec),
+        ds.spec.datastore_name
+    );
+    match arm.delete(&path, MACHINE_LEARNING).await {
+        Err(e) if e.is_transient() => Err(Error::Azure(e.to_string())),
+        _ => Ok(()),
+    }
+}

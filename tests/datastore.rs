@@ -1,0 +1,181 @@
+//! The Datastore controller end to end: registered in the workspace with the account key (which the
+//! pod never sees), and an access Secret with a read/list SAS for the container that a "training
+//! pod" using the official azure-storage-blob reads with — and cannot write with, nor use once expired.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use aml_identity_emulator::Seed;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::Api;
+use support::azure::*;
+use support::azurite::{self, Blob};
+use support::cluster::{self, Operator};
+use support::e2e::*;
+
+fn workspace_id() -> String {
+    format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.MachineLearningServices/workspaces/mlw-team-a"
+    )
+}
+
+async fn setup(prefix: &str) -> (Client, Azure, String) {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let azure = Azure::start(vec![]).await;
+    azure.grant(
+        &format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}"),
+        "Contributor",
+        APP_OBJECT_ID,
+    );
+    azure
+        .emulator()
+        .seed(Seed { resources: vec![serde_json::json!({"id": workspace_id(), "name": "mlw-team-a", "location": "eastus", "properties": {"provisioningState": "Succeeded"}})], ..Default::default() })
+        .unwrap();
+    let ns = cluster::namespace(&client, prefix).await;
+    service_principal_credential(&client, &ns).await;
+    apply(&client, &ns, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "Workspace", "metadata": {"name": "ml-workspace"},
+        "spec": {"credentialRef": {"name": "team-a"}, "subscriptionId": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP, "workspaceName": "mlw-team-a"},
+    }))
+    .await;
+    secret(&client, &ns, "account-key", "accountKey", azurite::KEY).await;
+    (client, azure, ns)
+}
+
+fn operator_args(azure: &Azure, blob: &Blob, clock_offset: i64) -> Vec<String> {
+    let mut args = azure_args(azure);
+    args.extend([
+        "--blob-url-template".into(),
+        blob.base.replace(azurite::ACCOUNT, "{account}"),
+    ]);
+    args.push(format!("--clock-offset-seconds={clock_offset}"));
+    args
+}
+
+fn datastore(name: &str, container: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "Datastore", "metadata": {"name": name},
+        "spec": {
+            "workspaceRef": {"name": "ml-workspace"}, "datastoreName": name.replace('-', "_"), "type": "AzureBlob",
+            "accountName": azurite::ACCOUNT, "containerName": container,
+            "credentials": {"type": "AccountKey", "secretRef": {"name": "account-key", "key": "accountKey"}},
+            "register": true,
+            "podAccess": {"secretName": format!("{name}-access"), "sas": {"permissions": "rl", "ttl": "1h"}},
+        },
+    })
+}
+
+/// Runs the training pod with the Secret's keys as its environment.
+fn pod(blob: &Blob, data: &BTreeMap<String, String>) -> serde_json::Value {
+    let python = std::env::var("AMLID_PYTHON")
+        .expect("AMLID_PYTHON is not set: run the tests with `make test`");
+    let output = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/blob_pod.py"
+        ))
+        .envs(
+            data.iter()
+                .filter(|(k, _)| k.chars().all(|c| c.is_ascii_uppercase() || c == '_')),
+        )
+        .env(
+            "EXPIRES_ON",
+            data.get("expires-on").cloned().unwrap_or_default(),
+        )
+        .env("BLOB_NAME", azurite::BLOB.0)
+        .env("REQUESTS_CA_BUNDLE", &blob.ca)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr)))
+}
+
+async fn secret_data(client: &Client, ns: &str, name: &str) -> BTreeMap<String, String> {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap();
+    secret
+        .data
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_training_pod_reads_with_the_sas_and_cannot_write() {
+    let (client, azure, ns) = setup("ds-sas").await;
+    let blob = Blob::new();
+    let container = blob.prepare().await;
+    let operator = Operator::start_with(
+        &ns,
+        "lease-ds-sas",
+        "ds-sas-0",
+        &operator_args(&azure, &blob, 0),
+    );
+    let name = apply(&client, &ns, datastore("training-data", &container)).await;
+    let (status, message, obj) =
+        ready_reason(&client, "Datastore", &ns, &name, "AccessIssued").await;
+    assert_eq!(status, "True", "{message}");
+    assert!(
+        obj.data["status"]["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("azureml://subscriptions/")
+    );
+
+    // Registered with the key; ARM answers without it, listSecrets has it.
+    let arm = azure.arm(azure.app_credential("test"));
+    let path = format!("{}/datastores/training_data", workspace_id());
+    let secrets: aml_identity_operator::azure::models::DatastoreSecrets = arm
+        .post::<(), _>(&format!("{path}/listSecrets"), "2025-12-01", None)
+        .await
+        .unwrap()
+        .body
+        .unwrap();
+    assert_eq!(secrets.key.as_deref(), Some(azurite::KEY));
+
+    let data = secret_data(&client, &ns, "training-data-access").await;
+    assert!(
+        !data.values().any(|v| v.contains(azurite::KEY)),
+        "the pod must never receive the account key"
+    );
+    let sas = data["AZURE_STORAGE_SAS_TOKEN"].clone();
+    assert!(sas.contains("sp=rl") && sas.contains("sr=c"), "{sas}");
+    let result = tokio::task::block_in_place(|| pod(&blob, &data));
+    assert_eq!(result["read"], azurite::BLOB.1, "{result}");
+    assert_eq!(
+        result["write"], "AuthorizationPermissionMismatch",
+        "{result}"
+    );
+    assert!(!operator.logs().contains(&sas) && !operator.logs().contains(azurite::KEY));
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_kind_of_secret_is_refused_once_expired() {
+    let (client, azure, ns) = setup("ds-expired").await;
+    let blob = Blob::new();
+    let container = blob.prepare().await;
+    // An operator whose clock runs two hours behind writes a SAS that expired an hour ago.
+    let _operator = Operator::start_with(
+        &ns,
+        "lease-ds-expired",
+        "ds-expired-0",
+        &operator_args(&azure, &blob, -7200),
+    );
+    let name = apply(&client, &ns, datastore("old-data", &container)).await;
+    ready_reason(&client, "Datastore", &ns, &name, "AccessIssued").await;
+    let data = secret_data(&client, &ns, "old-data-access").await;
+    assert!(data["expires-on"].parse::<i64>().unwrap() < jiff::Timestamp::now().as_second());
+    let result = tokio::task::block_in_place(|| pod(&blob, &data));
+    assert_eq!(result["read"], "AuthorizationFailure", "{result}");
+    assert_eq!(result["write"], "AuthorizationFailure", "{result}");
+    cluster::delete_namespace(&client, &ns).await;
+}
