@@ -42,6 +42,11 @@ async fn setup(prefix: &str) -> (Client, Azure, String) {
     azure
         .emulator()
         .seed(Seed {
+            vaults: vec![aml_identity_emulator::state::Vault {
+                id: vault(),
+                tenant_id: TENANT.into(),
+                secrets: [("storage-conn".to_string(), "s3cr3t-for-training".to_string())].into(),
+            }],
             resources: vec![
                 serde_json::json!({"id": workspace_id(), "name": "mlw-team-a", "location": "eastus", "identity": {"type": "SystemAssigned"}, "properties": {"workspaceId": "0f0e0d0c-0b0a-4909-8807-060504030201", "provisioningState": "Succeeded"}}),
                 serde_json::json!({"id": format!("{}/computes/cpu-cluster", workspace_id()), "name": "cpu-cluster", "location": "eastus", "identity": {"type": "None"}, "properties": {"computeType": "AmlCompute", "provisioningState": "Succeeded"}}),
@@ -83,7 +88,7 @@ fn vault() -> String {
     format!("{}/providers/Microsoft.KeyVault/vaults/kv-mlw-team-a", rg())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_user_assigned_identity_gets_grants_federation_and_a_token_secret() {
     let (client, azure, ns) = setup("ci-user").await;
     let mut operator = Operator::start_with(&ns, "lease-ci-user", "ci-user-0", &azure_args(&azure));
@@ -155,6 +160,51 @@ async fn a_user_assigned_identity_gets_grants_federation_and_a_token_secret() {
         tokens.push(token);
     }
     let issued = e.counter("entra.token");
+
+    // The tokens work for the official SDKs: Azurite serves a blob to the storage token, and the
+    // emulator's Key Vault gives a secret to the vault token (the identity holds Secrets User there).
+    let blob = support::azurite::Blob::new();
+    let container = blob.prepare().await;
+    let python = std::env::var("AMLID_PYTHON")
+        .expect("AMLID_PYTHON is not set: run the tests with `make test`");
+    let read = tokio::task::block_in_place(|| {
+        std::process::Command::new(&python)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/python/blob_pod.py"
+            ))
+            .env("AZURE_STORAGE_ACCOUNT_URL", &blob.base)
+            .env("AZURE_STORAGE_CONTAINER", &container)
+            .env("AZURE_STORAGE_TOKEN", &tokens[0])
+            .env("EXPIRES_ON", text("storage.azure.com.expires-on"))
+            .env("BLOB_NAME", support::azurite::BLOB.0)
+            .env("REQUESTS_CA_BUNDLE", &blob.ca)
+            .output()
+            .unwrap()
+    });
+    let result: serde_json::Value = serde_json::from_slice(&read.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&read.stderr)));
+    assert_eq!(result["read"], support::azurite::BLOB.1, "{result}");
+    let port = azure.running.https_addr.port();
+    let vault_read = tokio::task::block_in_place(|| {
+        std::process::Command::new(&python)
+            .args([
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/keyvault.py"),
+                &format!("https://localhost:{port}/_vault/kv-mlw-team-a"),
+                "storage-conn",
+            ])
+            .env("AZURE_ACCESS_TOKEN", &tokens[1])
+            .env("EXPIRES_ON", text("vault.azure.net.expires-on"))
+            .env("REQUESTS_CA_BUNDLE", &azure.running.ca_path)
+            .output()
+            .unwrap()
+    });
+    assert!(
+        vault_read.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&vault_read.stdout),
+        String::from_utf8_lossy(&vault_read.stderr)
+    );
 
     // A TokenIssued Event says who got what until when, never the value.
     let events = Api::<Event>::namespaced(client.clone(), &ns)
