@@ -1,11 +1,12 @@
 //! Each kind's place in the shared reconciler: its Api scope, status, the Secrets it reads, and its
-//! behaviour (kinds whose behaviour has not landed yet use the honest default).
+//! behaviour.
 
 use futures::future::BoxFuture;
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::{
-    Context, Error, Outcome, Reconciled, compute_identity, credentials, datastore, workspace,
+    Context, Error, Outcome, Reconciled, compute_identity, credentials, datastore,
+    registry_connection, workspace,
 };
 use crate::api::*;
 
@@ -19,20 +20,6 @@ macro_rules! namespaced_api {
         }
     };
 }
-
-macro_rules! pending {
-    ($($kind:ty => $status:ty),* $(,)?) => {$(
-        impl Reconciled for $kind {
-            type Status = $status;
-            fn status(&self) -> Option<&$status> { self.status.as_ref() }
-            namespaced_api!();
-        }
-    )*};
-}
-
-pending!(
-    RegistryConnection => RegistryConnectionStatus,
-);
 
 /// Secrets a credential spec reads, in `namespace`.
 fn credential_secrets(spec: &CredentialSpec, namespace: &str) -> Vec<(String, String)> {
@@ -159,5 +146,45 @@ impl Reconciled for Datastore {
     }
     fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(datastore::cleanup(self, ctx))
+    }
+}
+
+impl Reconciled for RegistryConnection {
+    type Status = RegistryConnectionStatus;
+    fn status(&self) -> Option<&RegistryConnectionStatus> {
+        self.status.as_ref()
+    }
+    namespaced_api!();
+    fn secrets(&self, _cluster_namespace: &str) -> Vec<(String, String)> {
+        let namespace = self.namespace().unwrap_or_default();
+        self.spec
+            .auth
+            .service_principal
+            .iter()
+            .map(|sp| (namespace.clone(), sp.client_secret_ref.name.clone()))
+            .collect()
+    }
+    fn references(&self) -> Vec<(&'static str, String)> {
+        let mut refs: Vec<(&'static str, String)> = self
+            .spec
+            .workspace_ref
+            .iter()
+            .map(|w| ("Workspace", w.name.clone()))
+            .collect();
+        if let Some(c) = self
+            .spec
+            .credential_ref
+            .as_ref()
+            .filter(|c| c.kind == CredentialKind::AzureCredential)
+        {
+            refs.push(("AzureCredential", c.name.clone()));
+        }
+        refs
+    }
+    fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
+        Box::pin(registry_connection::reconcile(self, ctx))
+    }
+    fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(registry_connection::cleanup(self, ctx))
     }
 }

@@ -6,6 +6,7 @@ mod conditions;
 pub mod credentials;
 pub mod datastore;
 mod kinds;
+pub mod registry_connection;
 pub mod workspace;
 
 use std::fmt::Debug;
