@@ -60,10 +60,15 @@ IMDS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["imds"])'
 kubectl -n "$NS" create secret generic aml-platform-sp --from-literal=clientSecret=demo-only-client-secret-aml-platform \
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl -n "$NS" create serviceaccount aml-operator --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# What the team provides: the training ServiceAccount and the storage account key the Datastore
+# registers (pods get a SAS, never this key).
+kubectl -n "$NS" create serviceaccount training --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl -n "$NS" create secret generic stmlwteama-key --from-literal=accountKey="$(head -c 64 /dev/urandom | base64 -w0)" \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
 echo "== starting the operator (logs: $STATE_DIR/operator.log)"
 RESOLVE=""
-for host in login.microsoftonline.com management.azure.com; do RESOLVE="$RESOLVE${RESOLVE:+,}$host=$HTTPS_ADDR"; done
+for host in login.microsoftonline.com management.azure.com crmlwteama.azurecr.io; do RESOLVE="$RESOLVE${RESOLVE:+,}$host=$HTTPS_ADDR"; done
 $BIN run --lease-namespace "$NS" --health-addr 127.0.0.1:0 --azure-ca-bundle "$STATE_DIR/emulator/ca.pem" \
   --azure-resolve "$RESOLVE" --imds-endpoint "$IMDS" >"$STATE_DIR/operator.log" 2>&1 &
 echo $! > "$STATE_DIR/operator.pid"
@@ -73,14 +78,18 @@ kubectl apply -n "$NS" -f deploy/samples/
 echo "== and one invalid object, to show how a bad spec is reported"
 kubectl apply -n "$NS" -f deploy/samples/invalid/workspace-primary-not-listed.yaml
 
-# Wait (bounded) until every object reports on its current generation.
-for _ in $(seq 1 60); do
+# Wait (bounded) until every object reports on its current generation and settles.
+for _ in $(seq 1 120); do
   [ "$(kubectl get aml -A -o json | python3 hack/conditions.py --pending)" = 0 ] && break
   sleep 0.5
 done
 
+sleep 3
 echo
 kubectl get aml -A
+echo
+echo "== Secrets the operator wrote into $NS"
+kubectl -n "$NS" get secrets,configmaps -l app.kubernetes.io/managed-by=aml-identity-operator
 echo
 echo "== conditions"
 kubectl get aml -A -o json | python3 hack/conditions.py
