@@ -64,6 +64,9 @@ pub struct RunOptions {
     /// emulators); default `https://{account}.blob.<storage suffix>`.
     #[arg(long, env = "AMLID_BLOB_URL_TEMPLATE")]
     pub blob_url_template: Option<String>,
+    /// The Azure CLI program for `azureCli` credentials.
+    #[arg(long, env = "AMLID_AZURE_CLI", default_value = "az")]
+    pub azure_cli: std::path::PathBuf,
     /// IMDS endpoint for managed-identity credentials.
     #[arg(long, env = "AMLID_IMDS_ENDPOINT", default_value = crate::azure::credential::IMDS_ENDPOINT)]
     pub imds_endpoint: String,
@@ -118,6 +121,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         opts.clock_offset_seconds,
     );
     azure.blob_url_template = opts.blob_url_template.clone();
+    azure.azure_cli = opts.azure_cli.clone();
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics.clone(),

@@ -606,3 +606,72 @@ async fn a_managed_identity_credential_asks_imds_for_the_selected_identity() {
         "{missing:?}"
     );
 }
+
+#[tokio::test]
+async fn the_azure_cli_credential_runs_az_and_reads_its_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let azure = Azure::start(vec![]).await;
+    let real = azure
+        .app_credential("sp")
+        .request("https://management.azure.com", 0)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A stand-in for `az` that records how it was called and prints what `az account
+    // get-access-token --output json` prints.
+    let output = serde_json::json!({"accessToken": real.secret(), "expiresOn": "2026-11-26 21:00:00.000000", "expires_on": real.expires_on, "subscription": SUBSCRIPTION, "tenant": TENANT, "tokenType": "Bearer"});
+    std::fs::write(dir.path().join("token.json"), output.to_string()).unwrap();
+    let script = dir.path().join("az");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {0}/args\ncat {0}/token.json\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let credential =
+        Credential::azure_cli("cli", &azure.cloud, &azure.transport, TENANT, &script).unwrap();
+    let token = credential
+        .request("https://management.azure.com", 0)
+        .await
+        .unwrap();
+    assert_eq!(token.claims.oid.as_deref(), Some(APP_OBJECT_ID));
+    assert_eq!(token.expires_on, real.expires_on);
+    let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
+    assert_eq!(
+        args.trim(),
+        format!(
+            "account get-access-token --resource https://management.azure.com --tenant {TENANT} --output json"
+        )
+    );
+
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"ERROR: Please run 'az login' to setup account.\" >&2\nexit 1\n",
+    )
+    .unwrap();
+    let error = credential
+        .request("https://management.azure.com", 0)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("az login"), "{error}");
+    let missing = Credential::azure_cli(
+        "cli",
+        &azure.cloud,
+        &azure.transport,
+        TENANT,
+        &dir.path().join("absent"),
+    )
+    .unwrap();
+    assert!(
+        missing
+            .request("https://management.azure.com", 0)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("install it")
+    );
+}

@@ -54,6 +54,9 @@ enum Proof {
         endpoint: String,
         selector: ManagedIdentitySelector,
     },
+    AzureCli {
+        program: std::path::PathBuf,
+    },
 }
 
 /// A resolved credential: who signs in, and how. `Debug` never shows the secret.
@@ -247,6 +250,26 @@ impl Credential {
         Self::new(key, cloud, transport, tenant_id, &client_id, proof)
     }
 
+    /// The signed-in Azure CLI (`program`, normally `az`) of the machine running the operator.
+    pub fn azure_cli(
+        key: impl Into<String>,
+        cloud: &Cloud,
+        transport: &Transport,
+        tenant_id: &str,
+        program: &std::path::Path,
+    ) -> Result<Self, AzureError> {
+        Self::new(
+            key,
+            cloud,
+            transport,
+            tenant_id,
+            "",
+            Proof::AzureCli {
+                program: program.to_owned(),
+            },
+        )
+    }
+
     /// The tenant it signs in to.
     pub fn tenant_id(&self) -> &str {
         &self.tenant_id
@@ -256,6 +279,9 @@ impl Credential {
     /// any cache: use [`super::TokenCache`] instead. `now` stamps when it was obtained.
     pub async fn request(&self, audience: &str, now: i64) -> Result<Token, AzureError> {
         let resource = audience.trim_end_matches('/');
+        if let Proof::AzureCli { program } = &self.proof {
+            return self.azure_cli_token(program, resource, now).await;
+        }
         let request = match &self.proof {
             Proof::ManagedIdentity { endpoint, selector } => {
                 let mut query = vec![
@@ -294,7 +320,9 @@ impl Credential {
                             self.certificate_assertion(key, x5t, now)?,
                         ));
                     }
-                    Proof::ManagedIdentity { .. } => unreachable!("handled above"),
+                    Proof::ManagedIdentity { .. } | Proof::AzureCli { .. } => {
+                        unreachable!("handled above")
+                    }
                 }
                 self.http.post(&self.token_url).form(&form)
             }
@@ -343,6 +371,60 @@ impl Credential {
             .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
             .unwrap_or(3599);
         let expires_on = claims.exp.unwrap_or(now + expires_in);
+        Ok(Token::new(parsed.access_token, now, expires_on, claims))
+    }
+
+    /// `az account get-access-token --resource R --tenant T --output json`, as the SDKs' Azure CLI
+    /// credentials run it. The CLI's stderr never carries the token; its stdout is parsed here only.
+    async fn azure_cli_token(
+        &self,
+        program: &std::path::Path,
+        resource: &str,
+        now: i64,
+    ) -> Result<Token, AzureError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct CliToken {
+            access_token: String,
+            #[serde(default, rename = "expires_on")]
+            expires_on: Option<i64>,
+        }
+        let output = tokio::process::Command::new(program)
+            .args([
+                "account",
+                "get-access-token",
+                "--resource",
+                resource,
+                "--tenant",
+                &self.tenant_id,
+                "--output",
+                "json",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| {
+                AzureError::Credential(format!(
+                    "running the Azure CLI ({}): {e}; install it or use another credential source",
+                    program.display()
+                ))
+            })?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let first = stderr
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message")
+                .trim()
+                .to_owned();
+            return Err(AzureError::Credential(format!(
+                "the Azure CLI could not get a token (run `az login`): {first}"
+            )));
+        }
+        let parsed: CliToken = serde_json::from_slice(&output.stdout)
+            .map_err(|e| AzureError::Unexpected(format!("Azure CLI output: {e}")))?;
+        let claims = jwt::claims(&parsed.access_token).unwrap_or_default();
+        let expires_on = claims.exp.or(parsed.expires_on).unwrap_or(now + 300);
         Ok(Token::new(parsed.access_token, now, expires_on, claims))
     }
 

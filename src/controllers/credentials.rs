@@ -234,7 +234,25 @@ pub async fn resolve_spec(
             description,
         });
     }
-    Err(ResolveError::NotImplemented("signing in with the Azure CLI (azureCli) is not implemented in this version; use servicePrincipal, workloadIdentity or managedIdentity".into()))
+    if spec.azure_cli.is_some() {
+        let credential = Credential::azure_cli(
+            identity,
+            &cloud,
+            &azure.transport,
+            &spec.tenant_id,
+            &azure.azure_cli,
+        )
+        .map_err(invalid)?;
+        return Ok(Resolved {
+            credential,
+            cloud,
+            description: format!(
+                "the Azure CLI ({}) of the operator's machine",
+                azure.azure_cli.display()
+            ),
+        });
+    }
+    Err(ResolveError::Invalid("no credential source is set".into()))
 }
 
 /// Resolves what a namespaced object's `credentialRef` points to, enforcing who may use it.

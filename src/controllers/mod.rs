@@ -52,6 +52,8 @@ pub struct AzureSettings {
     /// Blob endpoint for an account, with `{account}` (default
     /// `https://{account}.blob.<storage suffix>`); path-style endpoints such as Azurite's need it.
     pub blob_url_template: Option<String>,
+    /// The Azure CLI program for `azureCli` credentials.
+    pub azure_cli: std::path::PathBuf,
 }
 
 impl AzureSettings {
@@ -80,6 +82,7 @@ impl AzureSettings {
             }))),
             budget: Arc::new(Budget::default()),
             blob_url_template: None,
+            azure_cli: "az".into(),
         }
     }
 }
