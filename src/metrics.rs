@@ -23,6 +23,18 @@ pub struct ErrorLabels {
     pub reason: String,
 }
 
+/// Labels of per-object metrics: the object whose credentials expire (one series per object, as
+/// certificate managers export expiry).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    /// The custom resource kind.
+    pub kind: String,
+    /// Its namespace (empty for cluster-scoped kinds).
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Registry,
@@ -34,6 +46,8 @@ pub struct Metrics {
     pub duration: Family<KindLabels, Histogram>,
     /// 1 while this instance holds the leader lease.
     pub leader: Gauge,
+    /// When the credentials an object wrote expire (Unix seconds).
+    pub expiry: Family<ObjectLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -45,7 +59,13 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.005, 2.0, 12))
         });
         let leader = Gauge::default();
+        let expiry = Family::<ObjectLabels, Gauge>::default();
         registry.register("reconciles", "Reconciliations started", reconciles.clone());
+        registry.register(
+            "credential_expiry_timestamp_seconds",
+            "When the credentials an object wrote expire",
+            expiry.clone(),
+        );
         registry.register(
             "reconcile_errors",
             "Reconciliations that failed",
@@ -67,6 +87,7 @@ impl Default for Metrics {
             errors,
             duration,
             leader,
+            expiry,
         }
     }
 }
@@ -78,6 +99,15 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
         out
+    }
+
+    /// Labels of an object.
+    pub fn object(kind: &str, namespace: Option<String>, name: String) -> ObjectLabels {
+        ObjectLabels {
+            kind: kind.to_owned(),
+            namespace: namespace.unwrap_or_default(),
+            name,
+        }
     }
 
     /// Counts a reconciliation and returns a guard that records its duration when dropped.

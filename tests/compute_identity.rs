@@ -28,6 +28,10 @@ fn workspace_id() -> String {
 }
 
 async fn setup(prefix: &str) -> (Client, Azure, String) {
+    setup_with_lifetime(prefix, 3599).await
+}
+
+async fn setup_with_lifetime(prefix: &str, lifetime: i64) -> (Client, Azure, String) {
     let client = cluster::client().await;
     cluster::install_crds(&client).await;
     let ca = kube::config::Kubeconfig::read().unwrap().clusters[0]
@@ -37,7 +41,7 @@ async fn setup(prefix: &str) -> (Client, Azure, String) {
         .certificate_authority
         .clone()
         .unwrap();
-    let azure = Azure::start(vec![ca.into()]).await;
+    let azure = Azure::start_with_lifetime(vec![ca.into()], lifetime).await;
     azure.grant(&rg(), "Owner", APP_OBJECT_ID);
     azure
         .emulator()
@@ -160,6 +164,25 @@ async fn a_user_assigned_identity_gets_grants_federation_and_a_token_secret() {
         tokens.push(token);
     }
     let issued = e.counter("entra.token");
+    let earliest = [
+        text("storage.azure.com.expires-on"),
+        text("vault.azure.net.expires-on"),
+    ]
+    .iter()
+    .map(|v| v.parse::<f64>().unwrap())
+    .fold(f64::MAX, f64::min);
+    let gauge = operator
+        .metric_sum(
+            "aml_identity_operator_credential_expiry_timestamp_seconds{kind=\"ComputeIdentity\"",
+        )
+        .await;
+    let metrics = operator.metrics().await.unwrap_or_default();
+    let lines: Vec<&str> = metrics.lines().filter(|l| l.contains("expiry")).collect();
+    assert_eq!(
+        gauge,
+        Some(earliest),
+        "the expiry gauge shows when the Secret's tokens expire: {lines:?}"
+    );
 
     // The tokens work for the official SDKs: Azurite serves a blob to the storage token, and the
     // emulator's Key Vault gives a secret to the vault token (the identity holds Secrets User there).
@@ -353,5 +376,127 @@ async fn a_system_assigned_identity_is_reported_without_a_token() {
             .is_none()
     );
     let _ = obj.name_any();
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+/// A ComputeIdentity with a token Secret for storage, minted through `training`.
+fn storage_tokens(name: &str, secret: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "ComputeIdentity", "metadata": {"name": name},
+        "spec": {
+            "workspaceRef": {"name": "ml-workspace"}, "computeName": "cpu-cluster",
+            "identity": {"type": "UserAssigned", "userAssignedIdentities": [uai()]}, "createIfMissing": {"location": "eastus"},
+            "federation": {"serviceAccounts": ["training"]},
+            "tokenSecret": {"name": secret, "audiences": ["https://storage.azure.com"]},
+        },
+    })
+}
+
+#[tokio::test]
+async fn tokens_are_renewed_before_they_expire() {
+    // Tokens that live 30 s: the default renewal (two thirds of the lifetime) comes after ~20 s.
+    let (client, azure, ns) = setup_with_lifetime("ci-renew", 30).await;
+    let _operator = Operator::start_with(&ns, "lease-ci-renew", "ci-renew-0", &azure_args(&azure));
+    let name = apply(
+        &client,
+        &ns,
+        storage_tokens("renewing", "renewing-identity"),
+    )
+    .await;
+    ready_reason(&client, "ComputeIdentity", &ns, &name, "TokensIssued").await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let token_of = |s: &Secret| {
+        String::from_utf8(
+            s.data.as_ref().unwrap()["storage.azure.com.token"]
+                .0
+                .clone(),
+        )
+        .unwrap()
+    };
+    let first = secrets.get("renewing-identity").await.unwrap();
+    let first_expiry: i64 = String::from_utf8(
+        first.data.as_ref().unwrap()["storage.azure.com.expires-on"]
+            .0
+            .clone(),
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+    let renewed = cluster::wait_until(Duration::from_secs(40), "a renewed token", || {
+        let secrets = secrets.clone();
+        let old = token_of(&first);
+        async move {
+            secrets
+                .get("renewing-identity")
+                .await
+                .ok()
+                .filter(|s| token_of(s) != old)
+        }
+    })
+    .await;
+    let now = jiff::Timestamp::now().as_second();
+    assert!(
+        now < first_expiry,
+        "renewed {}s after the old token expired",
+        now - first_expiry
+    );
+    let claims = azure
+        .emulator()
+        .verify_token(&token_of(&renewed))
+        .expect("a valid new token");
+    assert!(claims.exp > first_expiry);
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_hundred_objects_sharing_an_identity_cause_one_token_request() {
+    let (client, azure, ns) = setup("ci-many").await;
+    let _operator = Operator::start_with(&ns, "lease-ci-many", "ci-many-0", &azure_args(&azure));
+    apply(&client, &ns, storage_tokens("first", "first-identity")).await;
+    let (_, _, first) =
+        ready_reason(&client, "ComputeIdentity", &ns, "first", "TokensIssued").await;
+    let client_id = first.data["status"]["clientId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..99 {
+        apply(
+            &client,
+            &ns,
+            storage_tokens(&format!("shared-{i}"), &format!("shared-{i}-identity")),
+        )
+        .await;
+    }
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    cluster::wait_until(Duration::from_secs(120), "100 token Secrets", || {
+        let secrets = secrets.clone();
+        async move {
+            let list = secrets
+                .list(
+                    &ListParams::default()
+                        .labels("app.kubernetes.io/managed-by=aml-identity-operator"),
+                )
+                .await
+                .ok()?;
+            (list.items.len() >= 100).then_some(())
+        }
+    })
+    .await;
+    let tokens: std::collections::BTreeSet<Vec<u8>> = secrets
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=aml-identity-operator"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| s.data.unwrap()["storage.azure.com.token"].0.clone())
+        .collect();
+    assert_eq!(tokens.len(), 1, "every Secret carries the one shared token");
+    assert_eq!(
+        azure.emulator().counter(&format!(
+            "entra.token:{client_id}:https://storage.azure.com"
+        )),
+        1,
+        "one Entra request for 100 objects"
+    );
     cluster::delete_namespace(&client, &ns).await;
 }

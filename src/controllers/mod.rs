@@ -216,6 +216,9 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
     if obj.meta().deletion_timestamp.is_some() {
         if obj.finalizers().iter().any(|f| f == FINALIZER) {
             obj.cleanup(&ctx).await?;
+            ctx.metrics
+                .expiry
+                .remove(&Metrics::object(&kind, obj.namespace(), obj.name_any()));
             remove_finalizer(&api, &*obj).await?;
             tracing::info!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), "finalizer removed");
         }
@@ -268,6 +271,21 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
             }
         }
         tracing::info!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), reason = outcome.ready_condition().map(|c| c.reason.as_str()).unwrap_or_default(), "status updated");
+    }
+    // The expiry of what the object wrote, for alerting on credentials that stop being renewed.
+    let labels = Metrics::object(&kind, obj.namespace(), obj.name_any());
+    match outcome
+        .fields
+        .get("expiresAt")
+        .and_then(|v| v.as_str())
+        .and_then(crate::renewal::parse_rfc3339)
+    {
+        Some(expires) => {
+            ctx.metrics.expiry.get_or_create(&labels).set(expires);
+        }
+        None => {
+            ctx.metrics.expiry.remove(&labels);
+        }
     }
     for (reason, note) in &outcome.events {
         publish(&ctx, &*obj, EventType::Normal, reason, note).await;

@@ -28,10 +28,16 @@ pub struct Azure {
 impl Azure {
     /// Starts an emulator trusting `trust` (CA bundles of federated issuers) and seeds the basics.
     pub async fn start(trust: Vec<std::path::PathBuf>) -> Azure {
+        Self::start_with_lifetime(trust, 3599).await
+    }
+
+    /// Like [`Azure::start`], issuing tokens that live `lifetime` seconds.
+    pub async fn start_with_lifetime(trust: Vec<std::path::PathBuf>, lifetime: i64) -> Azure {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::new(dir.path());
         config.trust = trust;
+        config.token_lifetime = lifetime;
         // Long-running operations take two polls, without making the tests wait.
         config.lro_polls = 2;
         config.lro_retry_after = 0;
