@@ -322,6 +322,23 @@ async fn a_user_assigned_identity_gets_grants_federation_and_a_token_secret() {
         assert!(!events.contains(token.as_str()), "a token in an Event");
         assert!(!status.contains(token.as_str()), "a token in status");
     }
+
+    // Deleting the object removes what the operator made in Azure: the federated credential, the
+    // grants, and the identity it created.
+    delete_and_wait(&client, "ComputeIdentity", &ns, &name).await;
+    let arm = azure.arm(azure.app_credential("test"));
+    let identity: Option<aml_identity_operator::azure::models::UserAssignedIdentity> =
+        arm.get(&uai(), "2024-11-30").await.unwrap();
+    assert!(
+        identity.is_none(),
+        "the identity the operator created is gone"
+    );
+    assert!(!e.authorized(
+        &principal,
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+        &storage(),
+        true
+    ));
     cluster::delete_namespace(&client, &ns).await;
 }
 

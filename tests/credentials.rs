@@ -194,3 +194,88 @@ async fn workload_identity_and_managed_identity_credentials_sign_in() {
     assert_eq!(obj.data["status"]["appId"], mi_client);
     cluster::delete_namespace(&client, &ns).await;
 }
+
+#[tokio::test]
+async fn a_namespace_cannot_borrow_another_namespaces_federation() {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let discovery: serde_json::Value = serde_json::from_str(
+        &client
+            .request_text(
+                http::Request::get("/.well-known/openid-configuration")
+                    .body(Vec::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let ca = kube::config::Kubeconfig::read().unwrap().clusters[0]
+        .cluster
+        .as_ref()
+        .unwrap()
+        .certificate_authority
+        .clone()
+        .unwrap();
+    let azure = Azure::start(vec![ca.into()]).await;
+    let owner = cluster::namespace(&client, "cred-owner").await;
+    let thief = cluster::namespace(&client, "cred-thief").await;
+    let client_id = "8b3f4c2e-1d5a-4e6f-9a7b-0c1d2e3f4a5b";
+    azure
+        .emulator()
+        .seed(Seed {
+            user_assigned_identities: vec![UserAssignedIdentity {
+                id: format!(
+                    "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-owner",
+                    azure.resource_group_id()
+                ),
+                location: "eastus".into(),
+                tenant_id: TENANT.into(),
+                client_id: client_id.into(),
+                principal_id: "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f".into(),
+                federated_credentials: vec![FederatedCredential {
+                    name: "owner".into(),
+                    issuer: discovery["issuer"].as_str().unwrap().into(),
+                    subject: format!("system:serviceaccount:{owner}:aml-operator"),
+                    audiences: vec!["api://AzureADTokenExchange".into()],
+                }],
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+    // The other namespace makes a ServiceAccount of the same name and names the same client id.
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "aml-operator"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), &thief)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    let _operator = Operator::start_with(
+        &thief,
+        "lease-cred-thief",
+        "cred-thief-0",
+        &azure_args(&azure),
+    );
+    let name = apply(&client, &thief, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "AzureCredential", "metadata": {"name": "borrowed"},
+        "spec": {"tenantId": TENANT, "workloadIdentity": {"clientId": client_id, "serviceAccountName": "aml-operator"}},
+    }))
+    .await;
+    let (status, message, obj) = ready_reason(
+        &client,
+        "AzureCredential",
+        &thief,
+        &name,
+        "AuthenticationFailed",
+    )
+    .await;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("70021")
+            && message.contains(&format!("system:serviceaccount:{thief}:aml-operator")),
+        "{message}"
+    );
+    assert!(obj.data["status"]["objectId"].is_null());
+    cluster::delete_namespace(&client, &thief).await;
+    cluster::delete_namespace(&client, &owner).await;
+}

@@ -155,6 +155,12 @@ async fn a_training_pod_reads_with_the_sas_and_cannot_write() {
         "{result}"
     );
     assert!(!operator.logs().contains(&sas) && !operator.logs().contains(azurite::KEY));
+
+    // The registration the operator made goes with the object.
+    delete_and_wait(&client, "Datastore", &ns, &name).await;
+    let gone: Option<aml_identity_operator::azure::models::Datastore> =
+        arm.get(&path, "2025-12-01").await.unwrap();
+    assert!(gone.is_none());
     cluster::delete_namespace(&client, &ns).await;
 }
 

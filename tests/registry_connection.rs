@@ -232,6 +232,17 @@ async fn a_compute_identity_pulls_once_it_holds_acr_pull() {
         client_id.as_str()
     );
     assert!(!operator.logs().contains(&password));
+
+    // The workspace connection goes with the object.
+    delete_and_wait(&client, "RegistryConnection", &ns, &name).await;
+    let gone: Option<aml_identity_operator::azure::models::WorkspaceConnection> = arm
+        .get(
+            &format!("{}/connections/workspace-acr", workspace_id()),
+            "2025-12-01",
+        )
+        .await
+        .unwrap();
+    assert!(gone.is_none());
     cluster::delete_namespace(&client, &ns).await;
 }
 

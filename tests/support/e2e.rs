@@ -89,3 +89,23 @@ pub async fn service_principal_credential(client: &Client, ns: &str) {
     }))
     .await;
 }
+
+/// Deletes one of this API's objects and waits (bounded) until its finalizer let it go.
+pub async fn delete_and_wait(client: &Client, kind_name: &str, ns: &str, name: &str) {
+    let api = cluster::dynamic_api(client, &kind(kind_name), ns);
+    api.delete(name, &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    cluster::wait_until(
+        Duration::from_secs(30),
+        &format!("{kind_name} {name} to be deleted"),
+        || {
+            let api = api.clone();
+            async move {
+                matches!(api.get(name).await, Err(kube::Error::Api(s)) if s.code == 404)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
