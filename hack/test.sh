@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (`make test`): installs what is missing (nextest, the Python venv, Azurite, the
-# Kubernetes binaries), starts one local control plane and one Azurite for the whole run, runs every
+# Kubernetes binaries, docker-registry and skopeo), starts one local control plane and one Azurite for the whole run, runs every
 # test, stops what it started, and prints how long it took. Emulators start inside the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,14 @@ start=$(date +%s)
 command -v cargo >/dev/null || { echo "cargo is required (install Rust with rustup)" >&2; exit 1; }
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
+fi
+
+# A real OCI registry and client for the pull-Secret tests.
+missing=()
+for p in docker-registry skopeo; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 AMLID_PYTHON=$(hack/python-env.sh)

@@ -272,3 +272,252 @@ async fn the_admin_user_variant_reads_list_credentials() {
     assert_eq!(password.len(), 32);
     cluster::delete_namespace(&client, &ns).await;
 }
+
+/// A real registry (Debian's docker-registry) whose token realm is the emulator's ACR `/oauth2/token`.
+struct DockerRegistry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl DockerRegistry {
+    fn start(azure: &Azure) -> DockerRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = cluster::free_port();
+        let token_ca = azure
+            .running
+            .ca_path
+            .parent()
+            .unwrap()
+            .join("acr-token-ca.pem");
+        let config = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  token:\n    realm: https://127.0.0.1:{}/oauth2/token\n    service: {LOGIN_SERVER}\n    issuer: Azure Container Registry\n    rootcertbundle: {}\n",
+            dir.path().join("data").display(),
+            azure.running.https_addr.port(),
+            token_ca.display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .args([
+                "serve",
+                &dir.path().join("config.yml").display().to_string(),
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry is installed by the test command");
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        DockerRegistry {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for DockerRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A one-layer OCI image layout in `dir`, tagged `v1`.
+fn oci_image(dir: &std::path::Path) {
+    let sha = |bytes: &[u8]| {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+        digest
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let content = dir.join("content");
+    std::fs::create_dir_all(&content).unwrap();
+    std::fs::write(content.join("train.py"), "print('training')\n").unwrap();
+    let tar = std::process::Command::new("tar")
+        .args(["-C", &content.display().to_string(), "-cf", "-", "train.py"])
+        .output()
+        .unwrap()
+        .stdout;
+    let layer = sha(&tar);
+    std::fs::write(blobs.join(&layer), &tar).unwrap();
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer}")]}}).to_string();
+    std::fs::write(blobs.join(sha(config.as_bytes())), &config).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{}", sha(config.as_bytes())), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{layer}"), "size": tar.len()}],
+    })
+    .to_string();
+    std::fs::write(blobs.join(sha(manifest.as_bytes())), &manifest).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{}", sha(manifest.as_bytes())), "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "v1"}}]});
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// Runs skopeo against the local registry, trusting the emulator for the token realm.
+fn skopeo(azure: &Azure, work: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::fs::write(
+        work.join("policy.json"),
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
+    std::process::Command::new("skopeo")
+        .args([
+            "--policy",
+            &work.join("policy.json").display().to_string(),
+            "--registries-conf",
+            "/dev/null",
+        ])
+        .args(args)
+        .env("SSL_CERT_FILE", &azure.running.ca_path)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skopeo_pulls_with_the_pull_secret_from_a_real_registry() {
+    let (client, azure, ns, _operator) = setup("rc-skopeo", false).await;
+    let registry = DockerRegistry::start(&azure);
+    let host = format!("127.0.0.1:{}", registry.port);
+    let work = tempfile::tempdir().unwrap();
+
+    // The platform pushes an image with its own AcrPush credential.
+    azure.grant(&registry_id(), "AcrPush", APP_OBJECT_ID);
+    let mut transport = azure.transport.clone();
+    transport
+        .host_overrides
+        .push((LOGIN_SERVER.into(), azure.running.https_addr));
+    let aad = azure
+        .app_credential("push")
+        .request(aml_identity_operator::azure::acr::ACR_AUDIENCE, 0)
+        .await
+        .unwrap();
+    let push = aml_identity_operator::azure::acr::exchange(
+        &transport.client().unwrap(),
+        LOGIN_SERVER,
+        TENANT,
+        aad.secret(),
+    )
+    .await
+    .unwrap();
+    std::fs::write(work.path().join("push.json"), push.docker_config(&host)).unwrap();
+    oci_image(&work.path().join("image"));
+    let image = format!("docker://{host}/training/base:v1");
+    let oci = format!("oci:{}:v1", work.path().join("image").display());
+    let pushed = tokio::task::block_in_place(|| {
+        skopeo(
+            &azure,
+            work.path(),
+            &[
+                "copy",
+                "--dest-authfile",
+                &work.path().join("push.json").display().to_string(),
+                "--dest-tls-verify=false",
+                &oci,
+                &image,
+            ],
+        )
+    });
+    assert!(
+        pushed.status.success(),
+        "push: {}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+
+    // A compute identity with AcrPull gets a pull Secret through a RegistryConnection.
+    let uai = format!(
+        "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-cpu-cluster",
+        rg()
+    );
+    apply(&client, &ns, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "ComputeIdentity", "metadata": {"name": "cpu-cluster"},
+        "spec": {"workspaceRef": {"name": "ml-workspace"}, "computeName": "cpu-cluster",
+                 "identity": {"type": "UserAssigned", "userAssignedIdentities": [uai]}, "createIfMissing": {"location": "eastus"},
+                 "federation": {"serviceAccounts": ["training"]}},
+    }))
+    .await;
+    ready_reason(
+        &client,
+        "ComputeIdentity",
+        &ns,
+        "cpu-cluster",
+        "IdentityReady",
+    )
+    .await;
+    let name = apply(&client, &ns, connection("puller", true)).await;
+    ready_reason(
+        &client,
+        "RegistryConnection",
+        &ns,
+        &name,
+        "PullSecretIssued",
+    )
+    .await;
+    let (username, password) = dockerconfig(&client, &ns, "puller-pull").await;
+    // The Secret is keyed by the real login server; here the registry is reached by address.
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    std::fs::write(work.path().join("pull.json"), serde_json::json!({"auths": {host.clone(): {"username": username, "password": password, "auth": auth}}}).to_string()).unwrap();
+
+    let pulled = tokio::task::block_in_place(|| {
+        skopeo(
+            &azure,
+            work.path(),
+            &[
+                "inspect",
+                "--authfile",
+                &work.path().join("pull.json").display().to_string(),
+                "--tls-verify=false",
+                &image,
+            ],
+        )
+    });
+    assert!(
+        pulled.status.success(),
+        "inspect: {}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&pulled.stdout).unwrap();
+    assert_eq!(manifest["Layers"].as_array().map(Vec::len), Some(1));
+
+    // Without credentials, and with a tampered password, the registry refuses.
+    let anonymous = tokio::task::block_in_place(|| {
+        skopeo(
+            &azure,
+            work.path(),
+            &["inspect", "--no-creds", "--tls-verify=false", &image],
+        )
+    });
+    assert!(!anonymous.status.success());
+    let forged =
+        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}x"));
+    std::fs::write(
+        work.path().join("forged.json"),
+        serde_json::json!({"auths": {host.clone(): {"auth": forged}}}).to_string(),
+    )
+    .unwrap();
+    let refused = tokio::task::block_in_place(|| {
+        skopeo(
+            &azure,
+            work.path(),
+            &[
+                "inspect",
+                "--authfile",
+                &work.path().join("forged.json").display().to_string(),
+                "--tls-verify=false",
+                &image,
+            ],
+        )
+    });
+    assert!(!refused.status.success());
+    cluster::delete_namespace(&client, &ns).await;
+}

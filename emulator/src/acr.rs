@@ -71,20 +71,30 @@ fn unauthorized(host: &str, message: &str) -> Response {
     response
 }
 
-/// The registry a request is for: by `Host`, the way clients address ACR.
-fn registry_for(emu: &Emulator, headers: &HeaderMap) -> Option<crate::state::Registry> {
+/// The registry a request is for: by `Host`, the way clients address ACR; a request that reached
+/// the emulator by address (a registry's token realm in tests) names it by its `service`.
+fn registry_for(
+    emu: &Emulator,
+    headers: &HeaderMap,
+    service: Option<&str>,
+) -> Option<crate::state::Registry> {
     let host = host_of(headers);
     let host = host
         .split(':')
         .next()
         .unwrap_or_default()
         .to_ascii_lowercase();
-    emu.state().registries.get(&host).cloned()
+    let state = emu.state();
+    state
+        .registries
+        .get(&host)
+        .or_else(|| service.and_then(|s| state.registries.get(&s.to_ascii_lowercase())))
+        .cloned()
 }
 
 /// `GET /v2/`: always a challenge without a valid access token.
 pub async fn v2(State(emu): State<Emulator>, headers: HeaderMap) -> Response {
-    let Some(registry) = registry_for(&emu, &headers) else {
+    let Some(registry) = registry_for(&emu, &headers, None) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let bearer = headers
@@ -112,7 +122,8 @@ pub async fn exchange(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let Some(registry) = registry_for(&emu, &headers) else {
+    let Some(registry) = registry_for(&emu, &headers, form.get("service").map(String::as_str))
+    else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let host = registry.login_server.clone();
@@ -226,7 +237,7 @@ fn access_token(
     service: Option<&str>,
     scope: Option<&str>,
 ) -> Response {
-    let Some(registry) = registry_for(emu, headers) else {
+    let Some(registry) = registry_for(emu, headers, service) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let host = registry.login_server.clone();

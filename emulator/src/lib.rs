@@ -158,6 +158,11 @@ impl Emulator {
             lro_retry_after: config.lro_retry_after,
         }));
 
+        // The CA a registry trusts for ACR tokens (its `auth.token.rootcertbundle`).
+        std::fs::write(
+            config.dir.join("acr-token-ca.pem"),
+            &emulator.0.signer.token_ca_pem,
+        )?;
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
             material.chain_pem.into_bytes(),

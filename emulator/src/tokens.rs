@@ -43,6 +43,11 @@ pub struct Signer {
     encoding: EncodingKey,
     decoding: DecodingKey,
     kid: String,
+    /// Certificate of the signing key (DER, base64) for `x5c` headers, as the ACR token service
+    /// presents its key to registries.
+    certificate: String,
+    /// PEM of the CA that issued that certificate: a registry's `rootcertbundle`.
+    pub token_ca_pem: String,
 }
 
 impl Signer {
@@ -51,10 +56,25 @@ impl Signer {
         let key = rcgen::KeyPair::generate()?;
         let private = key.serialize_pem();
         let public = key.public_key_pem();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "aml-identity-emulator token CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate()?)?;
+        let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        leaf.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            "aml-identity-emulator token signer",
+        );
+        let certificate = leaf.signed_by(&key, &ca)?;
+        use base64::Engine;
         Ok(Self {
             encoding: EncodingKey::from_ec_pem(private.as_bytes())?,
             decoding: DecodingKey::from_ec_pem(public.as_bytes())?,
             kid: uuid::Uuid::new_v4().simple().to_string(),
+            certificate: base64::engine::general_purpose::STANDARD.encode(certificate.der()),
+            token_ca_pem: ca.pem(),
         })
     }
 
@@ -89,10 +109,12 @@ impl Signer {
         (token, claims)
     }
 
-    /// Signs arbitrary claims with the emulator key (ACR tokens).
+    /// Signs arbitrary claims with the emulator key (ACR tokens), naming the key by its certificate
+    /// (`x5c`) so a registry that trusts the token CA can verify it.
     pub fn sign<T: Serialize>(&self, claims: &T) -> String {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
+        header.x5c = Some(vec![self.certificate.clone()]);
         jsonwebtoken::encode(&header, claims, &self.encoding).expect("signing with a valid key")
     }
 
