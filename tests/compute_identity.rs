@@ -339,6 +339,7 @@ async fn a_user_assigned_identity_gets_grants_federation_and_a_token_secret() {
         &storage(),
         true
     ));
+    assert_no_leaks(&client, &azure, &operator, &ns, &[APP_SECRET]).await;
     cluster::delete_namespace(&client, &ns).await;
 }
 

@@ -53,6 +53,7 @@ async fn a_service_principal_credential_signs_in_and_follows_its_rotated_secret(
     for value in [APP_SECRET, wrong] {
         assert!(!logs.contains(value), "the operator logged a client secret");
     }
+    support::e2e::assert_no_leaks(&client, &azure, &operator, &ns, &[APP_SECRET, wrong]).await;
     cluster::delete_namespace(&client, &ns).await;
 }
 

@@ -161,6 +161,14 @@ async fn a_training_pod_reads_with_the_sas_and_cannot_write() {
     let gone: Option<aml_identity_operator::azure::models::Datastore> =
         arm.get(&path, "2025-12-01").await.unwrap();
     assert!(gone.is_none());
+    assert_no_leaks(
+        &client,
+        &azure,
+        &operator,
+        &ns,
+        &[APP_SECRET, azurite::KEY, &sas],
+    )
+    .await;
     cluster::delete_namespace(&client, &ns).await;
 }
 

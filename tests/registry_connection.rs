@@ -243,6 +243,7 @@ async fn a_compute_identity_pulls_once_it_holds_acr_pull() {
         .await
         .unwrap();
     assert!(gone.is_none());
+    assert_no_leaks(&client, &azure, &operator, &ns, &[APP_SECRET, &password]).await;
     cluster::delete_namespace(&client, &ns).await;
 }
 
@@ -386,7 +387,7 @@ fn skopeo(azure: &Azure, work: &std::path::Path, args: &[&str]) -> std::process:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn skopeo_pulls_with_the_pull_secret_from_a_real_registry() {
-    let (client, azure, ns, _operator) = setup("rc-skopeo", false).await;
+    let (client, azure, ns, operator) = setup("rc-skopeo", false).await;
     let registry = DockerRegistry::start(&azure);
     let host = format!("127.0.0.1:{}", registry.port);
     let work = tempfile::tempdir().unwrap();
@@ -519,5 +520,6 @@ async fn skopeo_pulls_with_the_pull_secret_from_a_real_registry() {
         )
     });
     assert!(!refused.status.success());
+    assert_no_leaks(&client, &azure, &operator, &ns, &[APP_SECRET, &password]).await;
     cluster::delete_namespace(&client, &ns).await;
 }

@@ -203,6 +203,7 @@ async fn manage_creates_the_workspace_grants_its_roles_and_exports_config_json()
     ));
     assert!(azure.emulator().counter("arm.DELETE.workspaces") >= 1);
     assert!(!operator.logs().contains(APP_SECRET));
+    assert_no_leaks(&client, &azure, &operator, &ns, &[APP_SECRET]).await;
     cluster::delete_namespace(&client, &ns).await;
 }
 

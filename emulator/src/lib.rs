@@ -267,6 +267,11 @@ impl Emulator {
             .authorized(principal_id, action, resource, data)
     }
 
+    /// Every token this emulator issued (access, ACR refresh and access tokens), for leak checks.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.0.signer.issued()
+    }
+
     /// Verifies a token this emulator issued and returns its claims.
     pub fn verify_token(&self, token: &str) -> Option<AccessClaims> {
         self.0.signer.verify(token, self.0.clock.now()).ok()

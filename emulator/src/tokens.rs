@@ -48,6 +48,8 @@ pub struct Signer {
     certificate: String,
     /// PEM of the CA that issued that certificate: a registry's `rootcertbundle`.
     pub token_ca_pem: String,
+    /// Every token signed so far, so tests can search logs, Events and status for them.
+    issued: std::sync::Mutex<Vec<String>>,
 }
 
 impl Signer {
@@ -75,6 +77,7 @@ impl Signer {
             kid: uuid::Uuid::new_v4().simple().to_string(),
             certificate: base64::engine::general_purpose::STANDARD.encode(certificate.der()),
             token_ca_pem: ca.pem(),
+            issued: Default::default(),
         })
     }
 
@@ -106,7 +109,7 @@ impl Signer {
         header.kid = Some(self.kid.clone());
         let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
             .expect("signing with a valid key");
-        (token, claims)
+        (self.remember(token), claims)
     }
 
     /// Signs arbitrary claims with the emulator key (ACR tokens), naming the key by its certificate
@@ -115,7 +118,26 @@ impl Signer {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
         header.x5c = Some(vec![self.certificate.clone()]);
-        jsonwebtoken::encode(&header, claims, &self.encoding).expect("signing with a valid key")
+        self.remember(
+            jsonwebtoken::encode(&header, claims, &self.encoding)
+                .expect("signing with a valid key"),
+        )
+    }
+
+    fn remember(&self, token: String) -> String {
+        self.issued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(token.clone());
+        token
+    }
+
+    /// Every token signed so far.
+    pub fn issued(&self) -> Vec<String> {
+        self.issued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Verifies signature and `exp` of a token of this emulator with any claims shape.

@@ -109,3 +109,60 @@ pub async fn delete_and_wait(client: &Client, kind_name: &str, ns: &str, name: &
     )
     .await;
 }
+
+/// Asserts that no token the emulator issued, and none of `secrets` (client secrets, keys, SAS),
+/// appears in the operator's log, in the namespace's Events, or in any status of this API's objects.
+pub async fn assert_no_leaks(
+    client: &Client,
+    azure: &Azure,
+    operator: &cluster::Operator,
+    ns: &str,
+    secrets: &[&str],
+) {
+    use k8s_openapi::api::events::v1::Event;
+    let mut places: Vec<(String, String)> = vec![("the operator log".into(), operator.logs())];
+    let events = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    places.push((
+        "Events".into(),
+        serde_json::to_string(&events.items).unwrap(),
+    ));
+    for kind_name in [
+        "AzureCredential",
+        "ClusterAzureCredential",
+        "Workspace",
+        "ComputeIdentity",
+        "Datastore",
+        "RegistryConnection",
+    ] {
+        let api = cluster::dynamic_api(client, &kind(kind_name), ns);
+        for object in api.list(&Default::default()).await.unwrap() {
+            places.push((
+                format!(
+                    "the status of {kind_name} {}",
+                    object.metadata.name.clone().unwrap_or_default()
+                ),
+                object.data["status"].to_string(),
+            ));
+        }
+    }
+    let tokens = azure.emulator().issued_tokens();
+    assert!(
+        !tokens.is_empty(),
+        "the emulator issued no token: nothing was checked"
+    );
+    for needle in tokens
+        .iter()
+        .map(String::as_str)
+        .chain(secrets.iter().copied())
+    {
+        for (place, text) in &places {
+            assert!(
+                !text.contains(needle),
+                "a token, key or secret appears in {place}"
+            );
+        }
+    }
+}
