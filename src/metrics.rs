@@ -35,6 +35,15 @@ pub struct ObjectLabels {
     pub name: String,
 }
 
+/// Labels of Azure request counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AzureLabels {
+    /// `arm`, `entra`, `imds`, `azure-cli`.
+    pub service: String,
+    /// HTTP status (0: no answer).
+    pub code: String,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Registry,
@@ -48,6 +57,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// When the credentials an object wrote expire (Unix seconds).
     pub expiry: Family<ObjectLabels, Gauge>,
+    /// Azure responses by service and status.
+    pub azure_requests: Family<AzureLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -60,6 +71,12 @@ impl Default for Metrics {
         });
         let leader = Gauge::default();
         let expiry = Family::<ObjectLabels, Gauge>::default();
+        let azure_requests = Family::<AzureLabels, Counter>::default();
+        registry.register(
+            "azure_requests",
+            "Azure responses by service and status",
+            azure_requests.clone(),
+        );
         registry.register("reconciles", "Reconciliations started", reconciles.clone());
         registry.register(
             "credential_expiry_timestamp_seconds",
@@ -88,6 +105,7 @@ impl Default for Metrics {
             duration,
             leader,
             expiry,
+            azure_requests,
         }
     }
 }
@@ -99,6 +117,19 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
         out
+    }
+
+    /// An observer counting Azure responses into `azure_requests`.
+    pub fn azure_observer(&self) -> crate::azure::cloud::Observer {
+        let family = self.azure_requests.clone();
+        crate::azure::cloud::Observer::new(move |service, code| {
+            family
+                .get_or_create(&AzureLabels {
+                    service: service.to_owned(),
+                    code: code.to_string(),
+                })
+                .inc();
+        })
     }
 
     /// Labels of an object.

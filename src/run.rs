@@ -107,6 +107,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         ca_bundle: opts.azure_ca_bundle.clone(),
         host_overrides: opts.azure_resolve.clone(),
         timeout: None,
+        observer: metrics.azure_observer(),
     };
     // Fail at start on an unreadable CA bundle rather than on the first reconcile.
     transport.client()?;

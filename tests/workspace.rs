@@ -203,6 +203,18 @@ async fn manage_creates_the_workspace_grants_its_roles_and_exports_config_json()
     ));
     assert!(azure.emulator().counter("arm.DELETE.workspaces") >= 1);
     assert!(!operator.logs().contains(APP_SECRET));
+    let arm_ok = operator
+        .metric_sum("aml_identity_operator_azure_requests_total{service=\"arm\",code=\"200\"}")
+        .await
+        .unwrap();
+    let entra_ok = operator
+        .metric_sum("aml_identity_operator_azure_requests_total{service=\"entra\",code=\"200\"}")
+        .await
+        .unwrap();
+    assert!(
+        arm_ok >= 2.0 && entra_ok >= 1.0,
+        "Azure requests are counted by service and status: arm {arm_ok}, entra {entra_ok}"
+    );
     assert_no_leaks(&client, &azure, &operator, &ns, &[APP_SECRET]).await;
     cluster::delete_namespace(&client, &ns).await;
 }

@@ -150,6 +150,7 @@ pub struct ArmClient {
     tokens: Arc<TokenCache>,
     budget: Arc<Budget>,
     retry: RetryPolicy,
+    observer: super::cloud::Observer,
 }
 
 impl ArmClient {
@@ -168,7 +169,14 @@ impl ArmClient {
             tokens,
             budget,
             retry: RetryPolicy::default(),
+            observer: Default::default(),
         }
+    }
+
+    /// Reports every response to `observer` (metrics).
+    pub fn observed(mut self, observer: super::cloud::Observer) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// Replaces the retry policy.
@@ -410,6 +418,7 @@ impl ArmClient {
                 Err(e) => return Err(AzureError::Transport(e.without_url().to_string())),
             };
             let status = response.status();
+            self.observer.observe("arm", status.as_u16());
             let headers = response.headers().clone();
             let header = |name: &str| {
                 headers

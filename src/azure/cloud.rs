@@ -63,6 +63,37 @@ impl Cloud {
     }
 }
 
+/// Told of every Azure response: the service (`arm`, `entra`, `imds`, `azure-cli`) and the HTTP
+/// status (0 when no answer came). Metrics hang off it.
+#[derive(Clone, Default)]
+pub struct Observer(Option<std::sync::Arc<ObserveFn>>);
+
+type ObserveFn = dyn Fn(&str, u16) + Send + Sync;
+
+impl Observer {
+    /// An observer calling `f`.
+    pub fn new(f: impl Fn(&str, u16) + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(f)))
+    }
+
+    /// Reports one response.
+    pub fn observe(&self, service: &str, status: u16) {
+        if let Some(f) = &self.0 {
+            f(service, status);
+        }
+    }
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Observer(set)"
+        } else {
+            "Observer(none)"
+        })
+    }
+}
+
 /// How Azure is reached: extra trust and name overrides on top of the system's.
 #[derive(Clone, Debug, Default)]
 pub struct Transport {
@@ -72,6 +103,8 @@ pub struct Transport {
     pub host_overrides: Vec<(String, SocketAddr)>,
     /// Per-request timeout.
     pub timeout: Option<Duration>,
+    /// Told of every response.
+    pub observer: Observer,
 }
 
 impl Transport {

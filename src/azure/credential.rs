@@ -69,6 +69,7 @@ pub struct Credential {
     tenant_id: String,
     token_url: String,
     http: reqwest::Client,
+    observer: super::cloud::Observer,
     proof: Proof,
 }
 
@@ -139,6 +140,7 @@ impl Credential {
             tenant_id: tenant_id.to_owned(),
             token_url,
             http: transport.client()?,
+            observer: transport.observer.clone(),
             proof,
         })
     }
@@ -327,11 +329,17 @@ impl Credential {
                 self.http.post(&self.token_url).form(&form)
             }
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| AzureError::Transport(e.without_url().to_string()))?;
+        let service = if matches!(self.proof, Proof::ManagedIdentity { .. }) {
+            "imds"
+        } else {
+            "entra"
+        };
+        let response = request.send().await.map_err(|e| {
+            self.observer.observe(service, 0);
+            AzureError::Transport(e.without_url().to_string())
+        })?;
         let status = response.status();
+        self.observer.observe(service, status.as_u16());
         let text = response
             .text()
             .await
@@ -409,6 +417,8 @@ impl Credential {
                     program.display()
                 ))
             })?;
+        self.observer
+            .observe("azure-cli", if output.status.success() { 200 } else { 1 });
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let first = stderr

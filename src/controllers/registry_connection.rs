@@ -86,7 +86,8 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
         resolved.credential,
         ctx.azure.tokens.clone(),
         ctx.azure.budget.clone(),
-    );
+    )
+    .observed(ctx.azure.transport.observer.clone());
 
     let puller = match puller(ctx, rc, &namespace, &tenant, &cloud, &arm).await? {
         Ok(p) => p,

@@ -80,7 +80,8 @@ pub async fn arm_for(
                 resolved.credential,
                 ctx.azure.tokens.clone(),
                 ctx.azure.budget.clone(),
-            );
+            )
+            .observed(ctx.azure.transport.observer.clone());
             Ok(Ok((arm, resolved.cloud, tenant)))
         }
         Err(e) => credential_failure(e).map(Err),

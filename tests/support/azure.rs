@@ -70,6 +70,7 @@ impl Azure {
                 .map(|h| (h.to_string(), running.https_addr))
                 .collect(),
             timeout: None,
+            observer: Default::default(),
         };
         Azure {
             running,
