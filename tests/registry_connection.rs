@@ -523,3 +523,79 @@ async fn skopeo_pulls_with_the_pull_secret_from_a_real_registry() {
     assert_no_leaks(&client, &azure, &operator, &ns, &[APP_SECRET, &password]).await;
     cluster::delete_namespace(&client, &ns).await;
 }
+
+#[tokio::test]
+async fn a_service_principal_pulls_and_failures_are_counted_until_it_may() {
+    let (client, azure, ns, _operator) = setup("rc-sp", false).await;
+    // A separate pulling application that holds no role yet.
+    let (puller, puller_object) = (
+        "4d3c2b1a-0f9e-4d8c-b7a6-958473625140",
+        "3e2d1c0b-9a8f-4e7d-a6c5-b4a392817160",
+    );
+    azure
+        .emulator()
+        .seed(Seed {
+            service_principals: vec![aml_identity_emulator::state::ServicePrincipal {
+                tenant_id: TENANT.into(),
+                client_id: puller.into(),
+                object_id: puller_object.into(),
+                display_name: "puller".into(),
+                secrets: vec!["puller-secret-value-77".into()],
+                federated_credentials: vec![],
+                certificates: vec![],
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+    secret(
+        &client,
+        &ns,
+        "puller-sp",
+        "clientSecret",
+        "puller-secret-value-77",
+    )
+    .await;
+    let name = apply(&client, &ns, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "RegistryConnection", "metadata": {"name": "sp"},
+        "spec": {
+            "workspaceRef": {"name": "ml-workspace"},
+            "registry": {"loginServer": LOGIN_SERVER, "resourceId": registry_id()},
+            "auth": {"type": "ServicePrincipal", "servicePrincipal": {"clientId": puller, "clientSecretRef": {"name": "puller-sp", "key": "clientSecret"}}},
+            "target": {"secretName": "sp-pull"},
+        },
+    }))
+    .await;
+    let (_, message, obj) = ready_reason(
+        &client,
+        "RegistryConnection",
+        &ns,
+        &name,
+        "PermissionDenied",
+    )
+    .await;
+    assert!(message.contains("AcrPull"), "{message}");
+    assert!(obj.data["status"]["failedAttempts"].as_i64() >= Some(1));
+    assert!(obj.data["status"]["lastFailureTime"].is_string());
+
+    // Once the platform grants AcrPull, a force-refresh retries now instead of after the backoff.
+    azure.grant(&registry_id(), "AcrPull", puller_object);
+    let api = cluster::dynamic_api(&client, &kind("RegistryConnection"), &ns);
+    api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": {"amlidentity.io/force-refresh": "granted"}}})))
+        .await
+        .unwrap();
+    let (_, _, obj) = ready_reason(
+        &client,
+        "RegistryConnection",
+        &ns,
+        &name,
+        "PullSecretIssued",
+    )
+    .await;
+    assert!(
+        obj.data["status"]["failedAttempts"].is_null(),
+        "a success clears the failure count"
+    );
+    let (username, _) = dockerconfig(&client, &ns, "sp-pull").await;
+    assert_eq!(username, "00000000-0000-0000-0000-000000000000");
+    cluster::delete_namespace(&client, &ns).await;
+}

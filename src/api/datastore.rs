@@ -224,6 +224,12 @@ pub struct DatastoreStatus {
     /// Fingerprint of the registered credentials, so a rotated key is registered again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_credentials: Option<String>,
+    /// When writing the credentials last failed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<String>,
+    /// Failed attempts since the last success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_attempts: Option<i64>,
 }
 impl_has_common_status!(DatastoreStatus);
 

@@ -171,6 +171,12 @@ pub struct RegistryConnectionStatus {
     /// When the operator renews it (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_time: Option<String>,
+    /// When writing the credentials last failed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<String>,
+    /// Failed attempts since the last success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_attempts: Option<i64>,
 }
 impl_has_common_status!(RegistryConnectionStatus);
 

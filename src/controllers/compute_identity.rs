@@ -567,32 +567,18 @@ impl TokenMint<'_> {
             .condition("TokenIssued", true, "Issued", message)
             .field("expiresAt", renewal::rfc3339(expires))
             .field("renewalTime", renewal::rfc3339(renewal))
-            .field("failedAttempts", json!(null))
-            .field("lastFailureTime", json!(null))
+            .failures_cleared()
             .requeue(Duration::from_secs((renewal - now).max(1) as u64))
     }
 
     fn failed(&self, error: &AzureError) -> Outcome {
-        let attempts = self
-            .ci
-            .status
-            .as_ref()
-            .and_then(|s| s.failed_attempts)
-            .unwrap_or(0)
-            + 1;
-        // Back off 30 s, 60 s, … up to 10 minutes; a still-valid Secret stays in place meanwhile.
-        let backoff = (30_i64 << (attempts - 1).min(5)).min(600);
-        Outcome::not_ready(
+        let previous = self.ci.status.as_ref().and_then(|s| s.failed_attempts);
+        Outcome::mint_failed(
+            previous,
+            &format!("minting tokens for identity {}", self.client_id),
             error.reason(),
-            format!("minting tokens for identity {}: {error}", self.client_id),
+            &error.to_string(),
         )
-        .condition("TokenIssued", false, error.reason(), error.to_string())
-        .field("failedAttempts", attempts)
-        .field(
-            "lastFailureTime",
-            renewal::rfc3339(jiff::Timestamp::now().as_second()),
-        )
-        .requeue(Duration::from_secs(backoff as u64))
     }
 }
 

@@ -99,6 +99,32 @@ impl Outcome {
         self
     }
 
+    /// Writing credentials failed: `TokenIssued` false, one more failed attempt, and a backoff of
+    /// 30 s doubling to 10 minutes (a still-valid output stays in place meanwhile).
+    pub fn mint_failed(
+        previous_attempts: Option<i64>,
+        what: &str,
+        reason: &str,
+        error: &str,
+    ) -> Outcome {
+        let attempts = previous_attempts.unwrap_or(0) + 1;
+        let backoff = (30_i64 << (attempts - 1).min(5)).min(600);
+        Outcome::not_ready(reason, format!("{what}: {error}"))
+            .condition("TokenIssued", false, reason, error)
+            .field("failedAttempts", attempts)
+            .field(
+                "lastFailureTime",
+                crate::renewal::rfc3339(jiff::Timestamp::now().as_second()),
+            )
+            .requeue(Duration::from_secs(backoff as u64))
+    }
+
+    /// Writing credentials succeeded: the failure count starts over.
+    pub fn failures_cleared(self) -> Self {
+        self.field("failedAttempts", Value::Null)
+            .field("lastFailureTime", Value::Null)
+    }
+
     /// The `Ready` condition.
     pub fn ready_condition(&self) -> Option<&Cond> {
         self.conditions.iter().find(|c| c.type_ == READY)

@@ -397,7 +397,12 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
     .await;
     let (obtained, expires, what) = match result {
         Ok(r) => r,
-        Err(e) => return Ok(base(failed(&e))),
+        Err(e) => {
+            return Ok(base(failed(
+                ds.status.as_ref().and_then(|s| s.failed_attempts),
+                &e,
+            )));
+        }
     };
     let renewal = renewal::renewal_time(
         obtained,
@@ -504,16 +509,17 @@ fn ready(access: &PodAccess, expires: i64, renewal: i64, now: i64) -> Outcome {
         .condition("TokenIssued", true, "Issued", message)
         .field("expiresAt", renewal::rfc3339(expires))
         .field("renewalTime", renewal::rfc3339(renewal))
+        .failures_cleared()
         .requeue(Duration::from_secs((renewal - now).max(1) as u64))
 }
 
-fn failed(error: &AzureError) -> Outcome {
-    Outcome::not_ready(
+fn failed(previous_attempts: Option<i64>, error: &AzureError) -> Outcome {
+    Outcome::mint_failed(
+        previous_attempts,
+        "writing the access Secret",
         error.reason(),
-        format!("writing the access Secret: {error}"),
+        &error.to_string(),
     )
-    .condition("TokenIssued", false, error.reason(), error.to_string())
-    .requeue(Duration::from_secs(60))
 }
 
 /// Cleanup on delete: a registration the operator created is removed.

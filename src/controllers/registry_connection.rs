@@ -417,7 +417,12 @@ async fn pull_secret(
                             "the registry's admin user credentials".to_owned(),
                         )
                     }
-                    Err(e) => return Ok(Err(failed(&e))),
+                    Err(e) => {
+                        return Ok(Err(failed(
+                            rc.status.as_ref().and_then(|s| s.failed_attempts),
+                            &e,
+                        )));
+                    }
                 }
             }
             _ => {
@@ -439,7 +444,12 @@ async fn pull_secret(
                     .await
                 {
                     Ok(t) => t,
-                    Err(e) => return Ok(Err(failed(&e))),
+                    Err(e) => {
+                        return Ok(Err(failed(
+                            rc.status.as_ref().and_then(|s| s.failed_attempts),
+                            &e,
+                        )));
+                    }
                 };
                 match acr::exchange(http, &spec.registry.login_server, tenant, aad.secret()).await {
                     Ok(refresh) => {
@@ -450,7 +460,12 @@ async fn pull_secret(
                             format!("an ACR refresh token for identity {who}"),
                         )
                     }
-                    Err(e) => return Ok(Err(failed(&e))),
+                    Err(e) => {
+                        return Ok(Err(failed(
+                            rc.status.as_ref().and_then(|s| s.failed_attempts),
+                            &e,
+                        )));
+                    }
                 }
             }
         };
@@ -532,6 +547,7 @@ async fn pull_secret(
         .condition("TokenIssued", true, "Issued", message)
         .field("expiresAt", renewal::rfc3339(expires))
         .field("renewalTime", renewal::rfc3339(renewal))
+        .failures_cleared()
         .requeue(Duration::from_secs((renewal - now).max(1) as u64));
     if let Some(note) = note {
         outcome = outcome.event("TokenIssued", note);
@@ -539,13 +555,13 @@ async fn pull_secret(
     Ok(Ok(outcome))
 }
 
-fn failed(error: &AzureError) -> Outcome {
-    Outcome::not_ready(
+fn failed(previous_attempts: Option<i64>, error: &AzureError) -> Outcome {
+    Outcome::mint_failed(
+        previous_attempts,
+        "obtaining pull credentials",
         error.reason(),
-        format!("obtaining pull credentials: {error}"),
+        &error.to_string(),
     )
-    .condition("TokenIssued", false, error.reason(), error.to_string())
-    .requeue(Duration::from_secs(60))
 }
 
 /// Cleanup on delete: the workspace connection and the role assignments this object made.
