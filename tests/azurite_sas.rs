@@ -7,39 +7,7 @@ mod support;
 use aml_identity_operator::azure::storage::*;
 use jiff::{SignedDuration, Timestamp};
 use support::azure::*;
-
-const ACCOUNT: &str = "devstoreaccount1";
-const KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-struct Blob {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Blob {
-    fn new() -> Blob {
-        let base = std::env::var("AMLID_AZURITE_BLOB").expect(
-            "AMLID_AZURITE_BLOB is not set: run the tests with `make test`, which starts Azurite",
-        );
-        let ca = std::fs::read(std::env::var("AMLID_AZURITE_CA").unwrap()).unwrap();
-        let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-            .build()
-            .unwrap();
-        Blob { base, http }
-    }
-
-    async fn status(&self, request: reqwest::RequestBuilder) -> (u16, String) {
-        let response = request
-            .header("x-ms-version", SAS_VERSION)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.text().await.unwrap())
-    }
-}
+use support::azurite::{ACCOUNT, Blob, KEY};
 
 fn window(from_minutes: i64, to_minutes: i64) -> (Timestamp, Timestamp) {
     let now = Timestamp::now();
@@ -79,34 +47,10 @@ fn container_sas(container: &str, permissions: &str, from: i64, to: i64) -> Serv
     }
 }
 
-/// A container with one blob, created with an account SAS.
-async fn prepare(blob: &Blob) -> String {
-    let container = format!("sas-{}", support::cluster::unique());
-    let full = account("sco", "rwdlac");
-    let (status, body) = blob
-        .status(blob.http.put(format!(
-            "{}/{container}?restype=container&{full}",
-            blob.base
-        )))
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let write = service_sas(KEY, &container_sas(&container, "racwdl", -5, 60)).unwrap();
-    let (status, body) = blob
-        .status(
-            blob.http
-                .put(format!("{}/{container}/train.csv?{write}", blob.base))
-                .header("x-ms-blob-type", "BlockBlob")
-                .body("a,b\n1,2\n"),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    container
-}
-
 #[tokio::test]
 async fn a_read_sas_reads_and_cannot_write() {
     let blob = Blob::new();
-    let container = prepare(&blob).await;
+    let container = blob.prepare().await;
     let read = service_sas(KEY, &container_sas(&container, "rl", -5, 60)).unwrap();
     let (status, body) = blob
         .status(
@@ -138,7 +82,7 @@ async fn a_read_sas_reads_and_cannot_write() {
 #[tokio::test]
 async fn an_expired_sas_and_a_tampered_one_are_refused() {
     let blob = Blob::new();
-    let container = prepare(&blob).await;
+    let container = blob.prepare().await;
     let expired = service_sas(KEY, &container_sas(&container, "rl", -120, -60)).unwrap();
     let (status, body) = blob
         .status(
@@ -168,7 +112,7 @@ async fn an_expired_sas_and_a_tampered_one_are_refused() {
 #[tokio::test]
 async fn an_account_sas_without_the_object_type_cannot_read_blobs() {
     let blob = Blob::new();
-    let container = prepare(&blob).await;
+    let container = blob.prepare().await;
     let service_only = account("s", "rl");
     let (status, body) = blob
         .status(blob.http.get(format!(
@@ -191,7 +135,7 @@ async fn an_account_sas_without_the_object_type_cannot_read_blobs() {
 #[tokio::test]
 async fn a_user_delegation_sas_from_an_emulator_token_reads_and_cannot_write() {
     let blob = Blob::new();
-    let container = prepare(&blob).await;
+    let container = blob.prepare().await;
     let azure = Azure::start(vec![]).await;
     let token = azure
         .app_credential("sp")

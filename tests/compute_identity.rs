@@ -34,14 +34,8 @@ async fn setup(prefix: &str) -> (Client, Azure, String) {
 async fn setup_with_lifetime(prefix: &str, lifetime: i64) -> (Client, Azure, String) {
     let client = cluster::client().await;
     cluster::install_crds(&client).await;
-    let ca = kube::config::Kubeconfig::read().unwrap().clusters[0]
-        .cluster
-        .as_ref()
-        .unwrap()
-        .certificate_authority
-        .clone()
-        .unwrap();
-    let azure = Azure::start_with_lifetime(vec![ca.into()], lifetime).await;
+    let (_, ca) = cluster::issuer_and_ca(&client).await;
+    let azure = Azure::start_with_lifetime(vec![ca], lifetime).await;
     azure.grant(&rg(), "Owner", APP_OBJECT_ID);
     azure
         .emulator()

@@ -92,26 +92,8 @@ async fn a_missing_secret_is_reported_by_name() {
 async fn workload_identity_and_managed_identity_credentials_sign_in() {
     let client = cluster::client().await;
     cluster::install_crds(&client).await;
-    let discovery: serde_json::Value = serde_json::from_str(
-        &client
-            .request_text(
-                http::Request::get("/.well-known/openid-configuration")
-                    .body(Vec::new())
-                    .unwrap(),
-            )
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let issuer = discovery["issuer"].as_str().unwrap().to_owned();
-    let ca = kube::config::Kubeconfig::read().unwrap().clusters[0]
-        .cluster
-        .as_ref()
-        .unwrap()
-        .certificate_authority
-        .clone()
-        .unwrap();
-    let azure = Azure::start(vec![ca.into()]).await;
+    let (issuer, ca) = cluster::issuer_and_ca(&client).await;
+    let azure = Azure::start(vec![ca]).await;
     let ns = cluster::namespace(&client, "cred-wi").await;
     let sa: ServiceAccount =
         serde_json::from_value(serde_json::json!({"metadata": {"name": "aml-operator"}})).unwrap();
@@ -200,25 +182,8 @@ async fn workload_identity_and_managed_identity_credentials_sign_in() {
 async fn a_namespace_cannot_borrow_another_namespaces_federation() {
     let client = cluster::client().await;
     cluster::install_crds(&client).await;
-    let discovery: serde_json::Value = serde_json::from_str(
-        &client
-            .request_text(
-                http::Request::get("/.well-known/openid-configuration")
-                    .body(Vec::new())
-                    .unwrap(),
-            )
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let ca = kube::config::Kubeconfig::read().unwrap().clusters[0]
-        .cluster
-        .as_ref()
-        .unwrap()
-        .certificate_authority
-        .clone()
-        .unwrap();
-    let azure = Azure::start(vec![ca.into()]).await;
+    let (issuer, ca) = cluster::issuer_and_ca(&client).await;
+    let azure = Azure::start(vec![ca]).await;
     let owner = cluster::namespace(&client, "cred-owner").await;
     let thief = cluster::namespace(&client, "cred-thief").await;
     let client_id = "8b3f4c2e-1d5a-4e6f-9a7b-0c1d2e3f4a5b";
@@ -236,7 +201,7 @@ async fn a_namespace_cannot_borrow_another_namespaces_federation() {
                 principal_id: "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f".into(),
                 federated_credentials: vec![FederatedCredential {
                     name: "owner".into(),
-                    issuer: discovery["issuer"].as_str().unwrap().into(),
+                    issuer,
                     subject: format!("system:serviceaccount:{owner}:aml-operator"),
                     audiences: vec!["api://AzureADTokenExchange".into()],
                 }],

@@ -38,14 +38,8 @@ fn registry_id() -> String {
 async fn setup(prefix: &str, admin_user: bool) -> (Client, Azure, String, Operator) {
     let client = cluster::client().await;
     cluster::install_crds(&client).await;
-    let ca = kube::config::Kubeconfig::read().unwrap().clusters[0]
-        .cluster
-        .as_ref()
-        .unwrap()
-        .certificate_authority
-        .clone()
-        .unwrap();
-    let azure = Azure::start(vec![ca.into()]).await;
+    let (_, ca) = cluster::issuer_and_ca(&client).await;
+    let azure = Azure::start(vec![ca]).await;
     azure.grant(&rg(), "Owner", APP_OBJECT_ID);
     azure
         .emulator()

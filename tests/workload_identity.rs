@@ -15,24 +15,6 @@ use kube::api::{Api, PostParams};
 use support::azure::*;
 use support::cluster;
 
-/// The API server's service-account issuer and the CA file that verifies it.
-async fn issuer_and_ca(client: &kube::Client) -> (String, std::path::PathBuf) {
-    let request = http::Request::get("/.well-known/openid-configuration")
-        .body(Vec::new())
-        .unwrap();
-    let discovery: serde_json::Value =
-        serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap();
-    let kubeconfig = kube::config::Kubeconfig::read().unwrap();
-    let ca = kubeconfig.clusters[0]
-        .cluster
-        .as_ref()
-        .unwrap()
-        .certificate_authority
-        .clone()
-        .expect("kubeconfig names its CA file");
-    (discovery["issuer"].as_str().unwrap().to_owned(), ca.into())
-}
-
 async fn service_account(client: &kube::Client, ns: &str, name: &str) {
     let sa: ServiceAccount =
         serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
@@ -53,7 +35,7 @@ struct Setup {
 /// `system:serviceaccount:<ns>:aml-operator` created through ARM too.
 async fn setup(shout_the_subject: bool) -> Setup {
     let client = cluster::client().await;
-    let (issuer, ca) = issuer_and_ca(&client).await;
+    let (issuer, ca) = cluster::issuer_and_ca(&client).await;
     let azure = Azure::start(vec![ca]).await;
     let ns = cluster::namespace(&client, "wi").await;
     service_account(&client, &ns, "aml-operator").await;

@@ -27,6 +27,25 @@ pub async fn client() -> Client {
     Client::try_from(config).expect("a client")
 }
 
+/// The API server's service-account issuer and the CA file that verifies its TLS (what an Entra ID
+/// emulator must trust to read the issuer's keys).
+pub async fn issuer_and_ca(client: &Client) -> (String, PathBuf) {
+    let request = http::Request::get("/.well-known/openid-configuration")
+        .body(Vec::new())
+        .unwrap();
+    let discovery: serde_json::Value =
+        serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read().unwrap();
+    let ca = kubeconfig.clusters[0]
+        .cluster
+        .as_ref()
+        .unwrap()
+        .certificate_authority
+        .clone()
+        .expect("the kubeconfig names its CA file");
+    (discovery["issuer"].as_str().unwrap().to_owned(), ca.into())
+}
+
 /// Installs the CRDs without CEL (1.20 does not know `x-kubernetes-validations`) and waits until
 /// every one is established. Idempotent, so every test may call it.
 pub async fn install_crds(client: &Client) {
