@@ -65,23 +65,11 @@ pub fn federation_name(namespace: &str, service_account: &str) -> String {
 pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, Error> {
     let spec = &ci.spec;
     let namespace = ci.namespace().unwrap_or_default();
-    let Some(ws) = Api::<Workspace>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&spec.workspace_ref.name)
-        .await?
-    else {
-        return Ok(Outcome::not_ready(
-            "WorkspaceNotFound",
-            format!(
-                "Workspace {namespace}/{} does not exist",
-                spec.workspace_ref.name
-            ),
-        )
-        .requeue(Duration::from_secs(60)));
-    };
-    let (arm, cloud, _) = match arm_for(ctx, &namespace, &ws.spec.credential_ref).await? {
-        Ok(found) => found,
-        Err(outcome) => return Ok(outcome),
-    };
+    let (ws, arm, cloud, _) =
+        match workspace::referenced(ctx, &namespace, &spec.workspace_ref.name).await? {
+            Ok(found) => found,
+            Err(outcome) => return Ok(outcome),
+        };
     let mut created = ci
         .status
         .as_ref()

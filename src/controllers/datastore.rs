@@ -172,23 +172,11 @@ fn registration(
 pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> {
     let spec = &ds.spec;
     let namespace = ds.namespace().unwrap_or_default();
-    let Some(ws) = Api::<Workspace>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&spec.workspace_ref.name)
-        .await?
-    else {
-        return Ok(Outcome::not_ready(
-            "WorkspaceNotFound",
-            format!(
-                "Workspace {namespace}/{} does not exist",
-                spec.workspace_ref.name
-            ),
-        )
-        .requeue(Duration::from_secs(60)));
-    };
-    let (arm, cloud, tenant) = match arm_for(ctx, &namespace, &ws.spec.credential_ref).await? {
-        Ok(found) => found,
-        Err(outcome) => return Ok(outcome),
-    };
+    let (ws, arm, cloud, tenant) =
+        match workspace::referenced(ctx, &namespace, &spec.workspace_ref.name).await? {
+            Ok(found) => found,
+            Err(outcome) => return Ok(outcome),
+        };
     let credentials = spec.credentials.clone().unwrap_or(DatastoreCredentials {
         type_: DatastoreCredentialType::None,
         secret_ref: None,

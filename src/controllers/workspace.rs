@@ -48,6 +48,29 @@ pub fn azure_failure(error: &AzureError, what: &str) -> Outcome {
     outcome
 }
 
+/// A Workspace a namespaced object refers to, signed in through its credential: the Workspace, an
+/// ARM client, its cloud and tenant — or the outcome saying why not.
+pub async fn referenced(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Result<(Workspace, ArmClient, Cloud, String), Outcome>, Error> {
+    let Some(ws) = kube::Api::<Workspace>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await?
+    else {
+        let outcome = Outcome::not_ready(
+            "WorkspaceNotFound",
+            format!("Workspace {namespace}/{name} does not exist"),
+        )
+        .requeue(Duration::from_secs(60));
+        return Ok(Err(outcome));
+    };
+    Ok(arm_for(ctx, namespace, &ws.spec.credential_ref)
+        .await?
+        .map(|(arm, cloud, tenant)| (ws, arm, cloud, tenant)))
+}
+
 /// The outcome when the credential cannot be used (including `Denied`, before any token request).
 pub fn credential_failure(error: ResolveError) -> Result<Outcome, Error> {
     match error {
