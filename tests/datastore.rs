@@ -48,6 +48,15 @@ async fn setup(prefix: &str) -> (Client, Azure, String) {
 
 fn operator_args(azure: &Azure, blob: &Blob, clock_offset: i64) -> Vec<String> {
     let mut args = azure_args(azure);
+    // The operator reaches Azurite too (user-delegation keys): trust both CAs.
+    let bundle = azure.running.ca_path.with_file_name("bundle.pem");
+    let pems = [
+        std::fs::read_to_string(&azure.running.ca_path).unwrap(),
+        std::fs::read_to_string(&blob.ca).unwrap(),
+    ];
+    std::fs::write(&bundle, pems.concat()).unwrap();
+    let at = args.iter().position(|a| a == "--azure-ca-bundle").unwrap() + 1;
+    args[at] = bundle.display().to_string();
     args.extend([
         "--blob-url-template".into(),
         blob.base.replace(azurite::ACCOUNT, "{account}"),
@@ -191,5 +200,87 @@ async fn the_same_kind_of_secret_is_refused_once_expired() {
     let result = tokio::task::block_in_place(|| pod(&blob, &data));
     assert_eq!(result["read"], "AuthorizationFailure", "{result}");
     assert_eq!(result["write"], "AuthorizationFailure", "{result}");
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_based_access_mints_as_a_compute_identity() {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let (_, ca) = cluster::issuer_and_ca(&client).await;
+    let azure = Azure::start(vec![ca]).await;
+    azure.grant(
+        &format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}"),
+        "Owner",
+        APP_OBJECT_ID,
+    );
+    azure
+        .emulator()
+        .seed(Seed { resources: vec![serde_json::json!({"id": workspace_id(), "name": "mlw-team-a", "location": "eastus", "properties": {"provisioningState": "Succeeded"}})], ..Default::default() })
+        .unwrap();
+    let ns = cluster::namespace(&client, "ds-identity").await;
+    service_principal_credential(&client, &ns).await;
+    apply(&client, &ns, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "Workspace", "metadata": {"name": "ml-workspace"},
+        "spec": {"credentialRef": {"name": "team-a"}, "subscriptionId": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP, "workspaceName": "mlw-team-a"},
+    }))
+    .await;
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "training"}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &ns)
+        .create(&Default::default(), &sa)
+        .await
+        .unwrap();
+    let uai = format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-cpu-cluster"
+    );
+    apply(&client, &ns, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "ComputeIdentity", "metadata": {"name": "cpu-cluster"},
+        "spec": {"workspaceRef": {"name": "ml-workspace"}, "computeName": "cpu-cluster",
+                 "identity": {"type": "UserAssigned", "userAssignedIdentities": [uai]}, "createIfMissing": {"location": "eastus"},
+                 "federation": {"serviceAccounts": ["training"]}},
+    }))
+    .await;
+    let blob = Blob::new();
+    let container = blob.prepare().await;
+    let _operator = Operator::start_with(
+        &ns,
+        "lease-ds-identity",
+        "ds-identity-0",
+        &operator_args(&azure, &blob, 0),
+    );
+    ready_reason(
+        &client,
+        "ComputeIdentity",
+        &ns,
+        "cpu-cluster",
+        "IdentityReady",
+    )
+    .await;
+
+    for (name, mode, key) in [
+        ("by-token", "Token", "AZURE_STORAGE_TOKEN"),
+        (
+            "by-delegation",
+            "UserDelegationSas",
+            "AZURE_STORAGE_SAS_TOKEN",
+        ),
+    ] {
+        let mut object = datastore(name, &container);
+        object["spec"]["credentials"] = serde_json::json!({"type": "None"});
+        object["spec"]["podAccess"] = serde_json::json!({"secretName": format!("{name}-access"), "identity": {"computeIdentityRef": {"name": "cpu-cluster"}, "mode": mode}});
+        apply(&client, &ns, object).await;
+        let (status, message, _) =
+            ready_reason(&client, "Datastore", &ns, name, "AccessIssued").await;
+        assert_eq!(status, "True", "{name}: {message}");
+        let data = secret_data(&client, &ns, &format!("{name}-access")).await;
+        assert!(
+            data.contains_key(key),
+            "{name}: {:?}",
+            data.keys().collect::<Vec<_>>()
+        );
+        let result = tokio::task::block_in_place(|| pod(&blob, &data));
+        assert_eq!(result["read"], azurite::BLOB.1, "{name}: {result}");
+    }
     cluster::delete_namespace(&client, &ns).await;
 }
