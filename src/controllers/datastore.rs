@@ -304,6 +304,13 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
     data.insert("AZURE_STORAGE_CONTAINER".into(), text(&container));
     data.insert("AZUREML_DATASTORE_URI".into(), text(&uri));
 
+    // A file-share SAS signs a different resource (`/file/...`) than the blob SAS built here.
+    if spec.type_ == DatastoreType::AzureFile {
+        return Ok(base(Outcome::not_ready(
+            "NotImplemented",
+            "podAccess for AzureFile datastores (a file-share SAS) is not implemented in this version; the datastore is registered",
+        )));
+    }
     // SAS times come from the operator's clock (movable in tests), like every expiry decision.
     let clock = Timestamp::from_second(now).unwrap_or_else(|_| Timestamp::now());
     let result: Result<(i64, i64, &str), AzureError> = async {
