@@ -237,6 +237,17 @@ async fn a_compute_identity_pulls_once_it_holds_acr_pull() {
         .await
         .unwrap();
     assert!(gone.is_none());
+    let sa = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .get("training")
+        .await
+        .unwrap();
+    assert!(
+        !sa.image_pull_secrets
+            .unwrap_or_default()
+            .iter()
+            .any(|p| p.name == "workspace-registry-pull"),
+        "the ServiceAccount no longer names the deleted Secret"
+    );
     assert_no_leaks(&client, &azure, &operator, &ns, &[APP_SECRET, &password]).await;
     cluster::delete_namespace(&client, &ns).await;
 }

@@ -296,6 +296,19 @@ async fn a_cluster_credential_that_does_not_admit_the_namespace_is_denied_before
         0,
         "a denied reference must not reach Entra ID"
     );
+
+    // Admitting the namespace is noticed at once (the Workspace watches its credential), and the
+    // Workspace goes on to Azure — where this application holds no role yet.
+    let api = Api::<aml_identity_operator::api::ClusterAzureCredential>::all(client.clone());
+    api.patch(
+        &credential,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"allowedNamespaces": {"names": [ns]}}})),
+    )
+    .await
+    .unwrap();
+    let (_, message, _) = ready_reason(&client, "Workspace", &ns, &name, "PermissionDenied").await;
+    assert!(message.contains("AuthorizationFailed"), "{message}");
     let _ = Api::<aml_identity_operator::api::ClusterAzureCredential>::all(client.clone())
         .delete(&credential, &DeleteParams::default())
         .await;

@@ -21,6 +21,14 @@ macro_rules! namespaced_api {
     };
 }
 
+/// The kind name of a credential reference.
+fn credential_kind(kind: CredentialKind) -> &'static str {
+    match kind {
+        CredentialKind::AzureCredential => "AzureCredential",
+        CredentialKind::ClusterAzureCredential => "ClusterAzureCredential",
+    }
+}
+
 /// Secrets a credential spec reads, in `namespace`.
 fn credential_secrets(spec: &CredentialSpec, namespace: &str) -> Vec<(String, String)> {
     let Some(sp) = &spec.service_principal else {
@@ -91,12 +99,10 @@ impl Reconciled for Workspace {
     }
     namespaced_api!();
     fn references(&self) -> Vec<(&'static str, String)> {
-        match self.spec.credential_ref.kind {
-            CredentialKind::AzureCredential => {
-                vec![("AzureCredential", self.spec.credential_ref.name.clone())]
-            }
-            CredentialKind::ClusterAzureCredential => Vec::new(),
-        }
+        vec![(
+            credential_kind(self.spec.credential_ref.kind),
+            self.spec.credential_ref.name.clone(),
+        )]
     }
     fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(workspace::reconcile(self, ctx))
@@ -171,13 +177,8 @@ impl Reconciled for RegistryConnection {
             .iter()
             .map(|w| ("Workspace", w.name.clone()))
             .collect();
-        if let Some(c) = self
-            .spec
-            .credential_ref
-            .as_ref()
-            .filter(|c| c.kind == CredentialKind::AzureCredential)
-        {
-            refs.push(("AzureCredential", c.name.clone()));
+        if let Some(c) = &self.spec.credential_ref {
+            refs.push((credential_kind(c.kind), c.name.clone()));
         }
         refs
     }

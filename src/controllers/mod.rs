@@ -423,11 +423,12 @@ fn dependents<K: Reconciled, O: Resource>(
         object.meta().namespace.clone(),
         object.meta().name.clone().unwrap_or_default(),
     );
+    // A cluster-scoped object is referenced from any namespace.
     store
         .state()
         .into_iter()
         .filter(|o| {
-            o.meta().namespace == namespace
+            (namespace.is_none() || o.meta().namespace == namespace)
                 && o.references().iter().any(|(k, n)| *k == kind && *n == name)
         })
         .map(|o| ObjectRef::from_obj(&*o))
@@ -472,6 +473,12 @@ async fn run_one<K: Reconciled>(
     let controller = controller.watches(workspaces, watcher::Config::default(), move |w| {
         dependents(&store, "Workspace", &w)
     });
+    let store = controller.store();
+    let cluster_credentials: Api<crate::api::ClusterAzureCredential> = Api::all(ctx.client.clone());
+    let controller =
+        controller.watches(cluster_credentials, watcher::Config::default(), move |c| {
+            dependents(&store, "ClusterAzureCredential", &c)
+        });
     let store = controller.store();
     let credentials: Api<crate::api::AzureCredential> = namespaced_or_all(&ctx.client, &scope);
     let controller = controller.watches(credentials, watcher::Config::default(), move |c| {

@@ -564,9 +564,31 @@ fn failed(previous_attempts: Option<i64>, error: &AzureError) -> Outcome {
     )
 }
 
-/// Cleanup on delete: the workspace connection and the role assignments this object made.
+/// Cleanup on delete: the ServiceAccounts' references to the pull Secret and the workspace
+/// connection this object made.
 pub async fn cleanup(rc: &RegistryConnection, ctx: &Context) -> Result<(), Error> {
     let namespace = rc.namespace().unwrap_or_default();
+    // The pull Secret goes with its owner; so do the references the operator added to it.
+    let accounts = Api::<ServiceAccount>::namespaced(ctx.client.clone(), &namespace);
+    for name in &rc.spec.target.service_accounts {
+        if let Some(sa) = accounts.get_opt(name).await? {
+            let pulls = sa.image_pull_secrets.clone().unwrap_or_default();
+            let kept: Vec<_> = pulls
+                .iter()
+                .filter(|p| p.name != rc.spec.target.secret_name)
+                .cloned()
+                .collect();
+            if kept.len() != pulls.len() {
+                accounts
+                    .patch(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"imagePullSecrets": kept})),
+                    )
+                    .await?;
+            }
+        }
+    }
     let Some(workspace_ref) = &rc.spec.workspace_ref else {
         return Ok(());
     };
