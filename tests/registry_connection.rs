@@ -148,7 +148,13 @@ async fn a_compute_identity_pulls_once_it_holds_acr_pull() {
     let client_id = ci.data["status"]["clientId"].as_str().unwrap().to_owned();
 
     // Without AcrPull the registry refuses the exchange, and the condition says so.
-    let denied = apply(&client, &ns, connection("no-grant", false)).await;
+    // (Without a workspace connection of its own: two objects must not manage the same connection.)
+    let mut no_grant = connection("no-grant", false);
+    no_grant["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("workspaceConnection");
+    let denied = apply(&client, &ns, no_grant).await;
     let (_, message, _) = ready_reason(
         &client,
         "RegistryConnection",
