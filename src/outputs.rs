@@ -181,3 +181,30 @@ pub fn fingerprint(text: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// Writes `owner`'s Secret `name` of `type_` holding expiring credentials, with their [`Expiry`]
+/// in its annotations. `Ok(Err(message))` when another object of that name is in the way.
+pub async fn apply_expiring<O: Resource<DynamicType = ()>>(
+    client: &kube::Client,
+    owner: &O,
+    name: &str,
+    type_: &str,
+    data: std::collections::BTreeMap<String, k8s_openapi::ByteString>,
+    expiry: &Expiry,
+) -> Result<Result<(), String>, kube::Error> {
+    let secret = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            annotations: Some(expiry.annotations()),
+            ..Default::default()
+        },
+        type_: Some(type_.to_owned()),
+        data: Some(data),
+        ..Default::default()
+    };
+    match apply(client, owner, secret).await {
+        Ok(_) => Ok(Ok(())),
+        Err(OutputError::Kube(e)) => Err(e),
+        Err(e @ OutputError::Conflict { .. }) => Ok(Err(e.to_string())),
+    }
+}

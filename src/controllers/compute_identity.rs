@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta};
+use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -20,7 +20,7 @@ use crate::api::*;
 use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
 use crate::azure::models::{self, api_versions};
 use crate::azure::{AzureError, Credential, Token};
-use crate::outputs::{self, OutputError};
+use crate::outputs::{self};
 use crate::renewal::{self, Policy};
 use crate::workload_identity::{ServiceAccountAssertion, TOKEN_EXCHANGE_AUDIENCE};
 
@@ -506,31 +506,25 @@ impl TokenMint<'_> {
                 text(&token.expires_on.to_string()),
             );
         }
-        let annotations = outputs::Expiry {
+        let expiry = outputs::Expiry {
             expires,
             renewal,
             issued: obtained,
             fingerprint: self.spec_hash(),
             force,
-        }
-        .annotations();
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(self.spec.name.clone()),
-                annotations: Some(annotations),
-                ..Default::default()
-            },
-            type_: Some("Opaque".into()),
-            data: Some(data),
-            ..Default::default()
         };
-        match outputs::apply(&self.ctx.client, self.ci, secret).await {
-            Ok(_) => {}
-            Err(OutputError::Kube(e)) => return Err(e.into()),
-            Err(e @ OutputError::Conflict { .. }) => {
-                return Ok(Err(Outcome::not_ready("TargetConflict", e.to_string())
-                    .condition("TokenIssued", false, "TargetConflict", e.to_string())));
-            }
+        if let Err(conflict) = outputs::apply_expiring(
+            &self.ctx.client,
+            self.ci,
+            &self.spec.name,
+            "Opaque",
+            data,
+            &expiry,
+        )
+        .await?
+        {
+            return Ok(Err(Outcome::not_ready("TargetConflict", conflict.clone())
+                .condition("TokenIssued", false, "TargetConflict", conflict)));
         }
         let audiences = self.spec.audiences.join(", ");
         let note = format!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta};
+use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -21,7 +21,7 @@ use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
 use crate::azure::models::{self};
 use crate::azure::storage::{self, ServiceSas};
 use crate::azure::{AzureError, Cloud, Credential};
-use crate::outputs::{self, Expiry, OutputError};
+use crate::outputs::{self, Expiry};
 use crate::renewal::{self, Policy};
 use crate::workload_identity::ServiceAccountAssertion;
 
@@ -405,31 +405,24 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
         Policy::default(),
         ds.meta().uid.as_deref().unwrap_or_default(),
     );
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(access.secret_name.clone()),
-            annotations: Some(
-                Expiry {
-                    expires,
-                    renewal,
-                    issued: obtained,
-                    fingerprint,
-                    force,
-                }
-                .annotations(),
-            ),
-            ..Default::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(data),
-        ..Default::default()
+    let expiry = Expiry {
+        expires,
+        renewal,
+        issued: obtained,
+        fingerprint,
+        force,
     };
-    match outputs::apply(&ctx.client, ds, secret).await {
-        Ok(_) => {}
-        Err(OutputError::Kube(e)) => return Err(e.into()),
-        Err(e @ OutputError::Conflict { .. }) => {
-            return Ok(base(Outcome::not_ready("TargetConflict", e.to_string())));
-        }
+    if let Err(conflict) = outputs::apply_expiring(
+        &ctx.client,
+        ds,
+        &access.secret_name,
+        "Opaque",
+        data,
+        &expiry,
+    )
+    .await?
+    {
+        return Ok(base(Outcome::not_ready("TargetConflict", conflict)));
     }
     let note = format!(
         "{what} for container {container} of {} written to Secret {}, valid until {}",

@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -23,7 +23,7 @@ use crate::azure::arm::ArmClient;
 use crate::azure::models::ml_api_versions::{CONTAINER_REGISTRY, MACHINE_LEARNING};
 use crate::azure::models::{self, api_versions};
 use crate::azure::{AzureError, Cloud, Credential, acr};
-use crate::outputs::{self, Expiry, OutputError};
+use crate::outputs::{self, Expiry};
 use crate::renewal::{self, Policy};
 use crate::workload_identity::ServiceAccountAssertion;
 
@@ -475,34 +475,28 @@ async fn pull_secret(
             Policy::default(),
             rc.meta().uid.as_deref().unwrap_or_default(),
         );
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(spec.target.secret_name.clone()),
-                annotations: Some(
-                    Expiry {
-                        expires,
-                        renewal,
-                        issued: now,
-                        fingerprint,
-                        force,
-                    }
-                    .annotations(),
-                ),
-                ..Default::default()
-            },
-            type_: Some("kubernetes.io/dockerconfigjson".into()),
-            data: Some(BTreeMap::from([(
-                ".dockerconfigjson".to_owned(),
-                ByteString(config.into_bytes()),
-            )])),
-            ..Default::default()
+        let expiry = Expiry {
+            expires,
+            renewal,
+            issued: now,
+            fingerprint,
+            force,
         };
-        match outputs::apply(&ctx.client, rc, secret).await {
-            Ok(_) => {}
-            Err(OutputError::Kube(e)) => return Err(e.into()),
-            Err(e @ OutputError::Conflict { .. }) => {
-                return Ok(Err(Outcome::not_ready("TargetConflict", e.to_string())));
-            }
+        let data = BTreeMap::from([(
+            ".dockerconfigjson".to_owned(),
+            ByteString(config.into_bytes()),
+        )]);
+        if let Err(conflict) = outputs::apply_expiring(
+            &ctx.client,
+            rc,
+            &spec.target.secret_name,
+            "kubernetes.io/dockerconfigjson",
+            data,
+            &expiry,
+        )
+        .await?
+        {
+            return Ok(Err(Outcome::not_ready("TargetConflict", conflict)));
         }
         let note = format!(
             "{what} for {} written to Secret {}, valid until {}",
