@@ -526,7 +526,9 @@ async fn pull_secret(
                 .patch(
                     name,
                     &PatchParams::default(),
-                    &Patch::Merge(json!({"imagePullSecrets": pulls})),
+                    // The resourceVersion makes this a compare-and-swap: two objects editing one
+                    // ServiceAccount's list at once must not lose each other's entries.
+                    &Patch::Merge(json!({"metadata": {"resourceVersion": sa.resource_version()}, "imagePullSecrets": pulls})),
                 )
                 .await?;
         }
@@ -577,7 +579,7 @@ pub async fn cleanup(rc: &RegistryConnection, ctx: &Context) -> Result<(), Error
                     .patch(
                         name,
                         &PatchParams::default(),
-                        &Patch::Merge(json!({"imagePullSecrets": kept})),
+                        &Patch::Merge(json!({"metadata": {"resourceVersion": sa.resource_version()}, "imagePullSecrets": kept})),
                     )
                     .await?;
             }
