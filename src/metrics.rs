@@ -59,6 +59,9 @@ pub struct Metrics {
     pub expiry: Family<ObjectLabels, Gauge>,
     /// Azure responses by service and status.
     pub azure_requests: Family<AzureLabels, Counter>,
+    /// Objects released on delete although their cleanup in Azure could not finish, per kind: what
+    /// they made may still be there (an alert should page on any increase).
+    pub cleanup_abandoned: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -72,6 +75,12 @@ impl Default for Metrics {
         let leader = Gauge::default();
         let expiry = Family::<ObjectLabels, Gauge>::default();
         let azure_requests = Family::<AzureLabels, Counter>::default();
+        let cleanup_abandoned = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "cleanup_abandoned",
+            "Objects released on delete with Azure cleanup unfinished",
+            cleanup_abandoned.clone(),
+        );
         registry.register(
             "azure_requests",
             "Azure responses by service and status",
@@ -106,6 +115,7 @@ impl Default for Metrics {
             leader,
             expiry,
             azure_requests,
+            cleanup_abandoned,
         }
     }
 }

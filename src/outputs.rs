@@ -91,6 +91,42 @@ where
     Ok(api.patch(&name, &params, &Patch::Apply(value)).await?)
 }
 
+/// Deletes `owner`'s output `name` of kind `T` if it is `owner`'s (someone else's object of that
+/// name stays). Returns whether one was deleted.
+pub async fn remove<O, T>(client: &kube::Client, owner: &O, name: &str) -> Result<bool, kube::Error>
+where
+    O: Resource<DynamicType = ()>,
+    T: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let namespace = owner.namespace().unwrap_or_default();
+    let api: Api<T> = Api::namespaced(client.clone(), &namespace);
+    let Some(existing) = api.get_opt(name).await? else {
+        return Ok(false);
+    };
+    if !owned_by(&existing, owner) || existing.meta().deletion_timestamp.is_some() {
+        return Ok(false);
+    }
+    let params = kube::api::DeleteParams {
+        preconditions: existing
+            .meta()
+            .uid
+            .clone()
+            .map(|uid| kube::api::Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+        ..Default::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Annotation on a custom resource: a new value re-mints its credentials now.
 pub const FORCE_REFRESH: &str = "amlidentity.io/force-refresh";
 const EXPIRES_AT: &str = "amlidentity.io/expires-at";

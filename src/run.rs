@@ -70,6 +70,15 @@ pub struct RunOptions {
     /// IMDS endpoint for managed-identity credentials.
     #[arg(long, env = "AMLID_IMDS_ENDPOINT", default_value = crate::azure::credential::IMDS_ENDPOINT)]
     pub imds_endpoint: String,
+    /// Hosts a namespaced AzureCredential with `cloud: Custom` may name (each also allows its
+    /// subdomains), comma-separated. Default: none, so only cluster admins' ClusterAzureCredentials
+    /// may point the operator at custom endpoints.
+    #[arg(long, env = "AMLID_ALLOWED_CUSTOM_CLOUD_HOSTS", value_delimiter = ',')]
+    pub allowed_custom_cloud_hosts: Vec<String>,
+    /// Failed cleanup attempts (with backoff from 5 s doubling to 5 min) before a deleted object
+    /// is let go anyway, with a Warning Event and the `cleanup_abandoned` metric.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i64).range(1..=100))]
+    pub cleanup_attempts: i64,
     /// Namespace holding the Secrets and ServiceAccounts of ClusterAzureCredentials (defaults to
     /// the Lease namespace, i.e. the operator's own).
     #[arg(long, env = "AMLID_CLUSTER_RESOURCE_NAMESPACE")]
@@ -123,12 +132,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     );
     azure.blob_url_template = opts.blob_url_template.clone();
     azure.azure_cli = opts.azure_cli.clone();
-    let ctx = Arc::new(Context::new(
+    azure.allowed_custom_cloud_hosts = opts.allowed_custom_cloud_hosts.clone();
+    let mut ctx = Context::new(
         client.clone(),
         metrics.clone(),
         Some(identity.clone()),
         azure,
-    ));
+    );
+    ctx.watch_namespace = opts.namespace.clone();
+    ctx.cleanup_attempts = opts.cleanup_attempts;
+    let ctx = Arc::new(ctx);
     let scope = Scope {
         namespace: opts.namespace.clone(),
         label_selector: opts.label_selector.clone(),

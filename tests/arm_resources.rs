@@ -33,6 +33,7 @@ async fn start() -> Azure {
                 tenant_id: TENANT.into(),
                 client_id: UAI_CLIENT.into(),
                 principal_id: UAI_PRINCIPAL.into(),
+                tags: Default::default(),
                 federated_credentials: vec![],
             }],
             ..Default::default()

@@ -120,6 +120,7 @@ async fn fifty_concurrent_callers_cause_one_token_request() {
         status: None,
         retry_after: None,
         latency_ms: 300,
+        answer_delay_ms: 0,
         probability: 1.0,
         times: None,
     });
@@ -239,6 +240,7 @@ async fn arm_writes_need_a_role_and_granted_roles_take_effect() {
     let scope = azure.resource_group_id();
     let assignment = models::RoleAssignment {
         properties: models::RoleAssignmentProperties {
+            description: None,
             role_definition_id: format!(
                 "/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/4633458b-17de-408a-b874-0445c86b69e6"
             ),
@@ -339,6 +341,7 @@ async fn a_429_is_never_retried_before_retry_after() {
         status: Some(429),
         retry_after: Some(2),
         latency_ms: 0,
+        answer_delay_ms: 0,
         probability: 1.0,
         times: Some(1),
     });
@@ -367,6 +370,7 @@ async fn a_429_is_never_retried_before_retry_after() {
         status: Some(429),
         retry_after: Some(3600),
         latency_ms: 0,
+        answer_delay_ms: 0,
         probability: 1.0,
         times: Some(1),
     });
@@ -405,6 +409,7 @@ async fn server_errors_are_retried_with_backoff_and_bounded() {
         status: Some(503),
         retry_after: None,
         latency_ms: 0,
+        answer_delay_ms: 0,
         probability: 1.0,
         times: None,
     });
@@ -555,6 +560,7 @@ async fn a_managed_identity_credential_asks_imds_for_the_selected_identity() {
                 tenant_id: TENANT.into(),
                 client_id: client_id.into(),
                 principal_id: "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a".into(),
+                tags: Default::default(),
                 federated_credentials: vec![],
             }],
             imds: Some(ImdsSeed {

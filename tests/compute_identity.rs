@@ -110,7 +110,32 @@ async fn a_user_assigned_identity_gets_grants_federation_and_a_token_secret() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(obj.data["status"]["createdIdentities"][0], uai());
+    // The record holds what was made: the identity, its federated credential, two grants.
+    let record = obj.data["status"]["azureResources"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let kinds: Vec<(&str, &str)> = record
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["id"].as_str().unwrap()))
+        .collect();
+    assert!(
+        kinds.contains(&("UserAssignedIdentity", uai().as_str())),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|(k, _)| *k == "RoleAssignment").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|(k, _)| *k == "FederatedIdentityCredential")
+            .count(),
+        1,
+        "{kinds:?}"
+    );
     assert!(
         obj.data["status"]["renewalTime"].as_str().unwrap()
             < obj.data["status"]["expiresAt"].as_str().unwrap()

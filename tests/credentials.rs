@@ -126,6 +126,7 @@ async fn workload_identity_and_managed_identity_credentials_sign_in() {
                     tenant_id: TENANT.into(),
                     client_id: wi_client.into(),
                     principal_id: wi_principal.into(),
+                    tags: Default::default(),
                     federated_credentials: vec![FederatedCredential {
                         name: "aml-operator".into(),
                         issuer,
@@ -139,6 +140,7 @@ async fn workload_identity_and_managed_identity_credentials_sign_in() {
                     tenant_id: TENANT.into(),
                     client_id: mi_client.into(),
                     principal_id: mi_principal.into(),
+                    tags: Default::default(),
                     federated_credentials: vec![],
                 },
             ],
@@ -160,7 +162,7 @@ async fn workload_identity_and_managed_identity_credentials_sign_in() {
     apply(&client, &ns, serde_json::json!({
         "apiVersion": "amlidentity.io/v1alpha1", "kind": "ClusterAzureCredential",
         "metadata": {"name": mi_name, "labels": {cluster::TEST_NAMESPACE_LABEL: ns}},
-        "spec": {"tenantId": TENANT, "managedIdentity": {"clientId": mi_client}, "allowedNamespaces": {"names": [ns]}},
+        "spec": {"tenantId": TENANT, "managedIdentity": {"clientId": mi_client}, "allowedNamespaces": {"names": [ns]}, "allowedScopes": [format!("/subscriptions/{SUBSCRIPTION}")]},
     }))
     .await;
 
@@ -199,6 +201,7 @@ async fn a_namespace_cannot_borrow_another_namespaces_federation() {
                 tenant_id: TENANT.into(),
                 client_id: client_id.into(),
                 principal_id: "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f".into(),
+                tags: Default::default(),
                 federated_credentials: vec![FederatedCredential {
                     name: "owner".into(),
                     issuer,

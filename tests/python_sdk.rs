@@ -99,6 +99,7 @@ async fn azure_identity_gets_a_managed_identity_token_through_imds() {
                 tenant_id: TENANT.into(),
                 client_id: client_id.into(),
                 principal_id: "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a".into(),
+                tags: Default::default(),
                 federated_credentials: vec![],
             }],
             imds: Some(ImdsSeed {

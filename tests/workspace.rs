@@ -58,6 +58,7 @@ async fn start(prefix: &str) -> (kube::Client, Azure, String, Operator) {
                 tenant_id: TENANT.into(),
                 client_id: "6e3c1b2a-9d8f-4e7a-b6c5-d4e3f2a1b0c9".into(),
                 principal_id: UAI_PRINCIPAL.into(),
+                tags: Default::default(),
                 federated_credentials: vec![],
             }],
             ..Default::default()
@@ -278,7 +279,7 @@ async fn a_cluster_credential_that_does_not_admit_the_namespace_is_denied_before
         "apiVersion": "amlidentity.io/v1alpha1", "kind": "ClusterAzureCredential",
         "metadata": {"name": credential},
         "spec": {"tenantId": TENANT, "servicePrincipal": {"clientId": APP_CLIENT_ID, "clientSecretRef": {"name": "aml-platform-sp", "key": "clientSecret"}},
-                 "allowedNamespaces": {"names": ["some-other-team"]}},
+                 "allowedNamespaces": {"names": ["some-other-team"]}, "allowedScopes": [rg()]},
     }))
     .await;
     let mut ws = workspace("mlw-team-a", "Manage", "Retain");

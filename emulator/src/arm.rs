@@ -363,7 +363,7 @@ fn identity_body(i: &UserAssignedIdentity) -> serde_json::Value {
         "name": name,
         "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
         "location": i.location,
-        "tags": {},
+        "tags": i.tags,
         "properties": {"tenantId": i.tenant_id, "principalId": i.principal_id, "clientId": i.client_id, "isolationScope": "None"},
     })
 }
@@ -406,9 +406,12 @@ fn identity(
             #[derive(Deserialize)]
             struct Body {
                 location: Option<String>,
+                #[serde(default)]
+                tags: std::collections::BTreeMap<String, String>,
             }
             let Ok(Body {
                 location: Some(location),
+                tags,
             }) = serde_json::from_slice::<Body>(body)
             else {
                 return error(
@@ -419,6 +422,7 @@ fn identity(
             };
             if let Some(existing) = state.identities.get_mut(&key) {
                 existing.location = location;
+                existing.tags = tags;
                 return Json(identity_body(existing)).into_response();
             }
             let created = UserAssignedIdentity {
@@ -428,6 +432,7 @@ fn identity(
                 client_id: uuid::Uuid::new_v4().to_string(),
                 principal_id: uuid::Uuid::new_v4().to_string(),
                 federated_credentials: Vec::new(),
+                tags,
             };
             let response = (StatusCode::CREATED, Json(identity_body(&created))).into_response();
             state.identities.insert(key, created);
@@ -603,6 +608,7 @@ fn assignment_body(ra: &RoleAssignment) -> serde_json::Value {
             "principalId": ra.principal_id,
             "principalType": ra.principal_type,
             "scope": ra.scope,
+            "description": ra.description,
         },
     })
 }
@@ -665,6 +671,7 @@ fn role_assignment(
                 role_definition_id: String,
                 principal_id: String,
                 principal_type: Option<String>,
+                description: Option<String>,
             }
             #[derive(Deserialize)]
             struct Body {
@@ -709,6 +716,7 @@ fn role_assignment(
                 principal_type: props
                     .principal_type
                     .unwrap_or_else(|| "ServicePrincipal".into()),
+                description: props.description,
             };
             let same_grant = |ra: &RoleAssignment| {
                 ra.scope

@@ -251,6 +251,17 @@ impl Emulator {
         self.state().counters.get(key).copied().unwrap_or(0)
     }
 
+    /// Requests counted for every route key starting with `prefix` (`arm.`: every ARM request;
+    /// `entra.token`: every token request, whoever asked). Specific keys are not double-counted.
+    pub fn requests(&self, prefix: &str) -> u64 {
+        self.state()
+            .counters
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && !k.contains(':'))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     /// Adds a fault.
     pub fn inject(&self, fault: Fault) {
         self.state().faults.push(fault);
@@ -265,6 +276,27 @@ impl Emulator {
     pub fn authorized(&self, principal_id: &str, action: &str, resource: &str, data: bool) -> bool {
         self.state()
             .authorized(principal_id, action, resource, data)
+    }
+
+    /// Every role assignment, as stored (inspection for tests; not counted as a request).
+    pub fn role_assignments(&self) -> Vec<state::RoleAssignment> {
+        self.state().role_assignments.values().cloned().collect()
+    }
+
+    /// A user-assigned identity with its federated credentials, if it exists (not counted).
+    pub fn identity(&self, id: &str) -> Option<state::UserAssignedIdentity> {
+        self.state()
+            .identities
+            .get(&id.to_ascii_lowercase())
+            .cloned()
+    }
+
+    /// A generic ARM resource (workspace, compute, datastore, connection) as stored (not counted).
+    pub fn resource(&self, id: &str) -> Option<serde_json::Value> {
+        self.state()
+            .resources
+            .get(&id.to_ascii_lowercase())
+            .cloned()
     }
 
     /// Every token this emulator issued (access, ACR refresh and access tokens), for leak checks.
@@ -358,6 +390,11 @@ async fn count_and_inject(State(emu): State<Emulator>, request: Request, next: N
                     .headers_mut()
                     .insert("retry-after", HeaderValue::from(secs));
             }
+            return response;
+        }
+        if fault.answer_delay_ms > 0 {
+            let response = next.run(request).await;
+            tokio::time::sleep(Duration::from_millis(fault.answer_delay_ms)).await;
             return response;
         }
     }

@@ -62,6 +62,9 @@ pub struct UserAssignedIdentity {
     /// Federated identity credentials (`.../federatedIdentityCredentials/{name}`).
     #[serde(default)]
     pub federated_credentials: Vec<FederatedCredential>,
+    /// Tags, as the last PUT set them.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 fn default_location() -> String {
@@ -83,6 +86,9 @@ pub struct RoleAssignment {
     /// `ServicePrincipal`, `User`, `Group`.
     #[serde(default = "default_principal_type")]
     pub principal_type: String,
+    /// Free text set by whoever made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 fn default_principal_type() -> String {
@@ -234,6 +240,10 @@ pub struct Fault {
     /// Delay before answering, in milliseconds.
     #[serde(default)]
     pub latency_ms: u64,
+    /// Delay after the request took effect and before the answer leaves, in milliseconds: a
+    /// client that dies meanwhile never learns that it succeeded.
+    #[serde(default)]
+    pub answer_delay_ms: u64,
     /// Chance of applying, 0.0-1.0 (default 1).
     #[serde(default = "one")]
     pub probability: f64,
@@ -330,6 +340,7 @@ impl State {
                 role_definition_id: role.id.into(),
                 principal_id: ra.principal_id,
                 principal_type: default_principal_type(),
+                description: None,
             };
             self.role_assignments.insert(
                 assignment_id(&ra.scope, &name).to_ascii_lowercase(),

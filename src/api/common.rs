@@ -11,6 +11,11 @@ pub const GUID_PATTERN: &str =
 pub const RESOURCE_ID_PATTERN: &str = r"^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/resourceGroups/[-\w._()]{1,90}/providers/[A-Za-z0-9]+\.[A-Za-z0-9.]+/[A-Za-z0-9]+/[^/]+(/[A-Za-z0-9]+/[^/]+)*$";
 /// A user-assigned managed identity resource id.
 pub const USER_ASSIGNED_IDENTITY_PATTERN: &str = r"^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/resourceGroups/[-\w._()]{1,90}/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/[A-Za-z0-9][-A-Za-z0-9_]{2,127}$";
+/// An ARM scope a shared credential may touch: a subscription, a resource group or a resource id,
+/// where `{namespace}` may stand in a resource group or resource name.
+pub const SCOPE_PATTERN: &str = r"^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(/resourceGroups/([-\w._()]|\{namespace\})+(/providers/[A-Za-z0-9]+\.[A-Za-z0-9.]+(/[A-Za-z0-9]+/([-\w._()]|\{namespace\})+)+)?)?$";
+/// A token audience (resource): an https URI or an `api://` application id URI.
+pub const AUDIENCE_PATTERN: &str = r"^(https|api)://[^\s]+$";
 /// ARM resource group names: 1-90 of letters, digits, `-_.()`, not ending in a period.
 pub const RESOURCE_GROUP_PATTERN: &str = r"^[-\w._()]{0,89}[-\w_()]$";
 /// A Kubernetes object name (DNS-1123 subdomain).
@@ -76,6 +81,10 @@ pub struct CommonStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+    /// Cleanup attempts that failed since deletion began; after the operator's limit the object
+    /// is released with a Warning Event saying what was left in Azure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_failures: Option<i64>,
 }
 
 /// `conditions` as a list map keyed by `type`, as Kubernetes' own types declare it.
@@ -87,6 +96,53 @@ fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Sch
         serde_json::json!(["type"]),
     );
     schema
+}
+
+/// What an Azure object recorded in a status is.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub enum AzureResourceKind {
+    /// A federated identity credential the operator wrote (trusting a ServiceAccount of this
+    /// namespace).
+    FederatedIdentityCredential,
+    /// A role assignment the operator made.
+    RoleAssignment,
+    /// A user-assigned identity the object uses; removed only if the operator created it and no
+    /// other object holds it.
+    UserAssignedIdentity,
+    /// A workspace connection the operator made.
+    WorkspaceConnection,
+    /// A datastore the operator registered.
+    Datastore,
+    /// A workspace the operator created.
+    Workspace,
+}
+
+/// One Azure object the operator made or holds for this object. Recorded before it is created, so
+/// cleanup and revocation walk this record, never the spec as edited later.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureResource {
+    /// What it is.
+    pub kind: AzureResourceKind,
+    /// Its ARM id.
+    pub id: String,
+}
+
+impl AzureResource {
+    /// A record of `kind` at `id`.
+    pub fn new(kind: AzureResourceKind, id: impl Into<String>) -> Self {
+        Self {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    /// Whether this is the same Azure object as `other` (ARM ids are case-insensitive).
+    pub fn same(&self, other: &AzureResource) -> bool {
+        self.kind == other.kind && self.id.eq_ignore_ascii_case(&other.id)
+    }
 }
 
 /// Implemented by every kind's status so the shared reconciler can read and write the common part.

@@ -10,8 +10,6 @@ use super::validation::{Validate, Violation, Violations, parse_duration};
 
 /// AML compute names: 2-16 letters, digits and `-`, starting with a letter.
 pub const COMPUTE_NAME_PATTERN: &str = r"^[a-zA-Z][a-zA-Z0-9-]{1,15}$";
-/// A token audience (resource): an https URI or an `api://` application id URI.
-pub const AUDIENCE_PATTERN: &str = r"^(https|api)://[^\s]+$";
 
 /// A compute has a system-assigned identity or user-assigned ones, never both.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -164,9 +162,10 @@ pub struct ComputeIdentityStatus {
     /// Failed attempts since the last success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_attempts: Option<i64>,
-    /// User-assigned identities the operator created (removed again when this object is deleted).
+    /// Azure objects the operator made or holds for this object, recorded before it makes them:
+    /// what revocation and cleanup remove (never the spec as edited later).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub created_identities: Vec<String>,
+    pub azure_resources: Vec<AzureResource>,
 }
 impl_has_common_status!(ComputeIdentityStatus);
 

@@ -175,13 +175,32 @@ pub struct AllowedNamespaces {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = cluster_credential_rules)]
 pub struct ClusterAzureCredentialSpec {
     /// Tenant, cloud and exactly one credential source.
     #[serde(flatten)]
     pub credential: CredentialSpec,
     /// Namespaces whose objects may reference this credential. Required: with no names and no
-    /// selector no namespace is admitted.
+    /// selector no namespace is admitted. Admitting a namespace lets anyone who can create objects
+    /// there have the operator act, with this credential's principal, on whatever `allowedScopes`
+    /// admits for that namespace, and mint tokens of its own identities for `allowedAudiences`.
     pub allowed_namespaces: AllowedNamespaces,
+    /// The ARM scopes objects using this credential may read or write, at least one: a
+    /// subscription (`/subscriptions/<id>`), a resource group (`…/resourceGroups/<name>`) or a
+    /// resource id. `{namespace}` stands for the referencing object's namespace, e.g.
+    /// `/subscriptions/<id>/resourceGroups/rg-aml-{namespace}`. Every id the operator touches for an
+    /// object (workspace, its identities and associated resources, compute identities and grant
+    /// scopes, datastores, registries) must equal or lie below one of them, compared segment by
+    /// segment (`rg-a` does not admit `rg-ab`); otherwise the object is `OutOfScope` and nothing is
+    /// called in Azure for it. The principal's own Azure role assignments still apply on top.
+    #[schemars(length(min = 1, max = 64), inner(regex(pattern = SCOPE_PATTERN)))]
+    pub allowed_scopes: Vec<String>,
+    /// Token audiences objects using this credential may mint for pods (ComputeIdentity
+    /// `tokenSecret.audiences`, Datastore identity access), written as resources without
+    /// `/.default`, e.g. `https://storage.azure.com`. Unset: any audience; `[]`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), inner(regex(pattern = AUDIENCE_PATTERN)))]
+    pub allowed_audiences: Option<Vec<String>>,
 }
 
 /// Observed state of a credential.
@@ -197,6 +216,10 @@ pub struct CredentialStatus {
     /// `appid` claim of the last resource-manager token: the client id that signed in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_id: Option<String>,
+    /// Secrets of this namespace the operator keeps from vanishing during a namespace deletion
+    /// (a finalizer), so that dependents can still remove what they made in Azure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guarded_secrets: Vec<String>,
 }
 impl_has_common_status!(CredentialStatus);
 
@@ -226,7 +249,14 @@ pub const RULE_NAMESPACED_SOURCES: CelRule = CelRule {
     message: "managedIdentity and azureCli are only allowed in a ClusterAzureCredential: a node identity is shared by every namespace; use servicePrincipal or workloadIdentity here",
 };
 
+/// Allowed audiences are written as resources, the form every SDK request is compared in.
+pub const RULE_AUDIENCES_AS_RESOURCES: CelRule = CelRule {
+    rule: "!has(self.allowedAudiences) || self.allowedAudiences.all(a, !a.endsWith('/') && !a.endsWith('/.default'))",
+    message: "allowedAudiences lists resources without a trailing / or /.default, e.g. https://storage.azure.com",
+};
+
 cel_rules!(credential_rules, &[RULE_ONE_SOURCE, RULE_CUSTOM_ENDPOINTS]);
+cel_rules!(cluster_credential_rules, &[RULE_AUDIENCES_AS_RESOURCES]);
 cel_rules!(service_principal_rules, &[RULE_SP_ONE_SECRET]);
 cel_rules!(managed_identity_rules, &[RULE_MI_ONE_SELECTOR]);
 cel_rules!(namespaced_credential_rules, &[RULE_NAMESPACED_SOURCES]);
@@ -374,6 +404,40 @@ impl Validate for ClusterAzureCredential {
                 NAMESPACE_PATTERN,
                 format!("spec.allowedNamespaces.names[{i}]"),
                 "a namespace name",
+            );
+        }
+        v.check(
+            !self.spec.allowed_scopes.is_empty(),
+            "spec.allowedScopes",
+            "list at least one ARM scope objects using this credential may touch, e.g. /subscriptions/<id>/resourceGroups/rg-aml-{namespace}",
+        );
+        for (i, scope) in self.spec.allowed_scopes.iter().enumerate() {
+            let field = format!("spec.allowedScopes[{i}]");
+            v.pattern(
+                scope,
+                SCOPE_PATTERN,
+                &field,
+                "a subscription, resource group or resource id, optionally with {namespace}",
+            );
+            // The same strict parse the operator applies to every id it touches.
+            if let Err(e) = crate::azure::scope::ArmPath::parse(
+                &scope.replace(crate::azure::scope::NAMESPACE_PLACEHOLDER, "ns"),
+            ) {
+                v.check(false, &field, e);
+            }
+        }
+        for (i, audience) in self.spec.allowed_audiences.iter().flatten().enumerate() {
+            let field = format!("spec.allowedAudiences[{i}]");
+            v.pattern(
+                audience,
+                AUDIENCE_PATTERN,
+                &field,
+                "an https:// or api:// resource",
+            );
+            v.check(
+                !audience.ends_with('/') && !audience.ends_with("/.default"),
+                &field,
+                RULE_AUDIENCES_AS_RESOURCES.message,
             );
         }
         v.into_vec()

@@ -218,9 +218,6 @@ pub struct DatastoreStatus {
     /// When the operator renews it (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_time: Option<String>,
-    /// Whether the operator created the datastore registration (and so removes it on delete).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_in_azure: Option<bool>,
     /// Fingerprint of the registered credentials, so a rotated key is registered again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_credentials: Option<String>,
@@ -230,6 +227,10 @@ pub struct DatastoreStatus {
     /// Failed attempts since the last success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_attempts: Option<i64>,
+    /// Azure objects the operator made or holds for this object, recorded before it makes them:
+    /// what revocation and cleanup remove (never the spec as edited later).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub azure_resources: Vec<AzureResource>,
 }
 impl_has_common_status!(DatastoreStatus);
 

@@ -158,6 +158,16 @@ pub struct RegistryConnectionSpec {
     pub target: RegistryTarget,
 }
 
+/// One `imagePullSecrets` entry the operator added.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePullSecretAdded {
+    /// The ServiceAccount, in this namespace.
+    pub service_account: String,
+    /// The Secret name added to its `imagePullSecrets`.
+    pub secret_name: String,
+}
+
 /// Observed state of a registry connection.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -177,6 +187,13 @@ pub struct RegistryConnectionStatus {
     /// Failed attempts since the last success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_attempts: Option<i64>,
+    /// Azure objects the operator made or holds for this object, recorded before it makes them:
+    /// what revocation and cleanup remove (never the spec as edited later).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub azure_resources: Vec<AzureResource>,
+    /// ServiceAccounts this object added its pull Secret to (only these entries are removed again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets_added: Vec<ImagePullSecretAdded>,
 }
 impl_has_common_status!(RegistryConnectionStatus);
 

@@ -173,6 +173,10 @@ pub struct WorkspaceStatus {
     /// MLflow tracking URI of the workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mlflow_tracking_uri: Option<String>,
+    /// Azure objects the operator made or holds for this object, recorded before it makes them:
+    /// what revocation and cleanup remove (never the spec as edited later).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub azure_resources: Vec<AzureResource>,
 }
 impl_has_common_status!(WorkspaceStatus);
 

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use super::credential::Credential;
 use super::error::AzureError;
 use super::models::ErrorResponse;
+use super::scope::Ceiling;
 use super::token_cache::TokenCache;
 
 /// Retry limits.
@@ -151,6 +152,7 @@ pub struct ArmClient {
     budget: Arc<Budget>,
     retry: RetryPolicy,
     observer: super::cloud::Observer,
+    ceiling: Arc<Ceiling>,
 }
 
 impl ArmClient {
@@ -170,7 +172,20 @@ impl ArmClient {
             budget,
             retry: RetryPolicy::default(),
             observer: Default::default(),
+            ceiling: Arc::new(Ceiling::Unlimited),
         }
+    }
+
+    /// Refuses, before any token or request, every path outside `ceiling` (the backstop behind
+    /// each controller's own scope check, which names the offending field).
+    pub fn within(mut self, ceiling: Arc<Ceiling>) -> Self {
+        self.ceiling = ceiling;
+        self
+    }
+
+    /// The scopes this client may touch.
+    pub fn ceiling(&self) -> &Ceiling {
+        &self.ceiling
     }
 
     /// Reports every response to `observer` (metrics).
@@ -199,6 +214,25 @@ impl ArmClient {
             Err(AzureError::Arm { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// GET a collection with extra query parameters (e.g. `$filter`).
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        api_version: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<T>, AzureError> {
+        let response = self
+            .send_with::<(), super::models::List<T>>(
+                Method::GET,
+                path,
+                Some(api_version),
+                query,
+                None,
+            )
+            .await?;
+        Ok(response.body.map(|l| l.value).unwrap_or_default())
     }
 
     /// PUT a body.
@@ -371,9 +405,33 @@ impl ArmClient {
         api_version: Option<&str>,
         body: Option<&B>,
     ) -> Result<ArmResponse<T>, AzureError> {
+        self.send_with(method, path, api_version, &[], body).await
+    }
+
+    async fn send_with<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        api_version: Option<&str>,
+        query: &[(&str, &str)],
+        body: Option<&B>,
+    ) -> Result<ArmResponse<T>, AzureError> {
         let url = if path.starts_with("https://") {
+            // A long-running operation's URL: only on the endpoint's own host, where the token goes.
+            if !path.starts_with(&format!("{}/", self.endpoint)) {
+                return Err(AzureError::OutOfScope(format!(
+                    "a long-running operation of {method} points at another host than {}; not followed",
+                    self.endpoint
+                )));
+            }
             path.to_owned()
         } else {
+            if !self.ceiling.admits(path) {
+                return Err(AzureError::OutOfScope(format!(
+                    "{path} is outside the allowed scopes ({}): not requested",
+                    self.ceiling
+                )));
+            }
             format!("{}{}", self.endpoint, path)
         };
         let subscription = url
@@ -404,6 +462,9 @@ impl ArmClient {
                 .bearer_auth(token.secret());
             if let Some(version) = api_version {
                 request = request.query(&[("api-version", version)]);
+            }
+            if !query.is_empty() {
+                request = request.query(query);
             }
             if let Some(b) = body {
                 request = request.json(b);

@@ -120,6 +120,8 @@ impl Transport {
     /// A reqwest client honouring the extra CA and the overrides.
     pub fn client(&self) -> Result<reqwest::Client, AzureError> {
         let mut builder = reqwest::Client::builder()
+            // A redirect would carry the bearer token or client assertion to a host no check saw.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(self.timeout.unwrap_or(Duration::from_secs(30)))
             .connect_timeout(Duration::from_secs(10));
         if let Some(path) = &self.ca_bundle {

@@ -54,6 +54,10 @@ pub enum AzureError {
     /// Azure answered with something this client cannot read.
     #[error("unexpected response: {0}")]
     Unexpected(String),
+    /// A request the operator refuses to send: an ARM id outside the object's allowed scopes, an
+    /// id that is not well formed, or a follow-up URL on another host than the endpoint.
+    #[error("{0}")]
+    OutOfScope(String),
 }
 
 impl AzureError {
@@ -72,6 +76,7 @@ impl AzureError {
             AzureError::Transport(_) => "AzureUnreachable",
             AzureError::Credential(_) => "CredentialInvalid",
             AzureError::Unexpected(_) => "UnexpectedResponse",
+            AzureError::OutOfScope(_) => "OutOfScope",
         }
     }
 

@@ -4,12 +4,14 @@
 
 pub mod acr;
 pub mod arm;
+pub mod authorization;
 pub mod cloud;
 pub mod credential;
 pub mod error;
 pub mod jwt;
 pub mod keyvault;
 pub mod models;
+pub mod scope;
 pub mod storage;
 pub mod token_cache;
 

@@ -122,6 +122,9 @@ pub struct RoleAssignmentProperties {
     /// Scope (read-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// Free text; the operator marks its own assignments here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// A list response.
@@ -193,10 +196,13 @@ pub struct Workspace {
     /// Identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<ManagedServiceIdentity>,
+    /// Tags; the operator marks a workspace it created with its owner.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
     /// Properties.
     #[serde(default)]
     pub properties: WorkspaceProperties,
-    /// Everything else (sku, kind, tags, systemData…).
+    /// Everything else (sku, kind, systemData…).
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -308,7 +314,10 @@ pub struct DatastoreProperties {
     /// `None`, `WorkspaceSystemAssignedIdentity`, `WorkspaceUserAssignedIdentity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_data_access_auth_identity: Option<String>,
-    /// Everything else (description, tags, isDefault…).
+    /// Tags; the operator marks a datastore it registered with its owner.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Everything else (description, isDefault…).
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -382,6 +391,9 @@ pub struct ConnectionProperties {
     /// Credentials (only in requests and `listsecrets`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<serde_json::Value>,
+    /// Metadata; the operator marks a connection it made with its owner.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,

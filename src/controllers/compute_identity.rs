@@ -14,19 +14,19 @@ use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::workspace::{self, arm_for, azure_failure, ensure_role};
-use super::{Context, Error, Outcome};
+use super::ledger::{self, Ledger, OWNER_TAG};
+use super::resolve::{self, azure_failure};
+use super::workspace;
+use super::{Cleanup, Context, Error, Outcome, Reconciled};
 use crate::api::*;
+use crate::azure::arm::ArmClient;
+use crate::azure::authorization::{Grant, roles};
 use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
 use crate::azure::models::{self, api_versions};
 use crate::azure::{AzureError, Credential, Token};
 use crate::outputs::{self};
 use crate::renewal::{self, Policy};
 use crate::workload_identity::{ServiceAccountAssertion, TOKEN_EXCHANGE_AUDIENCE};
-
-const ACR_PULL: &str = "7f951dda-4ed3-4680-a7ca-43fe172d538d";
-const STORAGE_BLOB_DATA_READER: &str = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1";
-const KEY_VAULT_SECRETS_USER: &str = "4633458b-17de-408a-b874-0445c86b69e6";
 
 /// Secret key for a token of `audience`: its host, e.g. `storage.azure.com.token`.
 pub fn audience_key(audience: &str) -> String {
@@ -46,9 +46,11 @@ pub fn audience_key(audience: &str) -> String {
         .collect()
 }
 
-/// A federated identity credential name for one ServiceAccount (3-120 of `[A-Za-z0-9-_]`).
+/// The federated identity credential name of a ServiceAccount: readable, and unique per
+/// (namespace, ServiceAccount) through a hash, so `a-b`/`c` and `a`/`b-c` never share one
+/// (3-120 of `[A-Za-z0-9-_]`).
 pub fn federation_name(namespace: &str, service_account: &str) -> String {
-    let name: String = format!("aml-{namespace}-{service_account}")
+    let readable: String = format!("{namespace}-{service_account}")
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {
@@ -57,30 +59,126 @@ pub fn federation_name(namespace: &str, service_account: &str) -> String {
                 '-'
             }
         })
+        .take(100)
         .collect();
-    name.chars().take(120).collect()
+    let hash = outputs::fingerprint(&format!("{namespace}/{service_account}"));
+    format!("aml-{readable}-{}", &hash[..10])
+}
+
+/// The name earlier versions gave a ServiceAccount's federated credential (found and replaced).
+fn legacy_federation_name(namespace: &str, service_account: &str) -> String {
+    format!("aml-{namespace}-{service_account}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(120)
+        .collect()
+}
+
+/// Azure's limit of federated identity credentials on one identity.
+const MAX_FEDERATED_CREDENTIALS: usize = 20;
+
+/// The compute's ARM path.
+fn compute_path(ws: &WorkspaceSpec, spec: &ComputeIdentitySpec) -> String {
+    format!("{}/computes/{}", workspace::path(ws), spec.compute_name)
+}
+
+/// Every ARM id the object would touch, with the field that names it.
+fn scope_ids(ci: &ComputeIdentity, ws: &Workspace) -> Vec<(String, String)> {
+    let spec = &ci.spec;
+    let mut out = Vec::new();
+    if spec.manage_compute || spec.identity.type_ == ComputeIdentityType::SystemAssigned {
+        out.push((
+            format!("spec.computeName (in Workspace {})", ws.name_any()),
+            compute_path(&ws.spec, spec),
+        ));
+    }
+    for (i, id) in spec.identity.user_assigned_identities.iter().enumerate() {
+        out.push((
+            format!("spec.identity.userAssignedIdentities[{i}]"),
+            id.clone(),
+        ));
+    }
+    if let Some(g) = &spec.grants {
+        if g.acr_pull
+            && let Some(registry) = registry_of(ws)
+        {
+            out.push((
+                format!(
+                    "spec.grants.acrPull (Workspace {} spec.associatedResources.containerRegistry)",
+                    ws.name_any()
+                ),
+                registry,
+            ));
+        }
+        for (i, s) in g.storage_blob_data_reader.iter().enumerate() {
+            out.push((format!("spec.grants.storageBlobDataReader[{i}]"), s.clone()));
+        }
+        for (i, s) in g.key_vault_secrets_user.iter().enumerate() {
+            out.push((format!("spec.grants.keyVaultSecretsUser[{i}]"), s.clone()));
+        }
+    }
+    out
+}
+
+fn registry_of(ws: &Workspace) -> Option<String> {
+    ws.spec
+        .associated_resources
+        .as_ref()
+        .and_then(|r| r.container_registry.clone())
+}
+
+/// The output Secrets of the object (removed when it may no longer act).
+fn outputs_of(ci: &ComputeIdentity) -> Vec<&str> {
+    ci.spec
+        .token_secret
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect()
 }
 
 /// The behaviour.
 pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, Error> {
     let spec = &ci.spec;
     let namespace = ci.namespace().unwrap_or_default();
-    let (ws, arm, cloud, _) =
-        match workspace::referenced(ctx, &namespace, &spec.workspace_ref.name).await? {
-            Ok(found) => found,
-            Err(outcome) => return Ok(outcome),
-        };
-    let mut created = ci
-        .status
-        .as_ref()
-        .map(|s| s.created_identities.clone())
-        .unwrap_or_default();
+    let uid = ci.meta().uid.clone().unwrap_or_default();
+    let ws = match resolve::find_workspace(ctx, &namespace, &spec.workspace_ref.name).await? {
+        Ok(ws) => ws,
+        Err(outcome) => return Ok(outcome),
+    };
+    let reference = ws.spec.credential_ref.clone();
+    let signed = match resolve::sign_in(ctx, &namespace, &reference).await? {
+        Ok(s) => s,
+        Err(refused) => {
+            return ledger::refused(ctx, ci, &reference, &outputs_of(ci), refused).await;
+        }
+    };
+    let audiences = spec.token_secret.iter().flat_map(|t| {
+        t.audiences
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("spec.tokenSecret.audiences[{i}]"), a.as_str()))
+    });
+    if let Err(refused) = signed
+        .check(&scope_ids(ci, &ws), &namespace)
+        .and_then(|()| signed.check_audiences(audiences))
+    {
+        return ledger::refused(ctx, ci, &reference, &outputs_of(ci), refused).await;
+    }
+    let (arm, cloud) = (&signed.arm, &signed.cloud);
+    let mut ledger = Ledger::of(ci);
     let user = spec.identity.type_ == ComputeIdentityType::UserAssigned;
 
     // 1. The identity: user-assigned identities exist (or are created), the compute carries them.
     let mut default_identity: Option<models::UserAssignedIdentity> = None;
     if user {
         for id in &spec.identity.user_assigned_identities {
+            let entry = AzureResource::new(AzureResourceKind::UserAssignedIdentity, id);
             let found = match arm
                 .get::<models::UserAssignedIdentity>(id, api_versions::MANAGED_IDENTITY)
                 .await
@@ -89,12 +187,18 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
                 Err(e) => return Ok(azure_failure(&e, &format!("reading identity {id}"))),
             };
             let identity = match (found, &spec.create_if_missing) {
-                (Some(i), _) => i,
+                (Some(i), _) => {
+                    ledger.want(entry);
+                    i
+                }
                 (None, Some(create)) => {
                     let body = models::UserAssignedIdentity {
                         location: create.location.clone(),
+                        tags: BTreeMap::from([(OWNER_TAG.to_owned(), uid.clone())]),
                         ..Default::default()
                     };
+                    // Recorded before it exists: a crash after the PUT cannot orphan it.
+                    ledger.record(ctx, ci, &[entry]).await?;
                     match arm
                         .put::<_, models::UserAssignedIdentity>(
                             id,
@@ -103,12 +207,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
                         )
                         .await
                     {
-                        Ok(r) => {
-                            if !created.iter().any(|c| c.eq_ignore_ascii_case(id)) {
-                                created.push(id.clone());
-                            }
-                            r.body.unwrap_or(body)
-                        }
+                        Ok(r) => r.body.unwrap_or(body),
                         Err(e) => return Ok(azure_failure(&e, &format!("creating identity {id}"))),
                     }
                 }
@@ -119,11 +218,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
             default_identity.get_or_insert(identity);
         }
     }
-    let compute_path = format!(
-        "{}/computes/{}",
-        workspace::path(&ws.spec),
-        spec.compute_name
-    );
+    let compute_path = compute_path(&ws.spec, spec);
     let mut system_principal = None;
     if spec.manage_compute || !user {
         let compute = match arm
@@ -218,36 +313,34 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     };
 
     // 2. Grants.
-    let mut grants: Vec<(String, &str)> = Vec::new();
+    let mut grants: Vec<Grant> = Vec::new();
     if let Some(g) = &spec.grants {
         if g.acr_pull {
-            match ws.spec.associated_resources.as_ref().and_then(|r| r.container_registry.clone()) {
-                Some(registry) => grants.push((registry, ACR_PULL)),
+            match registry_of(&ws) {
+                Some(registry) => grants.push(Grant::new(registry, roles::ACR_PULL, &principal)),
                 None => return Ok(Outcome::not_ready("RegistryUnknown", "grants.acrPull needs the Workspace's spec.associatedResources.containerRegistry").requeue(Duration::from_secs(300))),
             }
         }
         grants.extend(
             g.storage_blob_data_reader
                 .iter()
-                .map(|s| (s.clone(), STORAGE_BLOB_DATA_READER)),
+                .map(|s| Grant::new(s, roles::STORAGE_BLOB_DATA_READER, &principal)),
         );
         grants.extend(
             g.key_vault_secrets_user
                 .iter()
-                .map(|s| (s.clone(), KEY_VAULT_SECRETS_USER)),
+                .map(|s| Grant::new(s, roles::KEY_VAULT_SECRETS_USER, &principal)),
         );
     }
-    for (scope, role) in &grants {
-        if let Err(e) = ensure_role(&arm, scope, role, &principal).await {
-            return Ok(
-                azure_failure(&e, "granting the compute identity its roles").condition(
-                    "PermissionsVerified",
-                    false,
-                    e.reason(),
-                    e.to_string(),
-                ),
-            );
-        }
+    if let Err(e) = ledger.ensure_grants(ctx, ci, arm, &grants).await? {
+        return Ok(
+            azure_failure(&e, "granting the compute identity its roles").condition(
+                "PermissionsVerified",
+                false,
+                e.reason(),
+                e.to_string(),
+            ),
+        );
     }
     let permissions = (
         "PermissionsVerified",
@@ -263,9 +356,10 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     let mut outcome_fields = serde_json::Map::new();
     outcome_fields.insert("clientId".into(), json!(client_id));
     outcome_fields.insert("principalId".into(), json!(principal_id));
-    outcome_fields.insert("createdIdentities".into(), json!(created));
     if !user {
-        let mut outcome = Outcome::ready("SystemAssignedReported", format!("compute {} uses its system-assigned identity (principal {principal})", spec.compute_name))
+        let left = ledger.revoke(ctx, ci, arm, &ledger.stale()).await?;
+        outcome_fields.insert("azureResources".into(), ledger.field());
+        let mut outcome = revocation_pending(Outcome::ready("SystemAssignedReported", format!("compute {} uses its system-assigned identity (principal {principal})", spec.compute_name)), &left)
             .condition("CredentialResolved", true, "Resolved", "signed in")
             .condition(permissions.0, permissions.1, permissions.2, permissions.3)
             .condition(
@@ -277,8 +371,18 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
         outcome.fields = outcome_fields;
         return Ok(outcome.requeue(Duration::from_secs(600)));
     }
-    let identity = default_identity.expect("user-assigned identities were read above");
-    let identity_id = spec.identity.user_assigned_identities[0].clone();
+    let Some(identity) = default_identity else {
+        return Ok(Outcome::not_ready(
+            "IdentityPending",
+            "spec.identity.userAssignedIdentities is empty",
+        ));
+    };
+    let Some(identity_id) = spec.identity.user_assigned_identities.first().cloned() else {
+        return Ok(Outcome::not_ready(
+            "IdentityPending",
+            "spec.identity.userAssignedIdentities is empty",
+        ));
+    };
     let client_id = client_id.unwrap_or_default();
     let issuer = ctx.issuer().await?;
     let accounts = spec
@@ -286,46 +390,24 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
         .as_ref()
         .map(|f| f.service_accounts.clone())
         .unwrap_or_default();
-    for account in &accounts {
-        let fic = models::FederatedIdentityCredential {
-            properties: models::FederatedIdentityCredentialProperties {
-                issuer: issuer.clone(),
-                subject: format!("system:serviceaccount:{namespace}:{account}"),
-                audiences: vec![TOKEN_EXCHANGE_AUDIENCE.into()],
-            },
-            ..Default::default()
-        };
-        let path = format!(
-            "{identity_id}/federatedIdentityCredentials/{}",
-            federation_name(&namespace, account)
-        );
-        let current = match arm
-            .get::<models::FederatedIdentityCredential>(&path, api_versions::MANAGED_IDENTITY)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => return Ok(azure_failure(&e, "reading federated identity credentials")),
-        };
-        if current
-            .as_ref()
-            .is_none_or(|c| c.properties != fic.properties)
-            && let Err(e) = arm
-                .put::<_, models::FederatedIdentityCredential>(
-                    &path,
-                    api_versions::MANAGED_IDENTITY,
-                    &fic,
-                )
-                .await
-        {
-            return Ok(
-                azure_failure(&e, "writing a federated identity credential").condition(
-                    "FederationValid",
-                    false,
-                    e.reason(),
-                    e.to_string(),
-                ),
-            );
-        }
+    if let Err(failure) = federate(
+        ctx,
+        ci,
+        &mut ledger,
+        arm,
+        &identity_id,
+        &issuer,
+        &namespace,
+        &accounts,
+    )
+    .await?
+    {
+        return Ok(failure.condition(
+            "PermissionsVerified",
+            permissions.1,
+            permissions.2,
+            permissions.3,
+        ));
     }
     let federation = (
         "FederationValid",
@@ -336,8 +418,11 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
             accounts.len()
         ),
     );
+    // What the spec no longer asks for (a complete pass wants everything else).
+    let left = ledger.revoke(ctx, ci, arm, &ledger.stale()).await?;
+    outcome_fields.insert("azureResources".into(), ledger.field());
     let base = |ready: Outcome| {
-        let mut o = ready
+        let mut o = revocation_pending(ready, &left)
             .condition("CredentialResolved", true, "Resolved", "signed in")
             .condition(
                 federation.0,
@@ -378,12 +463,153 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
         client_id: &client_id,
         tenant: &tenant,
         service_account: accounts.first().cloned().unwrap_or_default(),
-        cloud: &cloud,
+        cloud,
     };
     Ok(match mint.run().await? {
         Ok(tokens) => base(tokens),
         Err(failure) => base(failure),
     })
+}
+
+/// `Ready=False RevocationPending` when something the spec dropped could not be removed yet.
+pub fn revocation_pending(outcome: Outcome, left: &[String]) -> Outcome {
+    if left.is_empty() {
+        return outcome;
+    }
+    outcome.demoted(
+        "RevocationPending",
+        format!(
+            "removing what the spec no longer asks for: {}",
+            left.join("; ")
+        ),
+    )
+}
+
+/// Federated identity credentials on `identity_id` for `accounts` of `namespace`, each recorded
+/// before it is written. Creating reads the identity's list once: Azure allows 20 per identity,
+/// and a subject already trusted under another name needs nothing more (one of this operator's
+/// earlier names is replaced by the current one).
+#[allow(clippy::too_many_arguments)]
+async fn federate(
+    ctx: &Context,
+    ci: &ComputeIdentity,
+    ledger: &mut Ledger,
+    arm: &ArmClient,
+    identity_id: &str,
+    issuer: &str,
+    namespace: &str,
+    accounts: &[String],
+) -> Result<Result<(), Outcome>, Error> {
+    let failed = |e: &AzureError, what: &str| {
+        azure_failure(e, what).condition("FederationValid", false, e.reason(), e.to_string())
+    };
+    let mut missing = Vec::new();
+    for account in accounts {
+        let fic = models::FederatedIdentityCredential {
+            properties: models::FederatedIdentityCredentialProperties {
+                issuer: issuer.to_owned(),
+                subject: format!("system:serviceaccount:{namespace}:{account}"),
+                audiences: vec![TOKEN_EXCHANGE_AUDIENCE.into()],
+            },
+            ..Default::default()
+        };
+        let path = format!(
+            "{identity_id}/federatedIdentityCredentials/{}",
+            federation_name(namespace, account)
+        );
+        let entry = AzureResource::new(AzureResourceKind::FederatedIdentityCredential, &path);
+        match arm
+            .get::<models::FederatedIdentityCredential>(&path, api_versions::MANAGED_IDENTITY)
+            .await
+        {
+            Ok(Some(current)) if current.properties == fic.properties => ledger.want(entry),
+            Ok(Some(_)) => {
+                ledger.record(ctx, ci, &[entry]).await?;
+                if let Err(e) = arm
+                    .put::<_, models::FederatedIdentityCredential>(
+                        &path,
+                        api_versions::MANAGED_IDENTITY,
+                        &fic,
+                    )
+                    .await
+                {
+                    return Ok(Err(failed(&e, "writing a federated identity credential")));
+                }
+            }
+            Ok(None) => missing.push((account, path, fic, entry)),
+            Err(e) => return Ok(Err(failed(&e, "reading federated identity credentials"))),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(Ok(()));
+    }
+    let existing: Vec<models::FederatedIdentityCredential> = match arm
+        .list(
+            &format!("{identity_id}/federatedIdentityCredentials"),
+            api_versions::MANAGED_IDENTITY,
+            &[],
+        )
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => return Ok(Err(failed(&e, "listing federated identity credentials"))),
+    };
+    let mut count = existing.len();
+    let mut create = Vec::new();
+    for (account, path, fic, entry) in missing {
+        let same = existing.iter().find(|e| {
+            e.properties.issuer == fic.properties.issuer
+                && e.properties.subject == fic.properties.subject
+        });
+        match same.and_then(|e| e.name.clone()) {
+            Some(name) if name == legacy_federation_name(namespace, account) => {
+                let old = format!("{identity_id}/federatedIdentityCredentials/{name}");
+                if let Err(e) = arm.delete(&old, api_versions::MANAGED_IDENTITY).await {
+                    return Ok(Err(failed(
+                        &e,
+                        "replacing an earlier federated identity credential",
+                    )));
+                }
+                count -= 1;
+                create.push((path, fic, entry));
+            }
+            // Trusted already by a credential someone else made: nothing to make, nothing to own.
+            Some(_) => {}
+            None => create.push((path, fic, entry)),
+        }
+    }
+    if count + create.len() > MAX_FEDERATED_CREDENTIALS {
+        let message = format!(
+            "identity {identity_id} has {count} federated identity credentials and {} more are needed; Azure allows {MAX_FEDERATED_CREDENTIALS} per identity: federate fewer ServiceAccounts (spec.federation.serviceAccounts) or use another identity",
+            create.len()
+        );
+        return Ok(Err(Outcome::not_ready(
+            "FederatedCredentialLimit",
+            message.clone(),
+        )
+        .condition(
+            "FederationValid",
+            false,
+            "FederatedCredentialLimit",
+            message,
+        )
+        .requeue(Duration::from_secs(1800))));
+    }
+    let entries: Vec<AzureResource> = create.iter().map(|(_, _, e)| e.clone()).collect();
+    ledger.record(ctx, ci, &entries).await?;
+    for (path, fic, _) in &create {
+        if let Err(e) = arm
+            .put::<_, models::FederatedIdentityCredential>(
+                path,
+                api_versions::MANAGED_IDENTITY,
+                fic,
+            )
+            .await
+        {
+            return Ok(Err(failed(&e, "writing a federated identity credential")));
+        }
+    }
+    Ok(Ok(()))
 }
 
 struct TokenMint<'a> {
@@ -564,85 +790,21 @@ impl TokenMint<'_> {
     }
 }
 
-/// Cleanup on delete: the federated credentials and role assignments this object made, and the
-/// identities it created. Azure scopes already gone count as cleaned.
-pub async fn cleanup(ci: &ComputeIdentity, ctx: &Context) -> Result<(), Error> {
-    let spec = &ci.spec;
+/// Cleanup on delete: everything the record holds (federated credentials, role assignments, the
+/// identities the operator created), whatever the spec says now.
+pub async fn cleanup(ci: &ComputeIdentity, ctx: &Context) -> Result<Cleanup, Error> {
+    if ci.record().is_empty() {
+        return Ok(Cleanup::Done);
+    }
     let namespace = ci.namespace().unwrap_or_default();
-    let Some(ws) = Api::<Workspace>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&spec.workspace_ref.name)
-        .await?
-    else {
-        tracing::warn!(compute_identity = %ci.name_any(), "the Workspace is gone; nothing can be cleaned up in Azure");
-        return Ok(());
-    };
-    let arm = match arm_for(ctx, &namespace, &ws.spec.credential_ref).await? {
-        Ok((arm, _, _)) => arm,
+    let ws = match resolve::find_workspace(ctx, &namespace, &ci.spec.workspace_ref.name).await? {
+        Ok(ws) => ws,
         Err(_) => {
-            tracing::warn!(compute_identity = %ci.name_any(), "no usable credential; releasing without cleaning up in Azure");
-            return Ok(());
+            return Err(Error::Azure(format!(
+                "Workspace {namespace}/{} is gone: no credential to remove what this object made in Azure",
+                ci.spec.workspace_ref.name
+            )));
         }
     };
-    let transient = |e: AzureError| {
-        if e.is_transient() {
-            Err(Error::Azure(e.to_string()))
-        } else {
-            Ok(())
-        }
-    };
-    if spec.identity.type_ == ComputeIdentityType::UserAssigned {
-        let id = &spec.identity.user_assigned_identities[0];
-        for account in spec.federation.iter().flat_map(|f| &f.service_accounts) {
-            let path = format!(
-                "{id}/federatedIdentityCredentials/{}",
-                federation_name(&namespace, account)
-            );
-            if let Err(e) = arm.delete(&path, api_versions::MANAGED_IDENTITY).await {
-                transient(e)?;
-            }
-        }
-        if let Ok(Some(identity)) = arm
-            .get::<models::UserAssignedIdentity>(id, api_versions::MANAGED_IDENTITY)
-            .await
-            && let Some(principal) = identity.properties.and_then(|p| p.principal_id)
-        {
-            let mut scopes: Vec<(String, &str)> = Vec::new();
-            if let Some(g) = &spec.grants {
-                if g.acr_pull
-                    && let Some(registry) = ws
-                        .spec
-                        .associated_resources
-                        .as_ref()
-                        .and_then(|r| r.container_registry.clone())
-                {
-                    scopes.push((registry, ACR_PULL));
-                }
-                scopes.extend(
-                    g.storage_blob_data_reader
-                        .iter()
-                        .map(|s| (s.clone(), STORAGE_BLOB_DATA_READER)),
-                );
-                scopes.extend(
-                    g.key_vault_secrets_user
-                        .iter()
-                        .map(|s| (s.clone(), KEY_VAULT_SECRETS_USER)),
-                );
-            }
-            for (scope, role) in scopes {
-                let path = format!(
-                    "{scope}/providers/Microsoft.Authorization/roleAssignments/{}",
-                    workspace::assignment_name(&scope, role, &principal)
-                );
-                if let Err(e) = arm.delete(&path, api_versions::AUTHORIZATION).await {
-                    transient(e)?;
-                }
-            }
-        }
-    }
-    for created in ci.status.iter().flat_map(|s| &s.created_identities) {
-        if let Err(e) = arm.delete(created, api_versions::MANAGED_IDENTITY).await {
-            transient(e)?;
-        }
-    }
-    Ok(())
+    ledger::revoke_all(ctx, ci, &namespace, &ws.spec.credential_ref).await
 }

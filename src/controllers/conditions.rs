@@ -125,6 +125,23 @@ impl Outcome {
             .field("lastFailureTime", Value::Null)
     }
 
+    /// A `Ready` outcome turned into `Ready=False` with `reason` and `message` (everything else
+    /// kept), looked at again within a minute; a not-ready outcome is returned as it is.
+    pub fn demoted(mut self, reason: &str, message: impl Into<String>) -> Self {
+        if let Some(ready) = self
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == READY && c.ok)
+        {
+            ready.ok = false;
+            ready.reason = reason.to_owned();
+            ready.message = message.into();
+            let soon = Duration::from_secs(60);
+            self.requeue = Some(self.requeue.map_or(soon, |r| r.min(soon)));
+        }
+        self
+    }
+
     /// The `Ready` condition.
     pub fn ready_condition(&self) -> Option<&Cond> {
         self.conditions.iter().find(|c| c.type_ == READY)

@@ -13,6 +13,7 @@ use kube::{Resource, ResourceExt};
 use super::Context;
 use crate::api::*;
 use crate::azure::credential::ManagedIdentitySelector;
+use crate::azure::scope::{Audiences, Ceiling};
 use crate::azure::{Cloud, Credential};
 use crate::workload_identity::ServiceAccountAssertion;
 
@@ -31,6 +32,9 @@ pub enum ResolveError {
     /// A source this version cannot use yet.
     #[error("{0}")]
     NotImplemented(String),
+    /// A namespaced credential names `Custom` cloud hosts the operator was not told to call.
+    #[error("{0}")]
+    CustomCloudNotAllowed(String),
     /// The API server failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -44,6 +48,7 @@ impl ResolveError {
             ResolveError::NotFound(_) => "CredentialNotFound",
             ResolveError::Invalid(_) => "CredentialInvalid",
             ResolveError::NotImplemented(_) => "NotImplemented",
+            ResolveError::CustomCloudNotAllowed(_) => "CustomCloudNotAllowed",
             ResolveError::Kube(_) => "KubernetesApiError",
         }
     }
@@ -57,6 +62,68 @@ pub struct Resolved {
     pub cloud: Cloud,
     /// How it signs in, for status messages (`service principal 2f5c…`, `workload identity sa/x`).
     pub description: String,
+    /// The ARM scopes an object using it may touch (a namespaced credential: its principal's own
+    /// reach; a cluster credential: `allowedScopes` for the object's namespace).
+    pub ceiling: Ceiling,
+    /// The token audiences an object using it may mint for pods.
+    pub audiences: Audiences,
+    /// Who set those limits, for messages (`ClusterAzureCredential aml-platform`).
+    pub granted_by: String,
+}
+
+/// Whether `host` (or a DNS suffix) is one of `allowed` or below one of them.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    allowed.iter().any(|a| {
+        let a = a
+            .trim_start_matches("*.")
+            .trim_matches('.')
+            .to_ascii_lowercase();
+        !a.is_empty() && (host == a || host.ends_with(&format!(".{a}")))
+    })
+}
+
+/// A namespaced credential's `Custom` endpoints are hosts the operator would call from inside the
+/// cluster with secrets and tokens: only those the operator was started to allow.
+fn check_custom_hosts(spec: &CredentialSpec, allowed: &[String]) -> Result<(), ResolveError> {
+    let Some(e) = spec
+        .endpoints
+        .as_ref()
+        .filter(|_| spec.cloud == Some(CloudName::Custom))
+    else {
+        return Ok(());
+    };
+    let host_of = |url: &str| {
+        url.trim_start_matches("https://")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let named = [
+        ("authorityHost", Some(host_of(&e.authority_host))),
+        ("resourceManager", Some(host_of(&e.resource_manager))),
+        ("storageSuffix", e.storage_suffix.clone()),
+        ("keyVaultSuffix", e.key_vault_suffix.clone()),
+        (
+            "containerRegistrySuffix",
+            e.container_registry_suffix.clone(),
+        ),
+    ];
+    for (field, host) in named {
+        let Some(host) = host else { continue };
+        if !host_allowed(&host, allowed) {
+            let list = if allowed.is_empty() {
+                "none".to_owned()
+            } else {
+                allowed.join(", ")
+            };
+            return Err(ResolveError::CustomCloudNotAllowed(format!(
+                "spec.endpoints.{field}: {host} is not among the custom cloud hosts this operator may call for namespaced credentials (--allowed-custom-cloud-hosts: {list}); ask the platform team to allow it, or use a ClusterAzureCredential"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The endpoints of the credential's cloud.
@@ -140,6 +207,14 @@ pub async fn resolve_spec(
 ) -> Result<Resolved, ResolveError> {
     let cloud = cloud_of(spec);
     let azure = &ctx.azure;
+    let limits = |credential, description| Resolved {
+        credential,
+        cloud: cloud.clone(),
+        description,
+        ceiling: Ceiling::Unlimited,
+        audiences: Audiences::default(),
+        granted_by: format!("the credential of namespace {home}"),
+    };
     let invalid = |e: crate::azure::AzureError| ResolveError::Invalid(e.to_string());
     if let Some(sp) = &spec.service_principal {
         let (reference, certificate) = match (&sp.client_secret_ref, &sp.client_certificate_ref) {
@@ -179,14 +254,13 @@ pub async fn resolve_spec(
         } else {
             "client secret"
         };
-        return Ok(Resolved {
+        return Ok(limits(
             credential,
-            cloud,
-            description: format!(
+            format!(
                 "service principal {} ({kind} from Secret {home}/{})",
                 sp.client_id, reference.name
             ),
-        });
+        ));
     }
     if let Some(wi) = &spec.workload_identity {
         let source = Arc::new(ServiceAccountAssertion::new(
@@ -203,14 +277,13 @@ pub async fn resolve_spec(
             source,
         )
         .map_err(invalid)?;
-        return Ok(Resolved {
+        return Ok(limits(
             credential,
-            cloud,
-            description: format!(
+            format!(
                 "workload identity {} through ServiceAccount {home}/{}",
                 wi.client_id, wi.service_account_name
             ),
-        });
+        ));
     }
     if let Some(mi) = &spec.managed_identity {
         let selector = match (&mi.client_id, &mi.resource_id) {
@@ -228,11 +301,7 @@ pub async fn resolve_spec(
             selector,
         )
         .map_err(invalid)?;
-        return Ok(Resolved {
-            credential,
-            cloud,
-            description,
-        });
+        return Ok(limits(credential, description));
     }
     if spec.azure_cli.is_some() {
         let credential = Credential::azure_cli(
@@ -243,16 +312,25 @@ pub async fn resolve_spec(
             &azure.azure_cli,
         )
         .map_err(invalid)?;
-        return Ok(Resolved {
+        return Ok(limits(
             credential,
-            cloud,
-            description: format!(
+            format!(
                 "the Azure CLI ({}) of the operator's machine",
                 azure.azure_cli.display()
             ),
-        });
+        ));
     }
     Err(ResolveError::Invalid("no credential source is set".into()))
+}
+
+/// What a credential is resolved for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Acting for the object: the namespace must be admitted.
+    Act,
+    /// Removing what the operator made for it earlier (deletes only, of recorded objects that show
+    /// they are the operator's): also after the namespace was de-admitted.
+    Revoke,
 }
 
 /// Resolves what a namespaced object's `credentialRef` points to, enforcing who may use it.
@@ -260,6 +338,16 @@ pub async fn resolve_ref(
     ctx: &Context,
     namespace: &str,
     reference: &CredentialRef,
+) -> Result<Resolved, ResolveError> {
+    resolve_ref_for(ctx, namespace, reference, Purpose::Act).await
+}
+
+/// [`resolve_ref`] for a purpose.
+pub async fn resolve_ref_for(
+    ctx: &Context,
+    namespace: &str,
+    reference: &CredentialRef,
+    purpose: Purpose,
 ) -> Result<Resolved, ResolveError> {
     match reference.kind {
         CredentialKind::AzureCredential => {
@@ -273,6 +361,7 @@ pub async fn resolve_ref(
                     ))
                 })?;
             ensure_valid(&cred)?;
+            check_custom_hosts(&cred.spec.credential, &ctx.azure.allowed_custom_cloud_hosts)?;
             let identity = format!(
                 "AzureCredential/{namespace}/{}@{}",
                 reference.name,
@@ -290,25 +379,41 @@ pub async fn resolve_ref(
                         reference.name
                     ))
                 })?;
-            ensure_valid(&cred)?;
-            if !admits(ctx, &cred.spec.allowed_namespaces, namespace).await? {
+            // Admission first: a namespace that is not admitted learns nothing about the credential.
+            if purpose == Purpose::Act
+                && !admits(ctx, &cred.spec.allowed_namespaces, namespace).await?
+            {
                 return Err(ResolveError::Denied(format!(
                     "ClusterAzureCredential {} does not admit namespace {namespace}: add it to spec.allowedNamespaces.names or label the namespace to match spec.allowedNamespaces.selector",
                     reference.name
                 )));
             }
+            ensure_valid(&cred)?;
             let identity = format!(
                 "ClusterAzureCredential/{}@{}",
                 reference.name,
                 cred.meta().generation.unwrap_or_default()
             );
-            resolve_spec(
+            let ceiling = Ceiling::for_namespace(&cred.spec.allowed_scopes, namespace)
+                .map_err(|e| {
+                    ResolveError::Invalid(format!(
+                        "ClusterAzureCredential {}: spec.allowedScopes for namespace {namespace}: {e}",
+                        reference.name
+                    ))
+                })?;
+            let resolved = resolve_spec(
                 ctx,
                 &cred.spec.credential,
                 &ctx.azure.cluster_resource_namespace,
                 &identity,
             )
-            .await
+            .await?;
+            Ok(Resolved {
+                ceiling,
+                audiences: Audiences::new(cred.spec.allowed_audiences.as_deref()),
+                granted_by: format!("ClusterAzureCredential {}", reference.name),
+                ..resolved
+            })
         }
     }
 }
@@ -374,11 +479,18 @@ pub async fn prove(
     spec: &CredentialSpec,
     home: &str,
     identity: &str,
+    namespaced: bool,
 ) -> Result<super::Outcome, super::Error> {
     use super::Outcome;
     use std::time::Duration;
     const RESOLVED: &str = "CredentialResolved";
-    let resolved = match resolve_spec(ctx, spec, home, identity).await {
+    let resolving = async {
+        if namespaced {
+            check_custom_hosts(spec, &ctx.azure.allowed_custom_cloud_hosts)?;
+        }
+        resolve_spec(ctx, spec, home, identity).await
+    };
+    let resolved = match resolving.await {
         Ok(r) => r,
         Err(ResolveError::Kube(e)) => return Err(e.into()),
         Err(e) => {
@@ -428,6 +540,29 @@ pub async fn prove(
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    #[test]
+    fn custom_cloud_hosts_match_whole_labels() {
+        let allowed = vec!["azurestack.example".to_string(), "*.contoso.example".into()];
+        assert!(host_allowed("login.azurestack.example", &allowed));
+        assert!(host_allowed("azurestack.example", &allowed));
+        assert!(host_allowed("Management.Contoso.Example", &allowed));
+        assert!(!host_allowed("evilazurestack.example", &allowed));
+        assert!(!host_allowed("azurestack.example.evil", &allowed));
+        assert!(!host_allowed("anything", &[]));
+        let spec: CredentialSpec = serde_json::from_value(serde_json::json!({
+            "tenantId": "00000000-0000-0000-0000-000000000001", "cloud": "Custom",
+            "endpoints": {"authorityHost": "https://login.azurestack.example", "resourceManager": "https://arm.attacker.example"},
+            "servicePrincipal": {"clientId": "00000000-0000-0000-0000-000000000002", "clientSecretRef": {"name": "s", "key": "k"}},
+        }))
+        .unwrap();
+        let refused = check_custom_hosts(&spec, &allowed).unwrap_err().to_string();
+        assert!(
+            refused.starts_with("spec.endpoints.resourceManager: arm.attacker.example"),
+            "{refused}"
+        );
+        assert!(check_custom_hosts(&spec, &["example".into()]).is_ok());
+    }
 
     #[test]
     fn selectors_follow_kubernetes_semantics() {

@@ -14,8 +14,10 @@ use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::workspace::{self, arm_for, azure_failure};
-use super::{Context, Error, Outcome};
+use super::ledger::{self, Ledger, OWNER_TAG};
+use super::resolve::{self, azure_failure};
+use super::workspace;
+use super::{Cleanup, Context, Error, Outcome, Reconciled};
 use crate::api::*;
 use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
 use crate::azure::models::{self};
@@ -157,6 +159,7 @@ fn registration(
             ),
             protocol: Some("https".into()),
             service_data_access_auth_identity: None,
+            tags: Default::default(),
             extra: models::Extra::new(),
         },
     };
@@ -168,15 +171,54 @@ fn registration(
     (body, fingerprint)
 }
 
+/// The datastore's ARM path.
+fn datastore_path(ws: &WorkspaceSpec, spec: &DatastoreSpec) -> String {
+    format!("{}/datastores/{}", workspace::path(ws), spec.datastore_name)
+}
+
+/// The output Secrets of the object (removed when it may no longer act).
+fn outputs_of(ds: &Datastore) -> Vec<&str> {
+    ds.spec
+        .pod_access
+        .iter()
+        .map(|p| p.secret_name.as_str())
+        .collect()
+}
+
 /// The behaviour.
 pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> {
     let spec = &ds.spec;
     let namespace = ds.namespace().unwrap_or_default();
-    let (ws, arm, cloud, tenant) =
-        match workspace::referenced(ctx, &namespace, &spec.workspace_ref.name).await? {
-            Ok(found) => found,
-            Err(outcome) => return Ok(outcome),
-        };
+    let uid = ds.meta().uid.clone().unwrap_or_default();
+    let ws = match resolve::find_workspace(ctx, &namespace, &spec.workspace_ref.name).await? {
+        Ok(ws) => ws,
+        Err(outcome) => return Ok(outcome),
+    };
+    let reference = ws.spec.credential_ref.clone();
+    let signed = match resolve::sign_in(ctx, &namespace, &reference).await? {
+        Ok(s) => s,
+        Err(refused) => {
+            return ledger::refused(ctx, ds, &reference, &outputs_of(ds), refused).await;
+        }
+    };
+    let path = datastore_path(&ws.spec, spec);
+    let mut scope_ids = Vec::new();
+    if spec.register {
+        scope_ids.push((
+            format!("spec.datastoreName (in Workspace {})", ws.name_any()),
+            path.clone(),
+        ));
+    }
+    let identity_access = spec.pod_access.as_ref().and_then(|p| p.identity.as_ref());
+    let audiences =
+        identity_access.map(|_| ("spec.podAccess.identity".to_owned(), STORAGE_AUDIENCE));
+    if let Err(refused) = signed
+        .check(&scope_ids, &namespace)
+        .and_then(|()| signed.check_audiences(audiences))
+    {
+        return ledger::refused(ctx, ds, &reference, &outputs_of(ds), refused).await;
+    }
+    let (arm, cloud) = (&signed.arm, &signed.cloud);
     let credentials = spec.credentials.clone().unwrap_or(DatastoreCredentials {
         type_: DatastoreCredentialType::None,
         secret_ref: None,
@@ -197,17 +239,15 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
     };
     let uri = datastore_uri(&ws.spec, &spec.datastore_name);
     let status = ds.status.clone().unwrap_or_default();
-    let mut created = status.created_in_azure.unwrap_or(false);
     let mut registered = status.registered_credentials.clone();
+    let mut ledger = Ledger::of(ds);
 
-    // 1. Registration in the workspace.
+    // 1. Registration in the workspace: created when absent, kept only when it is this object's.
     let registration_cond = if spec.register {
-        let path = format!(
-            "{}/datastores/{}",
-            workspace::path(&ws.spec),
-            spec.datastore_name
-        );
-        let (body, fingerprint) = registration(spec, &credentials, secret.as_deref(), &cloud);
+        let (mut body, fingerprint) = registration(spec, &credentials, secret.as_deref(), cloud);
+        body.properties
+            .tags
+            .insert(OWNER_TAG.to_owned(), uid.clone());
         let current = match arm.get::<models::Datastore>(&path, MACHINE_LEARNING).await {
             Ok(c) => c,
             Err(e) => {
@@ -217,7 +257,21 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
                 ));
             }
         };
+        let entry = AzureResource::new(AzureResourceKind::Datastore, &path);
+        if let Some(current) = &current
+            && current.properties.tags.get(OWNER_TAG) != Some(&uid)
+        {
+            return Ok(Outcome::not_ready(
+                "AzureTargetConflict",
+                format!(
+                    "datastore {} already exists in workspace {} and was not registered by this object: choose another spec.datastoreName",
+                    spec.datastore_name, ws.spec.workspace_name
+                ),
+            )
+            .condition("CredentialResolved", true, "Resolved", "signed in"));
+        }
         if current.is_none() || registered.as_deref() != Some(fingerprint.as_str()) {
+            ledger.record(ctx, ds, &[entry]).await?;
             if let Err(e) = arm
                 .put::<_, models::Datastore>(&path, MACHINE_LEARNING, &body)
                 .await
@@ -228,8 +282,9 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
                 )
                 .condition("Registered", false, e.reason(), e.to_string()));
             }
-            created |= current.is_none();
             registered = Some(fingerprint);
+        } else {
+            ledger.want(entry);
         }
         (
             "Registered",
@@ -241,15 +296,19 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
             ),
         )
     } else {
+        registered = None;
         (
             "Registered",
             true,
             "NotRequested",
-            "register is false".to_owned(),
+            "spec.register is false".to_owned(),
         )
     };
+    // A registration the spec no longer asks for (renamed, or register turned off) goes.
+    let left = ledger.revoke(ctx, ds, arm, &ledger.stale()).await?;
     let base = |o: Outcome| {
-        o.condition("CredentialResolved", true, "Resolved", "signed in")
+        super::compute_identity::revocation_pending(o, &left)
+            .condition("CredentialResolved", true, "Resolved", "signed in")
             .condition(
                 registration_cond.0,
                 registration_cond.1,
@@ -257,8 +316,8 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
                 registration_cond.3.clone(),
             )
             .field("uri", uri.clone())
-            .field("createdInAzure", created)
             .field("registeredCredentials", json!(registered))
+            .field("azureResources", ledger.field())
     };
     let Some(access) = &spec.pod_access else {
         return Ok(base(
@@ -293,7 +352,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
         .and_then(Expiry::read)
         .map_or(i64::MIN, |e| e.issued);
     let container = container_of(spec).unwrap_or_default().to_owned();
-    let url = account_url(ctx, spec, &cloud);
+    let url = account_url(ctx, spec, cloud);
     let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
     let text = |v: &str| ByteString(v.as_bytes().to_vec());
     data.insert(
@@ -351,10 +410,9 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
             .ok_or_else(|| AzureError::Credential("podAccess needs sas or identity".into()))?;
         let token = identity_token(
             ctx,
+            &signed,
             &namespace,
             &identity.compute_identity_ref.name,
-            &tenant,
-            &cloud,
             issued_after,
         )
         .await?;
@@ -435,15 +493,19 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
     ))
 }
 
-/// A storage token minted as a ComputeIdentity (through its federated ServiceAccount).
+/// The storage audience of identity-based access.
+const STORAGE_AUDIENCE: &str = "https://storage.azure.com";
+
+/// A storage token minted as a ComputeIdentity (through its federated ServiceAccount), whose
+/// identity must lie within the scopes of the Datastore's credential.
 async fn identity_token(
     ctx: &Context,
+    signed: &resolve::Signed,
     namespace: &str,
     name: &str,
-    tenant: &str,
-    cloud: &Cloud,
     issued_after: i64,
 ) -> Result<crate::azure::Token, AzureError> {
+    let (tenant, cloud) = (&signed.tenant, &signed.cloud);
     let ci = Api::<ComputeIdentity>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
         .await
@@ -451,6 +513,14 @@ async fn identity_token(
         .ok_or_else(|| {
             AzureError::Credential(format!("ComputeIdentity {namespace}/{name} does not exist"))
         })?;
+    if let Some(id) = ci.spec.identity.user_assigned_identities.first()
+        && !signed.ceiling.admits(id)
+    {
+        return Err(AzureError::OutOfScope(format!(
+            "spec.podAccess.identity: the identity {id} of ComputeIdentity {name} is outside what {} allows for namespace {namespace} ({})",
+            signed.granted_by, signed.ceiling
+        )));
+    }
     let client_id = ci
         .status
         .as_ref()
@@ -483,7 +553,7 @@ async fn identity_token(
     )?;
     ctx.azure
         .tokens
-        .get_newer_than(&credential, "https://storage.azure.com", issued_after)
+        .get_newer_than(&credential, STORAGE_AUDIENCE, issued_after)
         .await
 }
 
@@ -510,34 +580,20 @@ fn failed(previous_attempts: Option<i64>, error: &AzureError) -> Outcome {
     )
 }
 
-/// Cleanup on delete: a registration the operator created is removed.
-pub async fn cleanup(ds: &Datastore, ctx: &Context) -> Result<(), Error> {
-    if !ds
-        .status
-        .as_ref()
-        .and_then(|s| s.created_in_azure)
-        .unwrap_or(false)
-    {
-        return Ok(());
+/// Cleanup on delete: the registration this object made, from the record.
+pub async fn cleanup(ds: &Datastore, ctx: &Context) -> Result<Cleanup, Error> {
+    if ds.record().is_empty() {
+        return Ok(Cleanup::Done);
     }
     let namespace = ds.namespace().unwrap_or_default();
-    let Some(ws) = Api::<Workspace>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&ds.spec.workspace_ref.name)
-        .await?
-    else {
-        return Ok(());
+    let ws = match resolve::find_workspace(ctx, &namespace, &ds.spec.workspace_ref.name).await? {
+        Ok(ws) => ws,
+        Err(_) => {
+            return Err(Error::Azure(format!(
+                "Workspace {namespace}/{} is gone: no credential to remove the registration",
+                ds.spec.workspace_ref.name
+            )));
+        }
     };
-    let Ok((arm, _, _)) = arm_for(ctx, &namespace, &ws.spec.credential_ref).await? else {
-        tracing::warn!(datastore = %ds.name_any(), "no usable credential; releasing without removing the registration");
-        return Ok(());
-    };
-    let path = format!(
-        "{}/datastores/{}",
-        workspace::path(&ws.spec),
-        ds.spec.datastore_name
-    );
-    match arm.delete(&path, MACHINE_LEARNING).await {
-        Err(e) if e.is_transient() => Err(Error::Azure(e.to_string())),
-        _ => Ok(()),
-    }
+    ledger::revoke_all(ctx, ds, &namespace, &ws.spec.credential_ref).await
 }

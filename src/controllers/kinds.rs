@@ -5,7 +5,7 @@ use futures::future::BoxFuture;
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::{
-    Context, Error, Outcome, Reconciled, compute_identity, credentials, datastore,
+    Cleanup, Context, Error, Outcome, Reconciled, compute_identity, credentials, datastore, in_use,
     registry_connection, workspace,
 };
 use crate::api::*;
@@ -58,7 +58,46 @@ impl Reconciled for AzureCredential {
                 self.name_any(),
                 self.meta().generation.unwrap_or_default()
             );
-            credentials::prove(ctx, &self.spec.credential, &namespace, &identity).await
+            let outcome =
+                credentials::prove(ctx, &self.spec.credential, &namespace, &identity, true).await?;
+            // Its Secrets outlive a namespace deletion until dependents have cleaned up.
+            let wanted: Vec<String> = credential_secrets(&self.spec.credential, &namespace)
+                .into_iter()
+                .map(|(_, name)| name)
+                .collect();
+            let guarded = self
+                .status
+                .as_ref()
+                .map(|s| s.guarded_secrets.clone())
+                .unwrap_or_default();
+            let released: Vec<String> = guarded
+                .into_iter()
+                .filter(|g| !wanted.contains(g))
+                .collect();
+            in_use::guard_secrets(ctx, &namespace, &released, true).await?;
+            in_use::guard_secrets(ctx, &namespace, &wanted, false).await?;
+            Ok(outcome.field("guardedSecrets", serde_json::json!(wanted)))
+        })
+    }
+    fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Cleanup, Error>> {
+        Box::pin(async move {
+            let namespace = self.namespace().unwrap_or_default();
+            let waiting =
+                in_use::dependents(ctx, Some(&namespace), "AzureCredential", &self.name_any())
+                    .await?;
+            if !waiting.is_empty() {
+                return Ok(Cleanup::Waiting(format!(
+                    "waiting for {} to finish their cleanup",
+                    waiting.join(", ")
+                )));
+            }
+            let mut all: Vec<String> = credential_secrets(&self.spec.credential, &namespace)
+                .into_iter()
+                .map(|(_, name)| name)
+                .collect();
+            all.extend(self.status.iter().flat_map(|s| s.guarded_secrets.clone()));
+            in_use::guard_secrets(ctx, &namespace, &all, true).await?;
+            Ok(Cleanup::Done)
         })
     }
 }
@@ -74,6 +113,20 @@ impl Reconciled for ClusterAzureCredential {
     fn secrets(&self, cluster_namespace: &str) -> Vec<(String, String)> {
         credential_secrets(&self.spec.credential, cluster_namespace)
     }
+    fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Cleanup, Error>> {
+        Box::pin(async move {
+            let waiting =
+                in_use::dependents(ctx, None, "ClusterAzureCredential", &self.name_any()).await?;
+            Ok(if waiting.is_empty() {
+                Cleanup::Done
+            } else {
+                Cleanup::Waiting(format!(
+                    "waiting for {} to finish their cleanup",
+                    waiting.join(", ")
+                ))
+            })
+        })
+    }
     fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(async move {
             let identity = format!(
@@ -86,6 +139,7 @@ impl Reconciled for ClusterAzureCredential {
                 &self.spec.credential,
                 &ctx.azure.cluster_resource_namespace,
                 &identity,
+                false,
             )
             .await
         })
@@ -107,7 +161,13 @@ impl Reconciled for Workspace {
     fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(workspace::reconcile(self, ctx))
     }
-    fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
+    fn record(&self) -> &[AzureResource] {
+        self.status
+            .as_ref()
+            .map(|s| s.azure_resources.as_slice())
+            .unwrap_or_default()
+    }
+    fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Cleanup, Error>> {
         Box::pin(workspace::cleanup(self, ctx))
     }
 }
@@ -124,7 +184,13 @@ impl Reconciled for ComputeIdentity {
     fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(compute_identity::reconcile(self, ctx))
     }
-    fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
+    fn record(&self) -> &[AzureResource] {
+        self.status
+            .as_ref()
+            .map(|s| s.azure_resources.as_slice())
+            .unwrap_or_default()
+    }
+    fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Cleanup, Error>> {
         Box::pin(compute_identity::cleanup(self, ctx))
     }
 }
@@ -150,7 +216,13 @@ impl Reconciled for Datastore {
     fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(datastore::reconcile(self, ctx))
     }
-    fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
+    fn record(&self) -> &[AzureResource] {
+        self.status
+            .as_ref()
+            .map(|s| s.azure_resources.as_slice())
+            .unwrap_or_default()
+    }
+    fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Cleanup, Error>> {
         Box::pin(datastore::cleanup(self, ctx))
     }
 }
@@ -185,7 +257,13 @@ impl Reconciled for RegistryConnection {
     fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(registry_connection::reconcile(self, ctx))
     }
-    fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
+    fn record(&self) -> &[AzureResource] {
+        self.status
+            .as_ref()
+            .map(|s| s.azure_resources.as_slice())
+            .unwrap_or_default()
+    }
+    fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Cleanup, Error>> {
         Box::pin(registry_connection::cleanup(self, ctx))
     }
 }

@@ -5,8 +5,11 @@ pub mod compute_identity;
 mod conditions;
 pub mod credentials;
 pub mod datastore;
+mod in_use;
 mod kinds;
+pub mod ledger;
 pub mod registry_connection;
+pub mod resolve;
 pub mod workspace;
 
 use std::fmt::Debug;
@@ -25,7 +28,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{HasCommonStatus, Validate, Violation};
+use crate::api::{AzureResource, HasCommonStatus, Validate, Violation};
 use crate::azure::arm::Budget;
 use crate::azure::{TokenCache, Transport};
 use crate::metrics::{ErrorLabels, Metrics};
@@ -54,6 +57,8 @@ pub struct AzureSettings {
     pub blob_url_template: Option<String>,
     /// The Azure CLI program for `azureCli` credentials.
     pub azure_cli: std::path::PathBuf,
+    /// Hosts (and their subdomains) a namespaced credential's `Custom` cloud may name.
+    pub allowed_custom_cloud_hosts: Vec<String>,
 }
 
 impl AzureSettings {
@@ -83,6 +88,7 @@ impl AzureSettings {
             budget: Arc::new(Budget::default()),
             blob_url_template: None,
             azure_cli: "az".into(),
+            allowed_custom_cloud_hosts: Vec::new(),
         }
     }
 }
@@ -97,6 +103,11 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// How Azure is reached.
     pub azure: AzureSettings,
+    /// The namespace this instance watches (`None`: all), where holders and dependents are looked
+    /// up.
+    pub watch_namespace: Option<String>,
+    /// Failed cleanup attempts after which a deleted object is let go (with a Warning Event).
+    pub cleanup_attempts: i64,
     issuer: tokio::sync::OnceCell<String>,
 }
 
@@ -117,6 +128,8 @@ impl Context {
             client,
             metrics,
             azure,
+            watch_namespace: None,
+            cleanup_attempts: 8,
             issuer: Default::default(),
         }
     }
@@ -165,6 +178,15 @@ impl Error {
     }
 }
 
+/// Where an object's cleanup stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Nothing is left to do: the finalizer may go.
+    Done,
+    /// Others must finish first (dependents still cleaning up); why, for the log.
+    Waiting(String),
+}
+
 /// What the shared reconciler needs from a kind.
 pub trait Reconciled:
     Resource<DynamicType = ()>
@@ -193,18 +215,16 @@ pub trait Reconciled:
     fn references(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
+    /// What the operator made or holds in Azure for this object (`status.azureResources`).
+    fn record(&self) -> &[AzureResource] {
+        &[]
+    }
     /// Removes what the operator created in Azure before the finalizer goes.
-    fn cleanup<'a>(&'a self, _ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async { Ok(()) })
+    fn cleanup<'a>(&'a self, _ctx: &'a Context) -> BoxFuture<'a, Result<Cleanup, Error>> {
+        Box::pin(async { Ok(Cleanup::Done) })
     }
-    /// The kind's behaviour for a valid spec. Until a kind's behaviour lands, it says so honestly.
-    fn behaviour<'a>(&'a self, _ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
-        let message = format!(
-            "the spec is valid; reconciling {} against Azure is not implemented in this version",
-            Self::kind(&())
-        );
-        Box::pin(async move { Ok(Outcome::not_ready("NotImplemented", message)) })
-    }
+    /// The kind's behaviour for a valid spec.
+    fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>>;
 }
 
 /// Reconciles one object: the shape every kind shares.
@@ -214,14 +234,52 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
     let api = K::api(ctx.client.clone(), obj.namespace().as_deref());
 
     if obj.meta().deletion_timestamp.is_some() {
-        if obj.finalizers().iter().any(|f| f == FINALIZER) {
-            obj.cleanup(&ctx).await?;
-            ctx.metrics
-                .expiry
-                .remove(&Metrics::object(&kind, obj.namespace(), obj.name_any()));
-            remove_finalizer(&api, &*obj).await?;
-            tracing::info!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), "finalizer removed");
+        if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(Action::await_change());
         }
+        match obj.cleanup(&ctx).await {
+            Ok(Cleanup::Done) => {}
+            Ok(Cleanup::Waiting(why)) => {
+                tracing::debug!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), %why, "cleanup waits");
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
+            Err(e) => {
+                let failures = obj
+                    .status()
+                    .and_then(|s| s.common().cleanup_failures)
+                    .unwrap_or(0)
+                    .clamp(0, i64::from(u16::MAX))
+                    + 1;
+                if failures < ctx.cleanup_attempts {
+                    tracing::warn!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), failures, error = %e, "cleanup failed; retrying");
+                    api.patch_status(
+                        &obj.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(serde_json::json!({"status": {"cleanupFailures": failures}})),
+                    )
+                    .await?;
+                    let backoff = 5u64.saturating_mul(1 << (failures - 1).min(6)).min(300);
+                    return Ok(Action::requeue(Duration::from_secs(backoff)));
+                }
+                // Never block deletion forever: let go, and say loudly what may be left.
+                let note = format!(
+                    "released after {failures} failed cleanup attempts; what it made in Azure may be left: {e}"
+                );
+                tracing::warn!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), %note, "cleanup abandoned");
+                publish(&ctx, &*obj, EventType::Warning, "CleanupAbandoned", &note).await;
+                ctx.metrics
+                    .cleanup_abandoned
+                    .get_or_create(&crate::metrics::KindLabels {
+                        kind: kind.to_string(),
+                    })
+                    .inc();
+            }
+        }
+        ctx.metrics
+            .expiry
+            .remove(&Metrics::object(&kind, obj.namespace(), obj.name_any()));
+        remove_finalizer(&api, &*obj).await?;
+        tracing::info!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), "finalizer removed");
         return Ok(Action::await_change());
     }
 

@@ -16,10 +16,13 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::credentials::{self, ResolveError};
-use super::workspace::{self, azure_failure, credential_failure, ensure_role};
-use super::{Context, Error, Outcome};
+use super::ledger::{self, Ledger, OWNER_TAG};
+use super::resolve::{self, Signed, azure_failure};
+use super::workspace;
+use super::{Cleanup, Context, Error, Outcome, Reconciled};
 use crate::api::*;
 use crate::azure::arm::ArmClient;
+use crate::azure::authorization::{Grant, roles};
 use crate::azure::models::ml_api_versions::{CONTAINER_REGISTRY, MACHINE_LEARNING};
 use crate::azure::models::{self, api_versions};
 use crate::azure::{AzureError, Cloud, Credential, acr};
@@ -27,8 +30,6 @@ use crate::outputs::{self, Expiry};
 use crate::renewal::{self, Policy};
 use crate::workload_identity::ServiceAccountAssertion;
 
-const ACR_PULL: &str = "7f951dda-4ed3-4680-a7ca-43fe172d538d";
-const MANAGED_IDENTITY_OPERATOR: &str = "f1a07417-d97a-45cb-824c-7a7467783830";
 /// Admin passwords do not expire; the operator looks at them again this often.
 const ADMIN_RECHECK: i64 = 3600;
 
@@ -38,6 +39,74 @@ struct Puller {
     client_id: Option<String>,
     resource_id: Option<String>,
     principal_id: Option<String>,
+}
+
+/// Metadata key on a workspace connection: a hash of what it was written with, so an unchanged
+/// connection is never written again.
+const SPEC_HASH: &str = "aml-identity-operator-spec";
+
+/// A workspace connection's ARM path.
+fn connection_path(ws: &WorkspaceSpec, name: &str) -> String {
+    format!("{}/connections/{name}", workspace::path(ws))
+}
+
+/// The output Secrets of the object (removed when it may no longer act).
+fn outputs_of(rc: &RegistryConnection) -> Vec<&str> {
+    vec![rc.spec.target.secret_name.as_str()]
+}
+
+/// Every ARM id the spec names, with its field.
+fn scope_ids(rc: &RegistryConnection, workspace: Option<&Workspace>) -> Vec<(String, String)> {
+    let spec = &rc.spec;
+    let mut out = vec![(
+        "spec.registry.resourceId".to_owned(),
+        spec.registry.resource_id.clone(),
+    )];
+    if let Some(id) = spec
+        .auth
+        .managed_identity
+        .as_ref()
+        .and_then(|m| m.resource_id.as_ref())
+    {
+        out.push(("spec.auth.managedIdentity.resourceId".into(), id.clone()));
+    }
+    if let (Some(c), Some(ws)) = (&spec.workspace_connection, workspace) {
+        out.push((
+            format!(
+                "spec.workspaceConnection.name (in Workspace {})",
+                ws.name_any()
+            ),
+            connection_path(&ws.spec, &c.name),
+        ));
+    }
+    out
+}
+
+/// The login server must be the named registry's own (`<name>.<registry suffix>` of the
+/// credential's cloud): the identity's token is sent there.
+fn login_server_matches(registry: &Registry, cloud: &Cloud) -> Result<(), Outcome> {
+    let name = registry
+        .resource_id
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let expected = format!("{name}.{}", cloud.container_registry_suffix);
+    if registry.login_server.eq_ignore_ascii_case(&expected) {
+        return Ok(());
+    }
+    let message = format!(
+        "spec.registry.loginServer: {} is not the login server of registry {} (expected {expected}); nothing was requested in Azure for it",
+        registry.login_server, registry.resource_id
+    );
+    Err(
+        Outcome::not_ready(resolve::OUT_OF_SCOPE, message.clone()).condition(
+            "CredentialResolved",
+            true,
+            resolve::OUT_OF_SCOPE,
+            message,
+        ),
+    )
 }
 
 /// The behaviour.
@@ -70,34 +139,32 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
             ));
         }
     };
-    let resolved = match credentials::resolve_ref(ctx, &namespace, &reference).await {
-        Ok(r) => r,
-        Err(e) => return credential_failure(e),
+    let signed = match resolve::sign_in(ctx, &namespace, &reference).await? {
+        Ok(s) => s,
+        Err(refused) => {
+            return ledger::refused(ctx, rc, &reference, &outputs_of(rc), refused).await;
+        }
     };
-    let http = match ctx.azure.transport.client() {
-        Ok(h) => h,
-        Err(e) => return Ok(azure_failure(&e, "Azure transport")),
-    };
-    let tenant = resolved.credential.tenant_id().to_owned();
-    let cloud = resolved.cloud.clone();
-    let arm = ArmClient::new(
-        http.clone(),
-        &cloud.resource_manager,
-        resolved.credential,
-        ctx.azure.tokens.clone(),
-        ctx.azure.budget.clone(),
-    )
-    .observed(ctx.azure.transport.observer.clone());
+    if let Err(refused) = login_server_matches(&spec.registry, &signed.cloud)
+        .and_then(|()| signed.check(&scope_ids(rc, workspace.as_ref()), &namespace))
+    {
+        return ledger::refused(ctx, rc, &reference, &outputs_of(rc), refused).await;
+    }
+    let (arm, tenant, http) = (&signed.arm, &signed.tenant, &signed.http);
+    let mut ledger = Ledger::of(rc);
+    let uid = rc.meta().uid.clone().unwrap_or_default();
 
-    let puller = match puller(ctx, rc, &namespace, &tenant, &cloud, &arm).await? {
+    let puller = match puller(ctx, rc, &namespace, &signed).await? {
         Ok(p) => p,
-        Err(outcome) => return Ok(outcome),
+        Err(outcome) => {
+            return ledger::refused(ctx, rc, &reference, &outputs_of(rc), outcome).await;
+        }
     };
 
     // Grants: AcrPull for the puller; Managed Identity Operator for the workspace identity on it.
-    let grants = spec.grants.clone().unwrap_or_default();
-    let mut granted = 0;
-    if grants.acr_pull {
+    let grant_spec = spec.grants.clone().unwrap_or_default();
+    let mut grants = Vec::new();
+    if grant_spec.acr_pull {
         let Some(principal) = &puller.principal_id else {
             return Ok(Outcome::not_ready(
                 "PrincipalUnknown",
@@ -105,37 +172,23 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
             )
             .requeue(Duration::from_secs(60)));
         };
-        if let Err(e) = ensure_role(&arm, &spec.registry.resource_id, ACR_PULL, principal).await {
-            return Ok(azure_failure(&e, "granting AcrPull").condition(
-                "PermissionsVerified",
-                false,
-                e.reason(),
-                e.to_string(),
-            ));
-        }
-        granted += 1;
+        grants.push(Grant::new(
+            &spec.registry.resource_id,
+            roles::ACR_PULL,
+            principal,
+        ));
     }
-    if grants.managed_identity_operator {
-        let workspace_principal = match workspace_principal(workspace.as_ref(), &arm).await {
+    if grant_spec.managed_identity_operator {
+        let workspace_principal = match workspace_principal(workspace.as_ref(), arm).await {
             Ok(p) => p,
             Err(e) => return Ok(azure_failure(&e, "reading the workspace identity")),
         };
         match (workspace_principal, &puller.resource_id) {
-            (Some(principal), Some(identity)) => {
-                if let Err(e) =
-                    ensure_role(&arm, identity, MANAGED_IDENTITY_OPERATOR, &principal).await
-                {
-                    return Ok(
-                        azure_failure(&e, "granting Managed Identity Operator").condition(
-                            "PermissionsVerified",
-                            false,
-                            e.reason(),
-                            e.to_string(),
-                        ),
-                    );
-                }
-                granted += 1;
-            }
+            (Some(principal), Some(identity)) => grants.push(Grant::new(
+                identity,
+                roles::MANAGED_IDENTITY_OPERATOR,
+                principal,
+            )),
             _ => {
                 return Ok(Outcome::not_ready(
                     "WorkspaceIdentityUnknown",
@@ -145,6 +198,17 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
             }
         }
     }
+    if let Err(e) = ledger.ensure_grants(ctx, rc, arm, &grants).await? {
+        return Ok(
+            azure_failure(&e, "granting the pulling identity its roles").condition(
+                "PermissionsVerified",
+                false,
+                e.reason(),
+                e.to_string(),
+            ),
+        );
+    }
+    let granted = grants.len();
 
     // The workspace connection.
     let connection = match (&spec.workspace_connection, &workspace) {
@@ -157,19 +221,53 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
                 )
                 .requeue(Duration::from_secs(60)));
             };
-            let path = format!("{}/connections/{}", workspace::path(&ws.spec), c.name);
+            let path = connection_path(&ws.spec, &c.name);
+            let fingerprint = outputs::fingerprint(&format!(
+                "{}|{client_id}|{resource_id}",
+                spec.registry.login_server
+            ));
             let body = json!({"properties": {
                 "category": "ContainerRegistry", "target": spec.registry.login_server, "authType": "ManagedIdentity",
                 "credentials": {"clientId": client_id, "resourceId": resource_id},
+                "metadata": {OWNER_TAG: uid, SPEC_HASH: fingerprint},
             }});
-            if let Err(e) = arm
-                .put::<_, models::WorkspaceConnection>(&path, MACHINE_LEARNING, &body)
+            let current = match arm
+                .get::<models::WorkspaceConnection>(&path, MACHINE_LEARNING)
                 .await
             {
-                return Ok(azure_failure(
-                    &e,
-                    &format!("writing workspace connection {}", c.name),
-                ));
+                Ok(c) => c,
+                Err(e) => {
+                    return Ok(azure_failure(
+                        &e,
+                        &format!("reading workspace connection {}", c.name),
+                    ));
+                }
+            };
+            let metadata = current.as_ref().map(|c| &c.properties.metadata);
+            if metadata.is_some_and(|m| m.get(OWNER_TAG) != Some(&uid)) {
+                return Ok(Outcome::not_ready(
+                    "AzureTargetConflict",
+                    format!(
+                        "workspace connection {} already exists in workspace {} and was not made by this object: choose another spec.workspaceConnection.name",
+                        c.name, ws.spec.workspace_name
+                    ),
+                )
+                .condition("CredentialResolved", true, "Resolved", "signed in"));
+            }
+            let entry = AzureResource::new(AzureResourceKind::WorkspaceConnection, &path);
+            if metadata.is_some_and(|m| m.get(SPEC_HASH) == Some(&fingerprint)) {
+                ledger.want(entry);
+            } else {
+                ledger.record(ctx, rc, &[entry]).await?;
+                if let Err(e) = arm
+                    .put::<_, models::WorkspaceConnection>(&path, MACHINE_LEARNING, &body)
+                    .await
+                {
+                    return Ok(azure_failure(
+                        &e,
+                        &format!("writing workspace connection {}", c.name),
+                    ));
+                }
             }
             Some(c.name.clone())
         }
@@ -199,10 +297,15 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
                     }),
             )
     };
-    match pull_secret(ctx, rc, &namespace, &tenant, &puller, &arm, &http).await? {
-        Ok(outcome) => Ok(conditions(outcome)),
-        Err(outcome) => Ok(conditions(outcome)),
-    }
+    // What the spec no longer asks for: grants, a renamed or dropped connection.
+    let left = ledger.revoke(ctx, rc, arm, &ledger.stale()).await?;
+    let outcome = match pull_secret(ctx, rc, &namespace, tenant, &puller, arm, http).await? {
+        Ok(outcome) | Err(outcome) => outcome,
+    };
+    Ok(
+        super::compute_identity::revocation_pending(conditions(outcome), &left)
+            .field("azureResources", ledger.field()),
+    )
 }
 
 /// The workspace identity that image builds run as: its system-assigned principal, or else its
@@ -236,10 +339,9 @@ async fn puller(
     ctx: &Context,
     rc: &RegistryConnection,
     namespace: &str,
-    tenant: &str,
-    cloud: &Cloud,
-    arm: &ArmClient,
+    signed: &Signed,
 ) -> Result<Result<Puller, Outcome>, Error> {
+    let (tenant, cloud, arm) = (&signed.tenant, &signed.cloud, &signed.arm);
     let auth = &rc.spec.auth;
     match auth.type_ {
         RegistryAuthType::AdminUser => Ok(Ok(Puller {
@@ -314,6 +416,17 @@ async fn puller(
                     )
                     .requeue(Duration::from_secs(30))));
                 };
+                // The identity the ComputeIdentity uses must lie within this object's scopes too.
+                let identity = ci.spec.identity.user_assigned_identities.first().cloned();
+                if let Some(id) = &identity {
+                    let field = format!(
+                        "spec.auth.managedIdentity.computeIdentityRef (the identity of ComputeIdentity {})",
+                        reference.name
+                    );
+                    if let Err(refused) = signed.check(&[(field, id.clone())], namespace) {
+                        return Ok(Err(refused));
+                    }
+                }
                 let account = ci
                     .spec
                     .federation
@@ -343,7 +456,7 @@ async fn puller(
                 return Ok(Ok(Puller {
                     credential,
                     client_id: Some(client_id),
-                    resource_id: ci.spec.identity.user_assigned_identities.first().cloned(),
+                    resource_id: identity,
                     principal_id: Some(principal_id),
                 }));
             }
@@ -507,7 +620,13 @@ async fn pull_secret(
         (expires, renewal, Some(note))
     };
 
-    // Attach the Secret to the named ServiceAccounts (added once; never removes others' entries).
+    // Attach the Secret to the named ServiceAccounts: each entry recorded before it is added, so
+    // only entries this object added are ever taken away again.
+    let mut added = rc
+        .status
+        .as_ref()
+        .map(|s| s.image_pull_secrets_added.clone())
+        .unwrap_or_default();
     let accounts = Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace);
     for name in &spec.target.service_accounts {
         let Some(sa) = accounts.get_opt(name).await? else {
@@ -519,6 +638,14 @@ async fn pull_secret(
         };
         let mut pulls = sa.image_pull_secrets.clone().unwrap_or_default();
         if !pulls.iter().any(|p| p.name == spec.target.secret_name) {
+            let entry = ImagePullSecretAdded {
+                service_account: name.clone(),
+                secret_name: spec.target.secret_name.clone(),
+            };
+            if !added.contains(&entry) {
+                added.push(entry);
+                record_pull_secrets(ctx, rc, &added).await?;
+            }
             pulls.push(k8s_openapi::api::core::v1::LocalObjectReference {
                 name: spec.target.secret_name.clone(),
             });
@@ -533,6 +660,17 @@ async fn pull_secret(
                 .await?;
         }
     }
+    // Entries added earlier that the spec no longer asks for (a dropped ServiceAccount, a renamed
+    // Secret) are taken away again.
+    let wanted = |e: &ImagePullSecretAdded| {
+        e.secret_name == spec.target.secret_name
+            && spec.target.service_accounts.contains(&e.service_account)
+    };
+    let stale: Vec<ImagePullSecretAdded> = added.iter().filter(|e| !wanted(e)).cloned().collect();
+    for entry in &stale {
+        detach(&accounts, entry).await?;
+    }
+    added.retain(wanted);
     let message = format!(
         "Secret {} lets pods pull from {} until {}",
         spec.target.secret_name,
@@ -544,6 +682,7 @@ async fn pull_secret(
         .field("expiresAt", renewal::rfc3339(expires))
         .field("renewalTime", renewal::rfc3339(renewal))
         .failures_cleared()
+        .field("imagePullSecretsAdded", json!(added))
         .requeue(Duration::from_secs((renewal - now).max(1) as u64));
     if let Some(note) = note {
         outcome = outcome.event("TokenIssued", note);
@@ -560,59 +699,71 @@ fn failed(previous_attempts: Option<i64>, error: &AzureError) -> Outcome {
     )
 }
 
-/// Cleanup on delete: the ServiceAccounts' references to the pull Secret and the workspace
-/// connection this object made.
-pub async fn cleanup(rc: &RegistryConnection, ctx: &Context) -> Result<(), Error> {
-    let namespace = rc.namespace().unwrap_or_default();
-    // The pull Secret goes with its owner; so do the references the operator added to it.
-    let accounts = Api::<ServiceAccount>::namespaced(ctx.client.clone(), &namespace);
-    for name in &rc.spec.target.service_accounts {
-        if let Some(sa) = accounts.get_opt(name).await? {
-            let pulls = sa.image_pull_secrets.clone().unwrap_or_default();
-            let kept: Vec<_> = pulls
-                .iter()
-                .filter(|p| p.name != rc.spec.target.secret_name)
-                .cloned()
-                .collect();
-            if kept.len() != pulls.len() {
-                accounts
-                    .patch(
-                        name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"metadata": {"resourceVersion": sa.resource_version()}, "imagePullSecrets": kept})),
-                    )
-                    .await?;
-            }
-        }
-    }
-    let Some(workspace_ref) = &rc.spec.workspace_ref else {
+/// Writes the record of `imagePullSecrets` entries now, before the next one is added.
+async fn record_pull_secrets(
+    ctx: &Context,
+    rc: &RegistryConnection,
+    added: &[ImagePullSecretAdded],
+) -> Result<(), Error> {
+    let api = Api::<RegistryConnection>::namespaced(
+        ctx.client.clone(),
+        &rc.namespace().unwrap_or_default(),
+    );
+    api.patch_status(
+        &rc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"imagePullSecretsAdded": added}})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Takes one entry this object added out of a ServiceAccount's `imagePullSecrets`.
+async fn detach(accounts: &Api<ServiceAccount>, entry: &ImagePullSecretAdded) -> Result<(), Error> {
+    let Some(sa) = accounts.get_opt(&entry.service_account).await? else {
         return Ok(());
     };
-    let Some(ws) = Api::<Workspace>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&workspace_ref.name)
-        .await?
-    else {
-        return Ok(());
-    };
-    let reference = rc
-        .spec
-        .credential_ref
-        .clone()
-        .unwrap_or_else(|| ws.spec.credential_ref.clone());
-    let Ok((arm, _, _)) = workspace::arm_for(ctx, &namespace, &reference).await? else {
-        tracing::warn!(registry_connection = %rc.name_any(), "no usable credential; releasing without cleaning up in Azure");
-        return Ok(());
-    };
-    if let Some(c) = &rc.spec.workspace_connection
-        && let Err(e) = arm
-            .delete(
-                &format!("{}/connections/{}", workspace::path(&ws.spec), c.name),
-                MACHINE_LEARNING,
+    let pulls = sa.image_pull_secrets.clone().unwrap_or_default();
+    let kept: Vec<_> = pulls
+        .iter()
+        .filter(|p| p.name != entry.secret_name)
+        .cloned()
+        .collect();
+    if kept.len() != pulls.len() {
+        accounts
+            .patch(
+                &entry.service_account,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"resourceVersion": sa.resource_version()}, "imagePullSecrets": kept})),
             )
-            .await
-        && e.is_transient()
-    {
-        return Err(Error::Azure(e.to_string()));
+            .await?;
     }
     Ok(())
+}
+
+/// Cleanup on delete: the `imagePullSecrets` entries this object added, then what it made in
+/// Azure (grants, the workspace connection), from the record.
+pub async fn cleanup(rc: &RegistryConnection, ctx: &Context) -> Result<Cleanup, Error> {
+    let namespace = rc.namespace().unwrap_or_default();
+    let accounts = Api::<ServiceAccount>::namespaced(ctx.client.clone(), &namespace);
+    for entry in rc.status.iter().flat_map(|s| &s.image_pull_secrets_added) {
+        detach(&accounts, entry).await?;
+    }
+    if rc.record().is_empty() {
+        return Ok(Cleanup::Done);
+    }
+    let reference = match (&rc.spec.credential_ref, &rc.spec.workspace_ref) {
+        (Some(r), _) => r.clone(),
+        (None, Some(w)) => match resolve::find_workspace(ctx, &namespace, &w.name).await? {
+            Ok(ws) => ws.spec.credential_ref,
+            Err(_) => {
+                return Err(Error::Azure(format!(
+                    "Workspace {namespace}/{} is gone: no credential to remove what this object made in Azure",
+                    w.name
+                )));
+            }
+        },
+        (None, None) => return Ok(Cleanup::Done),
+    };
+    ledger::revoke_all(ctx, rc, &namespace, &reference).await
 }

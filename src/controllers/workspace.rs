@@ -1,26 +1,24 @@
-//! The `Workspace` behaviour: sign in through the referenced credential, read the workspace
-//! (`Adopt`) or converge it (`Manage`: GET, diff, PUT only on drift, follow the long-running
-//! operation), ensure the role table for its user-assigned identity, and export `config.json`.
+//! The `Workspace` behaviour: sign in through the referenced credential, check every id the spec
+//! names against the credential's scopes, read the workspace (`Adopt`) or converge it (`Manage`:
+//! create it when absent, then GET, diff, PUT only on drift — never one it did not create), ensure
+//! the role table for its user-assigned identity on the workspace's real associated resources, and
+//! export `config.json`. What it made is recorded; cleanup walks the record per `deletionPolicy`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::credentials::{self, ResolveError};
-use super::{Context, Error, Outcome};
+use super::ledger::{self, Ledger, OWNER_TAG};
+use super::resolve::{self, azure_failure, ids};
+use super::{Cleanup, Context, Error, Outcome, Reconciled};
 use crate::api::*;
-use crate::azure::arm::ArmClient;
+use crate::azure::authorization::{Grant, roles};
+use crate::azure::models;
 use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
-use crate::azure::models::{self, api_versions};
-use crate::azure::{AzureError, Cloud};
 use crate::outputs::{self, OutputError};
-
-const CONTRIBUTOR: &str = "b24988ac-6180-42a0-ab88-20f7382dd24c";
-const STORAGE_BLOB_DATA_CONTRIBUTOR: &str = "ba92f5b4-2d11-453d-a403-e96b0029c9fe";
-const KEY_VAULT_ADMINISTRATOR: &str = "00482a5a-887f-4fb3-b363-3b7fe8e74483";
 
 /// The workspace's ARM path.
 pub fn path(spec: &WorkspaceSpec) -> String {
@@ -30,85 +28,42 @@ pub fn path(spec: &WorkspaceSpec) -> String {
     )
 }
 
-/// The outcome of an Azure call that failed: its reason, and when to look again.
-pub fn azure_failure(error: &AzureError, what: &str) -> Outcome {
-    let after = match error {
-        AzureError::Throttled { retry_after, .. } => *retry_after,
-        e if e.is_transient() => 30,
-        _ => 300,
-    };
-    let outcome = Outcome::not_ready(error.reason(), format!("{what}: {error}"))
-        .requeue(Duration::from_secs(after));
-    if let AzureError::Throttled { retry_after, .. } = error {
-        return outcome.field(
-            "nextRetryTime",
-            jiff::Timestamp::now().as_second() + *retry_after as i64,
-        );
-    }
-    outcome
-}
-
-/// A Workspace a namespaced object refers to, signed in through its credential: the Workspace, an
-/// ARM client, its cloud and tenant — or the outcome saying why not.
-pub async fn referenced(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-) -> Result<Result<(Workspace, ArmClient, Cloud, String), Outcome>, Error> {
-    let Some(ws) = kube::Api::<Workspace>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(name)
-        .await?
-    else {
-        let outcome = Outcome::not_ready(
-            "WorkspaceNotFound",
-            format!("Workspace {namespace}/{name} does not exist"),
-        )
-        .requeue(Duration::from_secs(60));
-        return Ok(Err(outcome));
-    };
-    Ok(arm_for(ctx, namespace, &ws.spec.credential_ref)
-        .await?
-        .map(|(arm, cloud, tenant)| (ws, arm, cloud, tenant)))
-}
-
-/// The outcome when the credential cannot be used (including `Denied`, before any token request).
-pub fn credential_failure(error: ResolveError) -> Result<Outcome, Error> {
-    match error {
-        ResolveError::Kube(e) => Err(e.into()),
-        e => {
-            let message = e.to_string();
-            Ok(Outcome::not_ready(e.reason(), message.clone())
-                .condition("CredentialResolved", false, e.reason(), message)
-                .requeue(Duration::from_secs(300)))
+/// Every ARM id the spec names, with its field.
+fn spec_ids(spec: &WorkspaceSpec) -> Vec<(String, String)> {
+    let workspace = path(spec);
+    let mut out = ids([(
+        "spec.subscriptionId/resourceGroup/workspaceName".to_owned(),
+        Some(&workspace),
+    )]);
+    if let Some(identity) = &spec.identity {
+        for (i, id) in identity.user_assigned_identities.iter().enumerate() {
+            out.push((
+                format!("spec.identity.userAssignedIdentities[{i}]"),
+                id.clone(),
+            ));
         }
     }
-}
-
-/// An ARM client signing in through the object's credential reference, and its cloud.
-pub async fn arm_for(
-    ctx: &Context,
-    namespace: &str,
-    reference: &CredentialRef,
-) -> Result<Result<(ArmClient, Cloud, String), Outcome>, Error> {
-    match credentials::resolve_ref(ctx, namespace, reference).await {
-        Ok(resolved) => {
-            let http = match ctx.azure.transport.client() {
-                Ok(h) => h,
-                Err(e) => return Ok(Err(azure_failure(&e, "Azure transport"))),
-            };
-            let tenant = resolved.credential.tenant_id().to_owned();
-            let arm = ArmClient::new(
-                http,
-                &resolved.cloud.resource_manager,
-                resolved.credential,
-                ctx.azure.tokens.clone(),
-                ctx.azure.budget.clone(),
-            )
-            .observed(ctx.azure.transport.observer.clone());
-            Ok(Ok((arm, resolved.cloud, tenant)))
-        }
-        Err(e) => credential_failure(e).map(Err),
+    if let Some(r) = &spec.associated_resources {
+        out.extend(ids([
+            (
+                "spec.associatedResources.storageAccount".to_owned(),
+                r.storage_account.as_ref(),
+            ),
+            (
+                "spec.associatedResources.keyVault".to_owned(),
+                r.key_vault.as_ref(),
+            ),
+            (
+                "spec.associatedResources.containerRegistry".to_owned(),
+                r.container_registry.as_ref(),
+            ),
+            (
+                "spec.associatedResources.applicationInsights".to_owned(),
+                r.application_insights.as_ref(),
+            ),
+        ]));
     }
+    out
 }
 
 fn identity_type(t: WorkspaceIdentityType) -> &'static str {
@@ -166,10 +121,15 @@ fn drifted(spec: &WorkspaceSpec, ws: &models::Workspace) -> bool {
 }
 
 /// The PUT body: the current workspace (so nothing the operator does not manage is lost) with the
-/// spec's identity, associated resources and location.
-fn desired(spec: &WorkspaceSpec, current: Option<&models::Workspace>) -> models::Workspace {
+/// spec's identity, associated resources and location, and the owner tag.
+fn desired(
+    spec: &WorkspaceSpec,
+    current: Option<&models::Workspace>,
+    owner: &str,
+) -> models::Workspace {
     let mut ws = current.cloned().unwrap_or_default();
     ws.location = ws.location.or_else(|| spec.location.clone());
+    ws.tags.insert(OWNER_TAG.into(), owner.into());
     if let Some(identity) = &spec.identity {
         ws.identity = Some(models::ManagedServiceIdentity {
             type_: identity_type(identity.type_).into(),
@@ -200,82 +160,63 @@ fn desired(spec: &WorkspaceSpec, current: Option<&models::Workspace>) -> models:
     ws
 }
 
-/// A deterministic role assignment name, so re-running never creates duplicates.
-pub fn assignment_name(scope: &str, role: &str, principal: &str) -> String {
-    uuid::Uuid::new_v5(
-        &uuid::Uuid::NAMESPACE_URL,
-        format!("{}|{role}|{principal}", scope.to_ascii_lowercase()).as_bytes(),
-    )
-    .to_string()
-}
-
-/// The AML role table for a user-assigned workspace identity, as (scope, role) pairs.
-fn role_table(spec: &WorkspaceSpec) -> Vec<(String, &'static str)> {
-    let r = spec.associated_resources.clone().unwrap_or_default();
-    let mut table = vec![(path(spec), CONTRIBUTOR)];
-    for scope in [
-        &r.storage_account,
-        &r.key_vault,
-        &r.container_registry,
-        &r.application_insights,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        table.push((scope.clone(), CONTRIBUTOR));
-    }
-    if let Some(storage) = &r.storage_account {
-        table.push((storage.clone(), STORAGE_BLOB_DATA_CONTRIBUTOR));
-    }
-    if let Some(vault) = &r.key_vault {
-        table.push((vault.clone(), KEY_VAULT_ADMINISTRATOR));
+/// The AML role table for a user-assigned workspace identity, on the workspace and the associated
+/// resources ARM reports for it (never ids from the spec), with the field each came from.
+fn role_table(
+    workspace_id: &str,
+    p: &models::WorkspaceProperties,
+) -> Vec<(String, String, &'static str)> {
+    let mut table = vec![(
+        "the workspace".to_owned(),
+        workspace_id.to_owned(),
+        roles::CONTRIBUTOR,
+    )];
+    for (name, scope) in [
+        ("storageAccount", &p.storage_account),
+        ("keyVault", &p.key_vault),
+        ("containerRegistry", &p.container_registry),
+        ("applicationInsights", &p.application_insights),
+    ] {
+        if let Some(scope) = scope {
+            let field = format!("the workspace's {name} (as ARM reports it)");
+            table.push((field.clone(), scope.clone(), roles::CONTRIBUTOR));
+            match name {
+                "storageAccount" => {
+                    table.push((field, scope.clone(), roles::STORAGE_BLOB_DATA_CONTRIBUTOR))
+                }
+                "keyVault" => table.push((field, scope.clone(), roles::KEY_VAULT_ADMINISTRATOR)),
+                _ => {}
+            }
+        }
     }
     table
 }
 
-/// Ensures a role assignment; one that exists under another name counts as ensured.
-pub async fn ensure_role(
-    arm: &ArmClient,
-    scope: &str,
-    role: &str,
-    principal: &str,
-) -> Result<(), AzureError> {
-    let subscription = scope.split('/').nth(2).unwrap_or_default();
-    let body = models::RoleAssignment {
-        properties: models::RoleAssignmentProperties {
-            role_definition_id: format!(
-                "/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role}"
-            ),
-            principal_id: principal.to_owned(),
-            principal_type: Some("ServicePrincipal".into()),
-            scope: None,
-        },
-        ..Default::default()
-    };
-    let path = format!(
-        "{scope}/providers/Microsoft.Authorization/roleAssignments/{}",
-        assignment_name(scope, role, principal)
-    );
-    match arm
-        .put::<_, models::RoleAssignment>(&path, api_versions::AUTHORIZATION, &body)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(AzureError::Arm {
-            status: 409, code, ..
-        }) if code == "RoleAssignmentExists" => Ok(()),
-        Err(e) => Err(e),
-    }
+/// The principal of the workspace's primary user-assigned identity, as ARM reports it.
+fn primary_principal(ws: &models::Workspace) -> Option<String> {
+    let primary = ws.properties.primary_user_assigned_identity.clone()?;
+    ws.identity
+        .as_ref()?
+        .user_assigned_identities
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(&primary))
+        .and_then(|(_, v)| v.principal_id.clone())
 }
 
 /// The workspace behaviour.
 pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> {
     let spec = &ws.spec;
     let namespace = ws.namespace().unwrap_or_default();
-    let arm = match arm_for(ctx, &namespace, &spec.credential_ref).await? {
-        Ok((arm, _, _)) => arm,
+    let uid = ws.meta().uid.clone().unwrap_or_default();
+    let signed = match resolve::sign_in(ctx, &namespace, &spec.credential_ref).await? {
+        Ok(s) => s,
         Err(outcome) => return Ok(outcome),
     };
+    if let Err(outcome) = signed.check(&spec_ids(spec), &namespace) {
+        return Ok(outcome);
+    }
+    let arm = &signed.arm;
+    let mut ledger = Ledger::of(ws);
     let path = path(spec);
     let current: Option<models::Workspace> =
         match arm.get(&path, MACHINE_LEARNING).await {
@@ -289,7 +230,8 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
             }
         };
     let manage = spec.management == Some(Management::Manage);
-    let workspace = match current {
+    let entry = AzureResource::new(AzureResourceKind::Workspace, &path);
+    let written = match current {
         None if !manage => {
             return Ok(Outcome::not_ready(
                 "WorkspaceNotFound",
@@ -298,15 +240,40 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
             .condition("CredentialResolved", true, "Resolved", "signed in")
             .requeue(Duration::from_secs(300)));
         }
-        Some(current) if !manage || !drifted(spec, &current) => current,
-        current => match arm
-            .put_and_wait::<_, models::Workspace>(
+        Some(current) if !manage => Ok(current),
+        Some(current) if current.tags.get(OWNER_TAG) != Some(&uid) => {
+            return Ok(Outcome::not_ready(
+                "AzureTargetConflict",
+                format!("workspace {} already exists and was not created by this object: management: Manage only converges a workspace it created; use management: Adopt to read and report it", spec.workspace_name),
+            )
+            .condition("CredentialResolved", true, "Resolved", "signed in"));
+        }
+        Some(current) => {
+            ledger.want(entry);
+            if drifted(spec, &current) {
+                arm.put_and_wait::<_, models::Workspace>(
+                    &path,
+                    MACHINE_LEARNING,
+                    &desired(spec, Some(&current), &uid),
+                )
+                .await
+            } else {
+                Ok(current)
+            }
+        }
+        None => {
+            // Recorded first: a crash right after the PUT still leaves it to be cleaned up.
+            ledger.record(ctx, ws, &[entry]).await?;
+            arm.put_and_wait::<_, models::Workspace>(
                 &path,
                 MACHINE_LEARNING,
-                &desired(spec, current.as_ref()),
+                &desired(spec, None, &uid),
             )
             .await
-        {
+        }
+    };
+    let workspace =
+        match written {
             Ok(w) => w,
             Err(e) => {
                 return Ok(azure_failure(
@@ -315,8 +282,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
                 )
                 .condition("CredentialResolved", true, "Resolved", "signed in"));
             }
-        },
-    };
+        };
 
     let identity_ok = spec.identity.as_ref().is_none_or(|i| {
         identity_matches(
@@ -339,55 +305,62 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
         ("IdentityReady", false, "IdentityMismatch", "the workspace identity differs from spec.identity; with management: Adopt the operator does not change it".to_owned())
     };
 
-    // The role table, for the primary user-assigned identity.
+    // The role table, for the primary user-assigned identity, on what the workspace really uses.
     let (roles_ok, roles_reason, roles_message) = match spec.role_assignments {
-        Some(RoleAssignmentsMode::Ensure) => {
-            let primary = workspace
-                .properties
-                .primary_user_assigned_identity
-                .clone()
-                .unwrap_or_default();
-            let principal = workspace
-                .identity
-                .as_ref()
-                .and_then(|i| {
-                    i.user_assigned_identities
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case(&primary))
-                })
-                .and_then(|(_, v)| v.principal_id.clone());
-            match principal {
-                None => (
-                    false,
-                    "PrimaryIdentityUnknown",
-                    "the workspace reports no principal for its primary user-assigned identity"
-                        .to_owned(),
-                ),
-                Some(principal) => {
-                    let table = role_table(spec);
-                    let mut failure = None;
-                    for (scope, role) in &table {
-                        if let Err(e) = ensure_role(&arm, scope, role, &principal).await {
-                            failure = Some(e);
-                            break;
-                        }
+        Some(RoleAssignmentsMode::Ensure) => match primary_principal(&workspace) {
+            None => (
+                false,
+                "PrimaryIdentityUnknown".to_owned(),
+                "the workspace reports no principal for its primary user-assigned identity"
+                    .to_owned(),
+            ),
+            Some(principal) => {
+                let table = role_table(&path, &workspace.properties);
+                let scopes: Vec<(String, String)> = table
+                    .iter()
+                    .map(|(f, s, _)| (f.clone(), s.clone()))
+                    .collect();
+                match signed.check(&scopes, &namespace) {
+                    Err(outcome) => {
+                        let c = outcome.ready_condition().cloned();
+                        let message = c.map(|c| c.message).unwrap_or_default();
+                        (false, resolve::OUT_OF_SCOPE.to_owned(), message)
                     }
-                    match failure {
-                        None => (
-                            true,
-                            "RoleAssignmentsEnsured",
-                            format!("{} role assignments for principal {principal}", table.len()),
-                        ),
-                        Some(e) => (
-                            false,
-                            e.reason(),
-                            format!("granting the workspace identity its roles: {e}"),
-                        ),
+                    Ok(()) => {
+                        let grants: Vec<Grant> = table
+                            .iter()
+                            .map(|(_, scope, role)| Grant::new(scope, role, &principal))
+                            .collect();
+                        match ledger.ensure_grants(ctx, ws, arm, &grants).await? {
+                            Ok(()) => (
+                                true,
+                                "RoleAssignmentsEnsured".to_owned(),
+                                format!(
+                                    "{} role assignments for principal {principal}",
+                                    grants.len()
+                                ),
+                            ),
+                            Err(e) => (
+                                false,
+                                e.reason().to_owned(),
+                                format!("granting the workspace identity its roles: {e}"),
+                            ),
+                        }
                     }
                 }
             }
-        }
-        _ => (true, "NotRequested", "roleAssignments is None".to_owned()),
+        },
+        _ => (
+            true,
+            "NotRequested".to_owned(),
+            "spec.roleAssignments is None".to_owned(),
+        ),
+    };
+    // What the operator made earlier and the spec no longer wants (only after a complete pass).
+    let left = if roles_ok {
+        ledger.revoke(ctx, ws, arm, &ledger.stale()).await?
+    } else {
+        Vec::new()
     };
 
     let p = &workspace.properties;
@@ -424,7 +397,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
     let outcome = if let Some(conflict) = conflict {
         Outcome::not_ready("TargetConflict", conflict)
     } else if !roles_ok {
-        Outcome::not_ready(roles_reason, roles_message.clone())
+        Outcome::not_ready(roles_reason.clone(), roles_message.clone())
     } else if !identity_ok {
         Outcome::not_ready(identity_cond.2, identity_cond.3.clone())
     } else {
@@ -467,71 +440,32 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
     )
     .field("tenantId", json!(p.tenant_id))
     .field("mlflowTrackingUri", json!(p.ml_flow_tracking_uri))
+    .field("azureResources", ledger.field());
+    let outcome = super::compute_identity::revocation_pending(outcome, &left);
     // Look again now and then: someone may change the workspace in Azure.
-    .requeue(Duration::from_secs(600));
+    let outcome = if outcome.requeue.is_none() {
+        outcome.requeue(Duration::from_secs(600))
+    } else {
+        outcome
+    };
     Ok(outcome)
 }
 
-/// Cleanup on delete, per `deletionPolicy`: with `Delete`, remove the role assignments the operator
-/// made and, when managed, the workspace itself. Azure scopes already gone count as cleaned.
-pub async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<(), Error> {
-    let spec = &ws.spec;
-    if spec.deletion_policy != Some(DeletionPolicy::Delete) {
-        return Ok(());
-    }
+/// Cleanup on delete: once no dependent still has cleanup to do with this Workspace, and per
+/// `deletionPolicy`, remove what the record holds (role assignments; the workspace only if this
+/// object created it). `Retain` leaves Azure as it is.
+pub async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Cleanup, Error> {
     let namespace = ws.namespace().unwrap_or_default();
-    let arm = match arm_for(ctx, &namespace, &spec.credential_ref).await? {
-        Ok((arm, _, _)) => arm,
-        Err(outcome) => {
-            // Without a usable credential nothing can be removed; say so rather than block forever.
-            let reason = outcome
-                .ready_condition()
-                .map(|c| c.message.clone())
-                .unwrap_or_default();
-            tracing::warn!(workspace = %spec.workspace_name, %reason, "cannot clean up in Azure; releasing the object");
-            return Ok(());
-        }
-    };
-    let path = path(spec);
-    if let Ok(Some(current)) = arm.get::<models::Workspace>(&path, MACHINE_LEARNING).await {
-        let primary = current
-            .properties
-            .primary_user_assigned_identity
-            .clone()
-            .unwrap_or_default();
-        let principal = current
-            .identity
-            .as_ref()
-            .and_then(|i| {
-                i.user_assigned_identities
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(&primary))
-            })
-            .and_then(|(_, v)| v.principal_id.clone());
-        if let (Some(RoleAssignmentsMode::Ensure), Some(principal)) =
-            (spec.role_assignments, principal)
-        {
-            for (scope, role) in role_table(spec) {
-                let path = format!(
-                    "{scope}/providers/Microsoft.Authorization/roleAssignments/{}",
-                    assignment_name(&scope, role, &principal)
-                );
-                if let Err(e) = arm.delete(&path, api_versions::AUTHORIZATION).await {
-                    if e.is_transient() {
-                        return Err(Error::Azure(e.to_string()));
-                    }
-                    tracing::warn!(error = %e, "removing a role assignment failed");
-                }
-            }
-        }
+    let waiting =
+        super::in_use::dependents(ctx, Some(&namespace), "Workspace", &ws.name_any()).await?;
+    if !waiting.is_empty() {
+        return Ok(Cleanup::Waiting(format!(
+            "waiting for {} to finish their cleanup",
+            waiting.join(", ")
+        )));
     }
-    if spec.management == Some(Management::Manage)
-        && let Err(e) = arm.delete_and_wait(&path, MACHINE_LEARNING).await
-    {
-        if e.is_transient() {
-            return Err(Error::Azure(e.to_string()));
-        }
-        tracing::warn!(error = %e, "deleting the workspace failed");
+    if ws.spec.deletion_policy != Some(DeletionPolicy::Delete) || ws.record().is_empty() {
+        return Ok(Cleanup::Done);
     }
-    Ok(())
+    ledger::revoke_all(ctx, ws, &namespace, &ws.spec.credential_ref).await
 }

@@ -220,20 +220,33 @@ impl Operator {
 
     /// Like [`Operator::start`], with extra `run` arguments (e.g. where Azure is).
     pub fn start_with(namespace: &str, lease: &str, identity: &str, extra: &[String]) -> Operator {
+        let mut args: Vec<String> = vec!["--namespace".into(), namespace.into()];
+        args.extend_from_slice(extra);
+        Self::spawn(namespace, lease, identity, &args)
+    }
+
+    /// An operator watching every namespace but only objects labelled `selector` (so tests with two
+    /// namespaces stay apart from each other), living in `home` (its Lease, and the Secrets of the
+    /// ClusterAzureCredentials labelled for `home`).
+    pub fn start_across(
+        home: &str,
+        selector: &str,
+        lease: &str,
+        identity: &str,
+        extra: &[String],
+    ) -> Operator {
+        let mut args: Vec<String> = vec!["--label-selector".into(), selector.into()];
+        args.extend_from_slice(extra);
+        Self::spawn(home, lease, identity, &args)
+    }
+
+    fn spawn(namespace: &str, lease: &str, identity: &str, args: &[String]) -> Operator {
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("operator.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let health_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_aml-identity-operator"))
-            .args([
-                "run",
-                "--namespace",
-                namespace,
-                "--lease-namespace",
-                namespace,
-                "--lease-name",
-                lease,
-            ])
+            .args(["run", "--lease-namespace", namespace, "--lease-name", lease])
             .args(["--identity", identity, "--lease-duration", "6"])
             .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
             // This test's cluster-scoped objects carry its namespace in a label; other tests' do not.
@@ -241,7 +254,7 @@ impl Operator {
                 "--cluster-label-selector",
                 &format!("{TEST_NAMESPACE_LABEL}={namespace}"),
             ])
-            .args(extra)
+            .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("AMLID_TEST_OPERATOR_LOG")
@@ -284,6 +297,14 @@ impl Operator {
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum(),
         )
+    }
+
+    /// SIGKILL at once: a crash, with no chance to finish anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// SIGTERM, wait up to 10 s for a clean exit, then SIGKILL. Returns whether it exited by itself.

@@ -1,0 +1,954 @@
+//! Tenancy end to end: two namespaces admitted to one ClusterAzureCredential whose principal is
+//! Owner of the whole subscription, as a platform team runs it. The credential's `allowedScopes`
+//! (`rg-aml-{namespace}`) is the ceiling: what one team names in another team's resource group is
+//! refused before any Azure request, and what the operator made is revoked when it leaves the
+//! spec, when the namespace goes or is de-admitted — never what it did not make.
+
+mod support;
+
+use std::time::Duration;
+
+use aml_identity_emulator::Seed;
+use aml_identity_emulator::state::{
+    Registry, StorageAccount, Subscription, UserAssignedIdentity, Vault,
+};
+use aml_identity_operator::azure::Credential;
+use aml_identity_operator::workload_identity::ServiceAccountAssertion;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use support::azure::*;
+use support::cluster::{self, Operator, TEST_NAMESPACE_LABEL};
+use support::e2e::*;
+
+/// Label every object of one test carries; the operator reconciles only those.
+const LABEL: &str = "amlidentity.io/tenancy-test";
+
+fn rg_id(rg: &str) -> String {
+    format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{rg}")
+}
+
+/// One team's resources in its own resource group `rg-aml-<namespace>`.
+struct Team {
+    ns: String,
+    rg: String,
+}
+
+impl Team {
+    fn id(&self, provider: &str, name: &str) -> String {
+        format!("{}/providers/{provider}/{name}", rg_id(&self.rg))
+    }
+    fn workspace(&self) -> String {
+        self.id("Microsoft.MachineLearningServices/workspaces", "mlw")
+    }
+    fn identity(&self, name: &str) -> String {
+        self.id("Microsoft.ManagedIdentity/userAssignedIdentities", name)
+    }
+    fn vault(&self) -> String {
+        self.id("Microsoft.KeyVault/vaults", "kv")
+    }
+    fn storage(&self) -> String {
+        self.id("Microsoft.Storage/storageAccounts", "st")
+    }
+    fn registry(&self) -> String {
+        self.id(
+            "Microsoft.ContainerRegistry/registries",
+            &self.registry_name(),
+        )
+    }
+    fn registry_name(&self) -> String {
+        format!("cr{}", self.ns.replace('-', ""))
+    }
+}
+
+struct Tenancy {
+    client: Client,
+    azure: Azure,
+    operator: Operator,
+    home: String,
+    credential: String,
+    label: String,
+    a: Team,
+    b: Team,
+}
+
+impl Tenancy {
+    /// The emulator with both teams' resources (and a look-alike group `rg-aml-<a>b`), the shared
+    /// credential admitting both namespaces, a Workspace adopting each team's workspace, and an
+    /// operator across both namespaces.
+    async fn start(extra: &[&str]) -> Tenancy {
+        let client = cluster::client().await;
+        cluster::install_crds(&client).await;
+        let (_, ca) = cluster::issuer_and_ca(&client).await;
+        let azure = Azure::start(vec![ca]).await;
+        let home = cluster::namespace(&client, "tn-op").await;
+        let label = cluster::unique();
+        let a = Team {
+            ns: cluster::namespace(&client, "tn-a").await,
+            rg: String::new(),
+        };
+        let a = Team {
+            rg: format!("rg-aml-{}", a.ns),
+            ..a
+        };
+        let b_ns = cluster::namespace(&client, "tn-b").await;
+        let b = Team {
+            rg: format!("rg-aml-{b_ns}"),
+            ns: b_ns,
+        };
+        let lookalike = format!("{}b", a.rg);
+        let mut seed = Seed {
+            subscriptions: vec![Subscription {
+                id: SUBSCRIPTION.into(),
+                tenant_id: TENANT.into(),
+                resource_groups: vec![
+                    RESOURCE_GROUP.into(),
+                    a.rg.clone(),
+                    b.rg.clone(),
+                    lookalike.clone(),
+                ],
+            }],
+            ..Default::default()
+        };
+        for team in [&a, &b] {
+            seed.resources.push(serde_json::json!({"id": team.workspace(), "name": "mlw", "location": "eastus",
+                "identity": {"type": "SystemAssigned", "principalId": "5d6e7f80-1a2b-4c3d-8e9f-0a1b2c3d4e5f"},
+                "properties": {"workspaceId": "0f0e0d0c-0b0a-4909-8807-060504030201", "provisioningState": "Succeeded",
+                    "containerRegistry": team.registry()}}));
+            seed.user_assigned_identities.push(UserAssignedIdentity {
+                id: team.identity("id-shared"),
+                location: "eastus".into(),
+                tenant_id: TENANT.into(),
+                client_id: uuid::Uuid::new_v4().to_string(),
+                principal_id: uuid::Uuid::new_v4().to_string(),
+                tags: Default::default(),
+                federated_credentials: vec![],
+            });
+            seed.vaults.push(Vault {
+                id: team.vault(),
+                tenant_id: TENANT.into(),
+                secrets: Default::default(),
+            });
+            seed.storage_accounts.push(StorageAccount {
+                id: team.storage(),
+                location: "eastus".into(),
+                keys: vec!["a2V5MQ==".into(), "a2V5Mg==".into()],
+            });
+            seed.registries.push(Registry {
+                id: team.registry(),
+                login_server: format!("{}.azurecr.io", team.registry_name()),
+                admin_user_enabled: true,
+            });
+        }
+        seed.user_assigned_identities.push(UserAssignedIdentity {
+            id: format!(
+                "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-x",
+                rg_id(&lookalike)
+            ),
+            location: "eastus".into(),
+            tenant_id: TENANT.into(),
+            client_id: uuid::Uuid::new_v4().to_string(),
+            principal_id: uuid::Uuid::new_v4().to_string(),
+            tags: Default::default(),
+            federated_credentials: vec![],
+        });
+        azure.emulator().seed(seed).unwrap();
+        // The platform's principal may manage everything: only allowedScopes keeps teams apart.
+        azure.grant(
+            &format!("/subscriptions/{SUBSCRIPTION}"),
+            "Owner",
+            APP_OBJECT_ID,
+        );
+
+        secret(
+            &client,
+            &home,
+            "aml-platform-sp",
+            "clientSecret",
+            APP_SECRET,
+        )
+        .await;
+        let credential = format!("tn-{label}");
+        apply(&client, &home, serde_json::json!({
+            "apiVersion": "amlidentity.io/v1alpha1", "kind": "ClusterAzureCredential",
+            "metadata": {"name": credential, "labels": {TEST_NAMESPACE_LABEL: home}},
+            "spec": {"tenantId": TENANT, "servicePrincipal": {"clientId": APP_CLIENT_ID, "clientSecretRef": {"name": "aml-platform-sp", "key": "clientSecret"}},
+                     "allowedNamespaces": {"names": [a.ns, b.ns]},
+                     "allowedScopes": [format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aml-{{namespace}}")],
+                     "allowedAudiences": ["https://storage.azure.com", "https://vault.azure.net"]},
+        }))
+        .await;
+        let mut args = azure_args(&azure);
+        args.extend(["--cleanup-attempts".to_string(), "3".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let operator = Operator::start_across(
+            &home,
+            &format!("{LABEL}={label}"),
+            &format!("lease-{label}"),
+            &format!("tn-{label}-0"),
+            &args,
+        );
+        let t = Tenancy {
+            client,
+            azure,
+            operator,
+            home,
+            credential,
+            label,
+            a,
+            b,
+        };
+        for team in [&t.a, &t.b] {
+            let sa: ServiceAccount =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": "training"}}))
+                    .unwrap();
+            Api::<ServiceAccount>::namespaced(t.client.clone(), &team.ns)
+                .create(&PostParams::default(), &sa)
+                .await
+                .unwrap();
+            t.apply(&team.ns, t.workspace("ws", &team.rg)).await;
+            t.reason("Workspace", &team.ns, "ws", "WorkspaceReady")
+                .await;
+        }
+        t
+    }
+
+    /// A Workspace adopting `mlw` in resource group `rg` through the shared credential.
+    fn workspace(&self, name: &str, rg: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "amlidentity.io/v1alpha1", "kind": "Workspace", "metadata": {"name": name},
+            "spec": {"credentialRef": {"kind": "ClusterAzureCredential", "name": self.credential},
+                     "subscriptionId": SUBSCRIPTION, "resourceGroup": rg, "workspaceName": "mlw"},
+        })
+    }
+
+    /// Creates an object labelled for this test's operator.
+    async fn apply(&self, ns: &str, mut object: serde_json::Value) -> String {
+        object["metadata"]["labels"][LABEL] = self.label.clone().into();
+        apply(&self.client, ns, object).await
+    }
+
+    async fn reason(&self, kind: &str, ns: &str, name: &str, reason: &str) -> String {
+        ready_reason(&self.client, kind, ns, name, reason).await.1
+    }
+
+    /// Every ARM and token request the emulator answered so far.
+    fn requests(&self) -> (u64, u64) {
+        (
+            self.azure.emulator().requests("arm."),
+            self.azure.emulator().requests("entra.token"),
+        )
+    }
+
+    /// Role assignments at or below `scope`, as (scope, role, principal).
+    fn assignments_below(&self, scope: &str) -> Vec<(String, String, String)> {
+        let scope = scope.to_ascii_lowercase();
+        let mut list: Vec<_> = self
+            .azure
+            .emulator()
+            .role_assignments()
+            .into_iter()
+            .filter(|ra| ra.scope.to_ascii_lowercase().starts_with(&scope))
+            .map(|ra| (ra.scope, ra.role_definition_id, ra.principal_id))
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// Federated credentials on an identity, as subjects.
+    fn subjects(&self, identity: &str) -> Vec<String> {
+        self.azure
+            .emulator()
+            .identity(identity)
+            .map(|i| {
+                i.federated_credentials
+                    .into_iter()
+                    .map(|f| f.subject)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn patch(&self, kind_name: &str, ns: &str, name: &str, patch: serde_json::Value) {
+        cluster::dynamic_api(&self.client, &kind(kind_name), ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+    }
+
+    /// Deletes both team namespaces and waits (bounded) until they are gone — their objects'
+    /// cleanup runs while the operator still does — then the operator's namespace and credential.
+    async fn finish(self) {
+        for ns in [&self.a.ns, &self.b.ns] {
+            delete_namespace_and_wait(&self.client, ns).await;
+        }
+        cluster::delete_namespace(&self.client, &self.home).await;
+    }
+}
+
+async fn delete_namespace_and_wait(client: &Client, ns: &str) {
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    let _ = namespaces.delete(ns, &Default::default()).await;
+    cluster::wait_until(
+        Duration::from_secs(90),
+        &format!("namespace {ns} to be gone"),
+        || async {
+            namespaces
+                .get_opt(ns)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// A token for `account` of `ns` exchanged at Entra for `client_id`: what a pod could do itself.
+async fn exchange(t: &Tenancy, ns: &str, account: &str, client_id: &str) -> Result<(), String> {
+    let source = std::sync::Arc::new(ServiceAccountAssertion::new(t.client.clone(), ns, account));
+    let key = format!("probe-{}", cluster::unique());
+    let credential = Credential::workload_identity(
+        key,
+        &t.azure.cloud,
+        &t.azure.transport,
+        TENANT,
+        client_id,
+        source,
+    )
+    .unwrap();
+    credential
+        .request("https://storage.azure.com", 0)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn compute_identity(identities: &[String], accounts: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "workspaceRef": {"name": "ws"}, "computeName": "cpu",
+        "identity": {"type": "UserAssigned", "userAssignedIdentities": identities},
+        "federation": {"serviceAccounts": accounts},
+    })
+}
+
+fn object(kind_name: &str, name: &str, spec: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "amlidentity.io/v1alpha1", "kind": kind_name, "metadata": {"name": name}, "spec": spec})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_namespace_names_outside_its_scopes_is_refused_without_a_request() {
+    let t = Tenancy::start(&[]).await;
+    let (a, b) = (&t.a, &t.b);
+    let before_a = t.assignments_below(&rg_id(&a.rg));
+    let settled = t.requests();
+
+    // team-b names team-a's things, each in its own object.
+    let mut refused: Vec<(&str, String, &str)> = Vec::new();
+    let own = b.identity("id-shared");
+    let attempts = [
+        (
+            "ComputeIdentity",
+            "steal-identity",
+            compute_identity(&[a.identity("id-shared")], &["training"]),
+            "spec.identity.userAssignedIdentities[0]",
+        ),
+        (
+            "ComputeIdentity",
+            "steal-vault",
+            serde_json::json!({"workspaceRef": {"name": "ws"}, "computeName": "cpu",
+            "identity": {"type": "UserAssigned", "userAssignedIdentities": [own]},
+            "grants": {"keyVaultSecretsUser": [a.vault()], "storageBlobDataReader": [b.storage()]}}),
+            "spec.grants.keyVaultSecretsUser[0]",
+        ),
+        (
+            "ComputeIdentity",
+            "steal-storage",
+            serde_json::json!({"workspaceRef": {"name": "ws"}, "computeName": "cpu",
+            "identity": {"type": "UserAssigned", "userAssignedIdentities": [own]},
+            "grants": {"storageBlobDataReader": [a.storage()]}}),
+            "spec.grants.storageBlobDataReader[0]",
+        ),
+        (
+            "ComputeIdentity",
+            "management-token",
+            serde_json::json!({"workspaceRef": {"name": "ws"}, "computeName": "cpu",
+            "identity": {"type": "UserAssigned", "userAssignedIdentities": [own]}, "federation": {"serviceAccounts": ["training"]},
+            "tokenSecret": {"name": "mgmt", "audiences": ["https://management.azure.com"]}}),
+            "spec.tokenSecret.audiences[0]",
+        ),
+        (
+            "RegistryConnection",
+            "steal-admin",
+            serde_json::json!({"workspaceRef": {"name": "ws"},
+            "registry": {"loginServer": format!("{}.azurecr.io", a.registry_name()), "resourceId": a.registry()},
+            "auth": {"type": "AdminUser"}, "target": {"secretName": "stolen-admin"}}),
+            "spec.registry.resourceId",
+        ),
+        (
+            "RegistryConnection",
+            "steal-operator",
+            serde_json::json!({"workspaceRef": {"name": "ws"},
+            "registry": {"loginServer": format!("{}.azurecr.io", b.registry_name()), "resourceId": b.registry()},
+            "auth": {"type": "ManagedIdentity", "managedIdentity": {"clientId": "00000000-0000-0000-0000-00000000000a", "resourceId": a.identity("id-shared")}},
+            "grants": {"managedIdentityOperator": true}, "target": {"secretName": "pull"}}),
+            "spec.auth.managedIdentity.resourceId",
+        ),
+        (
+            "RegistryConnection",
+            "other-login-server",
+            serde_json::json!({"workspaceRef": {"name": "ws"},
+            "registry": {"loginServer": format!("{}.azurecr.io", a.registry_name()), "resourceId": b.registry()},
+            "auth": {"type": "AdminUser"}, "target": {"secretName": "pull-2"}}),
+            "spec.registry.loginServer",
+        ),
+    ];
+    for (kind_name, name, spec, field) in attempts {
+        t.apply(&b.ns, object(kind_name, name, spec)).await;
+        refused.push((kind_name, name.to_owned(), field));
+    }
+    // team-a's workspace, managed and deleted from team-b; and its datastore and connection
+    // names, through a team-b Workspace object that names team-a's workspace.
+    let mut hijack = t.workspace("hijack", &a.rg);
+    hijack["spec"]["management"] = "Manage".into();
+    hijack["spec"]["location"] = "eastus".into();
+    hijack["spec"]["deletionPolicy"] = "Delete".into();
+    t.apply(&b.ns, hijack).await;
+    refused.push((
+        "Workspace",
+        "hijack".into(),
+        "spec.subscriptionId/resourceGroup/workspaceName",
+    ));
+    t.apply(&b.ns, t.workspace("adopt-a", &a.rg)).await;
+    refused.push((
+        "Workspace",
+        "adopt-a".into(),
+        "spec.subscriptionId/resourceGroup/workspaceName",
+    ));
+    // The look-alike resource group rg-aml-<a>b is not team-a's either.
+    let lookalike = format!(
+        "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-x",
+        rg_id(&format!("{}b", a.rg))
+    );
+    t.apply(
+        &a.ns,
+        object(
+            "ComputeIdentity",
+            "lookalike",
+            compute_identity(std::slice::from_ref(&lookalike), &["training"]),
+        ),
+    )
+    .await;
+
+    for (kind_name, name, field) in &refused {
+        let message = t.reason(kind_name, &b.ns, name, "OutOfScope").await;
+        let allowed = if field.contains("audiences") {
+            "(https://storage.azure.com, https://vault.azure.net)".to_owned()
+        } else if field.contains("loginServer") {
+            "expected".to_owned()
+        } else {
+            format!("rg-aml-{}", b.ns)
+        };
+        assert!(
+            message.contains(field) && message.contains(&allowed),
+            "{kind_name} {name}: the refusal names {field} and what is allowed: {message}"
+        );
+    }
+    let message = t
+        .reason("ComputeIdentity", &a.ns, "lookalike", "OutOfScope")
+        .await;
+    assert!(message.contains(&lookalike), "{message}");
+    for name in ["ds", "conn"] {
+        let spec = if name == "ds" {
+            serde_json::json!({"workspaceRef": {"name": "adopt-a"}, "datastoreName": "workspaceblobstore", "type": "AzureBlob",
+                "accountName": "stteam", "containerName": "data", "register": true})
+        } else {
+            serde_json::json!({"workspaceRef": {"name": "adopt-a"},
+                "registry": {"loginServer": format!("{}.azurecr.io", b.registry_name()), "resourceId": b.registry()},
+                "auth": {"type": "ManagedIdentity", "managedIdentity": {"clientId": "00000000-0000-0000-0000-00000000000b", "resourceId": b.identity("id-shared")}}, "workspaceConnection": {"name": "workspace-acr"}, "target": {"secretName": "pull-3"}})
+        };
+        let kind_name = if name == "ds" {
+            "Datastore"
+        } else {
+            "RegistryConnection"
+        };
+        t.apply(&b.ns, object(kind_name, name, spec)).await;
+        let message = t.reason(kind_name, &b.ns, name, "OutOfScope").await;
+        let field = if name == "ds" {
+            "spec.datastoreName"
+        } else {
+            "spec.workspaceConnection.name"
+        };
+        assert!(message.contains(field), "{message}");
+    }
+    // Give any stray request time to happen, then count: not one went out for these objects.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        t.requests(),
+        settled,
+        "(ARM, Entra) requests made for refused objects"
+    );
+
+    // Nothing of team-a changed: no federated credential on its identity, no new grant in its
+    // group, its workspace still there; and deleting the hijacking Workspace deletes nothing.
+    assert!(t.subjects(&a.identity("id-shared")).is_empty());
+    assert_eq!(t.assignments_below(&rg_id(&a.rg)), before_a);
+    // (The Workspace waits for the objects that use it to be gone first.)
+    delete_and_wait(&t.client, "Datastore", &b.ns, "ds").await;
+    delete_and_wait(&t.client, "RegistryConnection", &b.ns, "conn").await;
+    for name in ["hijack", "adopt-a"] {
+        delete_and_wait(&t.client, "Workspace", &b.ns, name).await;
+    }
+    assert!(
+        t.azure.emulator().resource(&a.workspace()).is_some(),
+        "team-a's workspace is still there"
+    );
+    let secrets = Api::<Secret>::namespaced(t.client.clone(), &b.ns);
+    assert!(secrets.get_opt("stolen-admin").await.unwrap().is_none());
+    assert_no_leaks(&t.client, &t.azure, &t.operator, &b.ns, &[APP_SECRET]).await;
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_leaves_the_spec_is_revoked_in_azure() {
+    let t = Tenancy::start(&[]).await;
+    let a = &t.a;
+    let e = t.azure.emulator();
+    for account in ["eval", "other"] {
+        let sa: ServiceAccount =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": account}})).unwrap();
+        Api::<ServiceAccount>::namespaced(t.client.clone(), &a.ns)
+            .create(&PostParams::default(), &sa)
+            .await
+            .unwrap();
+    }
+    // A created identity first, the team's existing one second; two ServiceAccounts; two grants.
+    let created = a.identity("id-created");
+    let mut spec = compute_identity(
+        &[created.clone(), a.identity("id-shared")],
+        &["training", "eval"],
+    );
+    spec["createIfMissing"] = serde_json::json!({"location": "eastus"});
+    spec["grants"] = serde_json::json!({"storageBlobDataReader": [a.storage()], "keyVaultSecretsUser": [a.vault()]});
+    t.apply(&a.ns, object("ComputeIdentity", "ci", spec.clone()))
+        .await;
+    t.reason("ComputeIdentity", &a.ns, "ci", "IdentityReady")
+        .await;
+    let identity = e.identity(&created).expect("created");
+    let (client_id, principal) = (identity.client_id.clone(), identity.principal_id.clone());
+    let subject = |sa: &str| format!("system:serviceaccount:{}:{sa}", a.ns);
+    let mut subjects = t.subjects(&created);
+    subjects.sort();
+    assert_eq!(subjects, vec![subject("eval"), subject("training")]);
+    assert!(exchange(&t, &a.ns, "eval", &client_id).await.is_ok());
+    assert!(e.authorized(
+        &principal,
+        "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+        &a.vault(),
+        true
+    ));
+
+    // Drop a ServiceAccount, a grant and the second identity.
+    t.patch(
+        "ComputeIdentity",
+        &a.ns,
+        "ci",
+        serde_json::json!({"spec": {
+            "identity": {"userAssignedIdentities": [created.clone()]},
+            "federation": {"serviceAccounts": ["training"]},
+            "grants": {"keyVaultSecretsUser": []},
+        }}),
+    )
+    .await;
+    cluster::wait_until(
+        Duration::from_secs(30),
+        "the dropped grant and ServiceAccount to be revoked",
+        || async {
+            (t.subjects(&created) == vec![subject("training")]
+                && !e.authorized(
+                    &principal,
+                    "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+                    &a.vault(),
+                    true,
+                ))
+            .then_some(())
+        },
+    )
+    .await;
+    let refused = exchange(&t, &a.ns, "eval", &client_id).await.unwrap_err();
+    assert!(
+        refused.contains("70021"),
+        "the removed ServiceAccount can no longer sign in: {refused}"
+    );
+    assert!(exchange(&t, &a.ns, "training", &client_id).await.is_ok());
+    assert!(e.authorized(
+        &principal,
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+        &a.storage(),
+        true
+    ));
+    assert!(
+        e.identity(&a.identity("id-shared")).is_some(),
+        "an identity the operator did not create stays"
+    );
+
+    // Move to the existing identity: the created one goes, its federation moves.
+    t.patch(
+        "ComputeIdentity",
+        &a.ns,
+        "ci",
+        serde_json::json!({"spec": {
+            "identity": {"userAssignedIdentities": [a.identity("id-shared")]},
+        }}),
+    )
+    .await;
+    cluster::wait_until(
+        Duration::from_secs(30),
+        "the created identity to be deleted",
+        || async { e.identity(&created).is_none().then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        t.subjects(&a.identity("id-shared")),
+        vec![subject("training")]
+    );
+    assert!(!e.authorized(
+        &principal,
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read",
+        &a.storage(),
+        true
+    ));
+
+    // Deleting the object leaves nothing it made: no federated credential, no grant.
+    let shared_principal = e.identity(&a.identity("id-shared")).unwrap().principal_id;
+    delete_and_wait(&t.client, "ComputeIdentity", &a.ns, "ci").await;
+    assert!(t.subjects(&a.identity("id-shared")).is_empty());
+    assert!(
+        t.assignments_below(&rg_id(&a.rg))
+            .iter()
+            .all(|(_, _, p)| *p != shared_principal && *p != principal)
+    );
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grant_two_objects_need_survives_until_the_last_one_goes() {
+    let t = Tenancy::start(&[]).await;
+    let a = &t.a;
+    let e = t.azure.emulator();
+    let spec = |account: &str| {
+        let mut s = compute_identity(&[a.identity("id-shared")], &[account]);
+        s["grants"] = serde_json::json!({"storageBlobDataReader": [a.storage()]});
+        s
+    };
+    t.apply(&a.ns, object("ComputeIdentity", "first", spec("training")))
+        .await;
+    t.apply(&a.ns, object("ComputeIdentity", "second", spec("training")))
+        .await;
+    for name in ["first", "second"] {
+        t.reason("ComputeIdentity", &a.ns, name, "IdentityReady")
+            .await;
+    }
+    let principal = e.identity(&a.identity("id-shared")).unwrap().principal_id;
+    let read = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read";
+    let grants = || {
+        t.assignments_below(&a.storage())
+            .into_iter()
+            .filter(|(_, _, p)| *p == principal)
+            .count()
+    };
+    assert_eq!(grants(), 1, "one assignment, held by both");
+    assert_eq!(
+        t.subjects(&a.identity("id-shared")).len(),
+        1,
+        "one federated credential, held by both"
+    );
+
+    delete_and_wait(&t.client, "ComputeIdentity", &a.ns, "first").await;
+    assert!(
+        e.authorized(&principal, read, &a.storage(), true),
+        "the other still needs it"
+    );
+    assert_eq!(t.subjects(&a.identity("id-shared")).len(), 1);
+    delete_and_wait(&t.client, "ComputeIdentity", &a.ns, "second").await;
+    assert!(
+        !e.authorized(&principal, read, &a.storage(), true),
+        "the last holder removed it"
+    );
+    assert!(t.subjects(&a.identity("id-shared")).is_empty());
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_exists_already_is_neither_overwritten_nor_deleted() {
+    let t = Tenancy::start(&[]).await;
+    let a = &t.a;
+    let e = t.azure.emulator();
+    let datastore = format!("{}/datastores/workspaceblobstore", a.workspace());
+    let connection = format!("{}/connections/workspace-acr", a.workspace());
+    e.seed(Seed {
+        resources: vec![
+            serde_json::json!({"id": datastore, "name": "workspaceblobstore", "properties": {"datastoreType": "AzureBlob", "accountName": "st", "containerName": "azureml", "credentials": {"credentialsType": "None"}}}),
+            serde_json::json!({"id": connection, "name": "workspace-acr", "properties": {"category": "ContainerRegistry", "target": "elsewhere.azurecr.io", "authType": "None"}}),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let before = (
+        e.resource(&a.workspace()),
+        e.resource(&datastore),
+        e.resource(&connection),
+    );
+
+    let mut manage = t.workspace("manage", &a.rg);
+    manage["spec"]["management"] = "Manage".into();
+    manage["spec"]["location"] = "eastus".into();
+    manage["spec"]["deletionPolicy"] = "Delete".into();
+    t.apply(&a.ns, manage).await;
+    t.apply(&a.ns, object("Datastore", "ds", serde_json::json!({"workspaceRef": {"name": "ws"}, "datastoreName": "workspaceblobstore",
+        "type": "AzureBlob", "accountName": "stteam", "containerName": "mine", "register": true}))).await;
+    t.apply(&a.ns, object("RegistryConnection", "rc", serde_json::json!({"workspaceRef": {"name": "ws"},
+        "registry": {"loginServer": format!("{}.azurecr.io", a.registry_name()), "resourceId": a.registry()},
+        "auth": {"type": "ManagedIdentity", "managedIdentity": {"clientId": "00000000-0000-0000-0000-00000000000a", "resourceId": a.identity("id-shared")}}, "workspaceConnection": {"name": "workspace-acr"}, "target": {"secretName": "pull"}}))).await;
+    for (kind_name, name) in [
+        ("Workspace", "manage"),
+        ("Datastore", "ds"),
+        ("RegistryConnection", "rc"),
+    ] {
+        let message = t
+            .reason(kind_name, &a.ns, name, "AzureTargetConflict")
+            .await;
+        assert!(message.contains("not"), "{message}");
+        delete_and_wait(&t.client, kind_name, &a.ns, name).await;
+    }
+    assert_eq!(
+        (
+            e.resource(&a.workspace()),
+            e.resource(&datastore),
+            e.resource(&connection)
+        ),
+        before,
+        "the existing workspace, datastore and connection are untouched"
+    );
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_or_de_admitting_a_namespace_revokes_what_it_was_given() {
+    let t = Tenancy::start(&[]).await;
+    let e = t.azure.emulator();
+    let read = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read";
+    for team in [&t.a, &t.b] {
+        let mut spec = compute_identity(&[team.identity("id-created")], &["training"]);
+        spec["createIfMissing"] = serde_json::json!({"location": "eastus"});
+        spec["grants"] = serde_json::json!({"storageBlobDataReader": [team.storage()]});
+        spec["tokenSecret"] =
+            serde_json::json!({"name": "tokens", "audiences": ["https://storage.azure.com"]});
+        t.apply(&team.ns, object("ComputeIdentity", "ci", spec))
+            .await;
+        t.reason("ComputeIdentity", &team.ns, "ci", "TokensIssued")
+            .await;
+        assert_eq!(t.subjects(&team.identity("id-created")).len(), 1);
+    }
+    // team-a also signs in with a credential of its own namespace, whose Secret the namespace
+    // deletion removes along with everything else.
+    let a_ns = t.a.ns.clone();
+    secret(&t.client, &a_ns, "own-sp", "clientSecret", APP_SECRET).await;
+    t.apply(&a_ns, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "AzureCredential", "metadata": {"name": "own"},
+        "spec": {"tenantId": TENANT, "servicePrincipal": {"clientId": APP_CLIENT_ID, "clientSecretRef": {"name": "own-sp", "key": "clientSecret"}}},
+    }))
+    .await;
+    t.reason("AzureCredential", &a_ns, "own", "Authenticated")
+        .await;
+    let secrets_a = Api::<Secret>::namespaced(t.client.clone(), &a_ns);
+    let guarded = |s: Option<Secret>| {
+        s.is_some_and(|s| {
+            s.finalizers()
+                .iter()
+                .any(|f| f == "amlidentity.io/credential-in-use")
+        })
+    };
+    cluster::wait_until(
+        Duration::from_secs(20),
+        "the credential's Secret to be guarded",
+        || async { guarded(secrets_a.get_opt("own-sp").await.unwrap()).then_some(()) },
+    )
+    .await;
+    // Deleted on its own (to replace it), the Secret goes at once, as it always did.
+    secrets_a
+        .delete("own-sp", &Default::default())
+        .await
+        .unwrap();
+    cluster::wait_until(
+        Duration::from_secs(20),
+        "the replaced Secret to go",
+        || async {
+            secrets_a
+                .get_opt("own-sp")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    secret(&t.client, &a_ns, "own-sp", "clientSecret", APP_SECRET).await;
+    let mut own = t.workspace("own-ws", &t.a.rg);
+    own["spec"]["credentialRef"] = serde_json::json!({"name": "own"});
+    t.apply(&a_ns, own).await;
+    t.reason("Workspace", &a_ns, "own-ws", "WorkspaceReady")
+        .await;
+    let mut spec = compute_identity(&[t.a.identity("id-own")], &["training"]);
+    spec["workspaceRef"] = serde_json::json!({"name": "own-ws"});
+    spec["createIfMissing"] = serde_json::json!({"location": "eastus"});
+    spec["grants"] = serde_json::json!({"keyVaultSecretsUser": [t.a.vault()]});
+    t.apply(&a_ns, object("ComputeIdentity", "own-ci", spec))
+        .await;
+    t.reason("ComputeIdentity", &a_ns, "own-ci", "IdentityReady")
+        .await;
+    let own_principal = e.identity(&t.a.identity("id-own")).unwrap().principal_id;
+    cluster::wait_until(
+        Duration::from_secs(20),
+        "the replaced Secret to be guarded",
+        || async { guarded(secrets_a.get_opt("own-sp").await.unwrap()).then_some(()) },
+    )
+    .await;
+
+    // De-admitting team-b: its token Secret and federated credential go at once.
+    let credentials = cluster::dynamic_api(&t.client, &kind("ClusterAzureCredential"), "");
+    credentials
+        .patch(
+            &t.credential,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"allowedNamespaces": {"names": [t.a.ns]}}})),
+        )
+        .await
+        .unwrap();
+    let message = t.reason("ComputeIdentity", &t.b.ns, "ci", "Denied").await;
+    assert!(
+        message.contains("keeps no credential Secret"),
+        "{message}\n{}",
+        t.operator.logs()
+    );
+    assert!(
+        t.subjects(&t.b.identity("id-created")).is_empty(),
+        "team-b's federated credential is revoked"
+    );
+    let secrets = Api::<Secret>::namespaced(t.client.clone(), &t.b.ns);
+    assert!(
+        secrets.get_opt("tokens").await.unwrap().is_none(),
+        "team-b's token Secret is removed"
+    );
+
+    // Deleting both namespaces with everything inside: nothing the operator made is left.
+    let principals: Vec<String> = [&t.a, &t.b]
+        .iter()
+        .map(|team| {
+            e.identity(&team.identity("id-created"))
+                .unwrap()
+                .principal_id
+        })
+        .collect();
+    for team in [&t.a, &t.b] {
+        let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(t.client.clone())
+            .delete(&team.ns, &Default::default())
+            .await;
+    }
+    for team in [&t.a, &t.b] {
+        delete_namespace_and_wait(&t.client, &team.ns).await;
+        assert!(
+            e.identity(&team.identity("id-created")).is_none(),
+            "the identity it created is gone"
+        );
+    }
+    assert!(
+        e.identity(&t.a.identity("id-own")).is_none(),
+        "the namespaced credential's identity is gone"
+    );
+    assert!(
+        !e.authorized(
+            &own_principal,
+            "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+            &t.a.vault(),
+            true
+        ),
+        "its grant is gone"
+    );
+    for (team, principal) in [&t.a, &t.b].iter().zip(&principals) {
+        assert!(
+            !e.authorized(principal, read, &team.storage(), true),
+            "no grant is left"
+        );
+    }
+    assert!(
+        !t.operator.logs().contains("panicked") && !t.operator.logs().contains("cleanup abandoned"),
+        "cleanup finished without giving up"
+    );
+    cluster::delete_namespace(&t.client, &t.home).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_recording_and_creating_orphans_nothing() {
+    let mut t = Tenancy::start(&[]).await;
+    let a_ns = t.a.ns.clone();
+    let created = t.a.identity("id-crash");
+    // Azure creates the identity, but its answer is held back: the operator is killed before it
+    // learns that the PUT succeeded (the moment that used to leave identities unrecorded).
+    t.azure.emulator().inject(aml_identity_emulator::Fault {
+        route: "arm.PUT.userAssignedIdentities".into(),
+        status: None,
+        retry_after: None,
+        latency_ms: 0,
+        answer_delay_ms: 5000,
+        probability: 1.0,
+        times: Some(1),
+    });
+    let mut spec = compute_identity(std::slice::from_ref(&created), &["training"]);
+    spec["createIfMissing"] = serde_json::json!({"location": "eastus"});
+    t.apply(&a_ns, object("ComputeIdentity", "ci", spec)).await;
+    cluster::wait_until(
+        Duration::from_secs(30),
+        "Azure to create the identity",
+        || async {
+            t.azure
+                .emulator()
+                .identity(&created)
+                .is_some()
+                .then_some(())
+        },
+    )
+    .await;
+    t.operator.kill();
+    let api = cluster::dynamic_api(&t.client, &kind("ComputeIdentity"), &a_ns);
+    let record = api.get("ci").await.unwrap().data["status"]["azureResources"].clone();
+    assert!(
+        record
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["id"] == created.as_str())),
+        "recorded before the PUT went out: {record}"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let mut args = azure_args(&t.azure);
+    args.extend(["--cleanup-attempts".to_string(), "3".into()]);
+    t.operator = Operator::start_across(
+        &t.home,
+        &format!("{LABEL}={}", t.label),
+        &format!("lease-{}", t.label),
+        &format!("tn-{}-1", t.label),
+        &args,
+    );
+    t.reason("ComputeIdentity", &a_ns, "ci", "IdentityReady")
+        .await;
+    let identities = t.azure.emulator().identity(&created);
+    assert!(identities.is_some(), "one identity, made once");
+    assert_eq!(t.subjects(&created).len(), 1);
+    delete_and_wait(&t.client, "ComputeIdentity", &a_ns, "ci").await;
+    assert!(
+        t.azure.emulator().identity(&created).is_none(),
+        "nothing is orphaned"
+    );
+    assert!(!t.operator.logs().contains("panicked"));
+    t.finish().await;
+}
