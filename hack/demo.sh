@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo command (`make demo`): local control plane, CRDs, the operator, deploy/samples applied in
-# namespace team-a, and every object's conditions printed. Everything is stopped at the end unless
-# DEMO_KEEP=1; then `hack/demo.sh down` stops it.
+# namespace team-a, deploy/samples/team-b in a second admitted namespace (whose object that names
+# team-a's identity is refused), and every object's conditions printed. Everything is stopped at
+# the end unless DEMO_KEEP=1; then `hack/demo.sh down` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE_DIR=${AMLID_CLUSTER_DIR:-${TMPDIR:-/tmp}/aml-identity-operator-cluster}
@@ -77,6 +78,11 @@ echo "== applying deploy/samples to namespace $NS"
 kubectl apply -n "$NS" -f deploy/samples/
 echo "== and one invalid object, to show how a bad spec is reported"
 kubectl apply -n "$NS" -f deploy/samples/invalid/workspace-primary-not-listed.yaml
+echo "== a second team, team-b, admitted to the shared credential by label, naming team-a's identity"
+kubectl get namespace team-b >/dev/null 2>&1 || kubectl create namespace team-b >/dev/null
+kubectl label namespace team-b amlidentity.io/enabled=true --overwrite >/dev/null
+kubectl -n team-b create serviceaccount training --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl apply -n team-b -f deploy/samples/team-b/
 
 # Wait (bounded) until every object reports on its current generation and settles.
 for _ in $(seq 1 120); do

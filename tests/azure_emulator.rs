@@ -681,3 +681,56 @@ async fn the_azure_cli_credential_runs_az_and_reads_its_token() {
             .contains("install it")
     );
 }
+
+#[tokio::test]
+async fn the_arm_client_sends_nothing_outside_its_ceiling() {
+    use aml_identity_operator::azure::scope::Ceiling;
+    let azure = Azure::start(vec![]).await;
+    let ceiling = Ceiling::for_namespace(
+        &[format!(
+            "/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aml-{{namespace}}"
+        )],
+        "team-a",
+    )
+    .unwrap();
+    let arm = azure
+        .arm(azure.app_credential("ceiling"))
+        .within(std::sync::Arc::new(ceiling));
+    let other = format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aml-team-ab/providers/Microsoft.KeyVault/vaults/kv"
+    );
+    let sneaky = format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aml-team-a/providers/Microsoft.KeyVault/vaults/../../../rg-aml-team-b"
+    );
+    for path in [other, sneaky] {
+        let refused = arm
+            .get::<serde_json::Value>(&path, "2024-11-01")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                aml_identity_operator::azure::AzureError::OutOfScope(_)
+            ),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        (
+            azure.emulator().requests("arm."),
+            azure.emulator().requests("entra.token")
+        ),
+        (0, 0),
+        "not even a token was requested"
+    );
+    // Inside the ceiling it is an ordinary client.
+    azure.grant(&azure.resource_group_id(), "Owner", APP_OBJECT_ID);
+    let inside = format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aml-team-a/providers/Microsoft.KeyVault/vaults/kv"
+    );
+    assert!(
+        arm.get::<serde_json::Value>(&inside, "2024-11-01")
+            .await
+            .is_ok()
+    );
+}

@@ -248,3 +248,56 @@ async fn a_namespace_cannot_borrow_another_namespaces_federation() {
     cluster::delete_namespace(&client, &thief).await;
     cluster::delete_namespace(&client, &owner).await;
 }
+
+#[tokio::test]
+async fn a_namespaced_custom_cloud_calls_only_hosts_the_operator_allows() {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let azure = Azure::start(vec![]).await;
+    let ns = cluster::namespace(&client, "cred-custom").await;
+    secret(&client, &ns, "sp", "clientSecret", APP_SECRET).await;
+    let mut args = azure_args(&azure);
+    args.extend([
+        "--allowed-custom-cloud-hosts".to_string(),
+        "microsoftonline.com,azure.com".into(),
+    ]);
+    let _operator = Operator::start_with(&ns, "lease-cred-custom", "cred-custom-0", &args);
+    let credential = |name: &str, authority: &str| {
+        serde_json::json!({
+            "apiVersion": "amlidentity.io/v1alpha1", "kind": "AzureCredential", "metadata": {"name": name},
+            "spec": {"tenantId": TENANT, "cloud": "Custom",
+                     "endpoints": {"authorityHost": authority, "resourceManager": "https://management.azure.com"},
+                     "servicePrincipal": {"clientId": APP_CLIENT_ID, "clientSecretRef": {"name": "sp", "key": "clientSecret"}}},
+        })
+    };
+    // A tenant points its credential at a host of its choosing: refused before any request.
+    apply(
+        &client,
+        &ns,
+        credential("elsewhere", "https://login.attacker.example"),
+    )
+    .await;
+    let (_, message, _) = ready_reason(
+        &client,
+        "AzureCredential",
+        &ns,
+        "elsewhere",
+        "CustomCloudNotAllowed",
+    )
+    .await;
+    assert!(
+        message.starts_with("spec.endpoints.authorityHost: login.attacker.example")
+            && message.contains("microsoftonline.com, azure.com"),
+        "{message}"
+    );
+    assert_eq!(azure.emulator().requests("entra.token"), 0);
+    // Hosts within the allow-list (subdomains included) are called.
+    apply(
+        &client,
+        &ns,
+        credential("allowed", "https://login.microsoftonline.com"),
+    )
+    .await;
+    ready_reason(&client, "AzureCredential", &ns, "allowed", "Authenticated").await;
+    cluster::delete_namespace(&client, &ns).await;
+}

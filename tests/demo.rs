@@ -42,6 +42,21 @@ fn the_demo_shows_every_sample_ready_with_its_outputs() {
                 && l.contains("Ready=False InvalidSpec")),
         "{stdout}"
     );
+    // The second namespace: its own workspace through the shared credential, and an object that
+    // names team-a's identity refused before any Azure call.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("Workspace/team-b-workspace [team-b] Ready=True")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l
+            .starts_with("ComputeIdentity/borrowed-identity [team-b] Ready=False OutOfScope")
+            && l.contains("rg-aml-team-a")
+            && l.contains("spec.identity.userAssignedIdentities[0]")),
+        "{stdout}"
+    );
     for output in [
         "secret/cpu-cluster-identity",
         "secret/training-data-access",

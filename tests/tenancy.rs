@@ -276,13 +276,38 @@ impl Tenancy {
             .unwrap();
     }
 
-    /// Deletes both team namespaces and waits (bounded) until they are gone — their objects'
-    /// cleanup runs while the operator still does — then the operator's namespace and credential.
+    /// Deletes the test's objects and waits (bounded) until their cleanup ran while the operator
+    /// still does, then the namespaces (namespace deletion itself is the subject of its own test).
     async fn finish(self) {
-        for ns in [&self.a.ns, &self.b.ns] {
-            delete_namespace_and_wait(&self.client, ns).await;
+        for kind_name in [
+            "ComputeIdentity",
+            "Datastore",
+            "RegistryConnection",
+            "Workspace",
+        ] {
+            for ns in [&self.a.ns, &self.b.ns] {
+                let api = cluster::dynamic_api(&self.client, &kind(kind_name), ns);
+                let _ = api
+                    .delete_collection(&Default::default(), &Default::default())
+                    .await;
+                cluster::wait_until(
+                    Duration::from_secs(60),
+                    &format!("{kind_name} objects in {ns} to be gone"),
+                    || async {
+                        api.list(&Default::default())
+                            .await
+                            .ok()?
+                            .items
+                            .is_empty()
+                            .then_some(())
+                    },
+                )
+                .await;
+            }
         }
-        cluster::delete_namespace(&self.client, &self.home).await;
+        for ns in [&self.a.ns, &self.b.ns, &self.home] {
+            cluster::delete_namespace(&self.client, ns).await;
+        }
     }
 }
 
@@ -493,7 +518,18 @@ async fn what_a_namespace_names_outside_its_scopes_is_refused_without_a_request(
     // group, its workspace still there; and deleting the hijacking Workspace deletes nothing.
     assert!(t.subjects(&a.identity("id-shared")).is_empty());
     assert_eq!(t.assignments_below(&rg_id(&a.rg)), before_a);
-    // (The Workspace waits for the objects that use it to be gone first.)
+    // A Workspace waits, and says so, while objects that use it are still there.
+    cluster::dynamic_api(&t.client, &kind("Workspace"), &b.ns)
+        .delete("adopt-a", &Default::default())
+        .await
+        .unwrap();
+    let message = t
+        .reason("Workspace", &b.ns, "adopt-a", "WaitingForDependents")
+        .await;
+    assert!(
+        message.contains("Datastore") && message.contains("RegistryConnection"),
+        "{message}"
+    );
     delete_and_wait(&t.client, "Datastore", &b.ns, "ds").await;
     delete_and_wait(&t.client, "RegistryConnection", &b.ns, "conn").await;
     for name in ["hijack", "adopt-a"] {
@@ -950,5 +986,199 @@ async fn a_crash_between_recording_and_creating_orphans_nothing() {
         "nothing is orphaned"
     );
     assert!(!t.operator.logs().contains("panicked"));
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_identity_gets_a_condition_not_a_write_loop() {
+    let t = Tenancy::start(&[]).await;
+    let a = &t.a;
+    let e = t.azure.emulator();
+    let full = a.identity("id-full");
+    e.seed(Seed {
+        user_assigned_identities: vec![UserAssignedIdentity {
+            id: full.clone(),
+            location: "eastus".into(),
+            tenant_id: TENANT.into(),
+            client_id: uuid::Uuid::new_v4().to_string(),
+            principal_id: uuid::Uuid::new_v4().to_string(),
+            tags: Default::default(),
+            federated_credentials: (0..20)
+                .map(|i| aml_identity_emulator::state::FederatedCredential {
+                    name: format!("other-{i}"),
+                    issuer: "https://issuer.example".into(),
+                    subject: format!("system:serviceaccount:elsewhere:sa-{i}"),
+                    audiences: vec!["api://AzureADTokenExchange".into()],
+                })
+                .collect(),
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+    t.apply(
+        &a.ns,
+        object(
+            "ComputeIdentity",
+            "ci",
+            compute_identity(std::slice::from_ref(&full), &["training"]),
+        ),
+    )
+    .await;
+    let message = t
+        .reason("ComputeIdentity", &a.ns, "ci", "FederatedCredentialLimit")
+        .await;
+    assert!(
+        message.contains("20") && message.contains("spec.federation.serviceAccounts"),
+        "{message}"
+    );
+    let reads = e.counter("arm.GET.federatedIdentityCredentials");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        e.counter("arm.PUT.federatedIdentityCredentials"),
+        0,
+        "no write was attempted"
+    );
+    assert!(
+        e.counter("arm.GET.federatedIdentityCredentials") <= reads + 2,
+        "it does not poll Azure while the identity stays full"
+    );
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_that_cannot_reach_azure_gives_up_loudly_after_bounded_attempts() {
+    let t = Tenancy::start(&[]).await;
+    let a = &t.a;
+    let mut spec = compute_identity(&[a.identity("id-shared")], &["training"]);
+    spec["grants"] = serde_json::json!({"storageBlobDataReader": [a.storage()]});
+    t.apply(&a.ns, object("ComputeIdentity", "ci", spec)).await;
+    t.reason("ComputeIdentity", &a.ns, "ci", "IdentityReady")
+        .await;
+    // Azure fails every delete from now on.
+    t.azure.emulator().inject(aml_identity_emulator::Fault {
+        route: "arm.DELETE".into(),
+        status: Some(503),
+        retry_after: None,
+        latency_ms: 0,
+        answer_delay_ms: 0,
+        probability: 1.0,
+        times: None,
+    });
+    let api = cluster::dynamic_api(&t.client, &kind("ComputeIdentity"), &a.ns);
+    api.delete("ci", &Default::default()).await.unwrap();
+    cluster::wait_until(
+        Duration::from_secs(90),
+        "the object to be let go",
+        || async {
+            matches!(api.get("ci").await, Err(kube::Error::Api(s)) if s.code == 404).then_some(())
+        },
+    )
+    .await;
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(t.client.clone(), &a.ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let abandoned = events
+        .items
+        .iter()
+        .find(|ev| ev.reason.as_deref() == Some("CleanupAbandoned"))
+        .expect("a CleanupAbandoned Warning Event");
+    assert_eq!(abandoned.type_.as_deref(), Some("Warning"));
+    assert!(
+        abandoned
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("3 failed"),
+        "{abandoned:?}"
+    );
+    let metric = t
+        .operator
+        .metric_sum("aml_identity_operator_cleanup_abandoned_total{kind=\"ComputeIdentity\"")
+        .await;
+    assert_eq!(metric, Some(1.0));
+    t.azure.emulator().clear_faults();
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conflicting_registry_connection_takes_away_no_pull_secret_entry() {
+    let t = Tenancy::start(&[]).await;
+    let a = &t.a;
+    let spec = serde_json::json!({"workspaceRef": {"name": "ws"},
+        "registry": {"loginServer": format!("{}.azurecr.io", a.registry_name()), "resourceId": a.registry()},
+        "auth": {"type": "AdminUser"}, "target": {"secretName": "acr-pull", "serviceAccounts": ["training"]}});
+    t.apply(&a.ns, object("RegistryConnection", "first", spec.clone()))
+        .await;
+    t.reason("RegistryConnection", &a.ns, "first", "PullSecretIssued")
+        .await;
+    t.apply(&a.ns, object("RegistryConnection", "second", spec))
+        .await;
+    t.reason("RegistryConnection", &a.ns, "second", "TargetConflict")
+        .await;
+    delete_and_wait(&t.client, "RegistryConnection", &a.ns, "second").await;
+    let accounts = Api::<ServiceAccount>::namespaced(t.client.clone(), &a.ns);
+    let pulls = |sa: ServiceAccount| -> Vec<String> {
+        sa.image_pull_secrets
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    };
+    assert_eq!(
+        pulls(accounts.get("training").await.unwrap()),
+        vec!["acr-pull"]
+    );
+    // The owner takes its own entry away, and leaves one someone else added.
+    accounts
+        .patch("training", &PatchParams::default(), &Patch::Merge(serde_json::json!({"imagePullSecrets": [{"name": "acr-pull"}, {"name": "team-own"}]})))
+        .await
+        .unwrap();
+    delete_and_wait(&t.client, "RegistryConnection", &a.ns, "first").await;
+    assert_eq!(
+        pulls(accounts.get("training").await.unwrap()),
+        vec!["team-own"]
+    );
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adopted_role_tables_use_what_arm_reports_not_the_spec() {
+    let t = Tenancy::start(&[]).await;
+    let (a, b) = (&t.a, &t.b);
+    let e = t.azure.emulator();
+    // A workspace in team-b's group whose key vault, as ARM reports it, is team-a's.
+    let uai = b.identity("id-shared");
+    let principal = e.identity(&uai).unwrap().principal_id;
+    let workspace = b.id("Microsoft.MachineLearningServices/workspaces", "mlw-r");
+    e.seed(Seed {
+        resources: vec![serde_json::json!({"id": workspace, "name": "mlw-r", "location": "eastus",
+            "identity": {"type": "UserAssigned", "userAssignedIdentities": {uai.clone(): {"principalId": principal, "clientId": "00000000-0000-0000-0000-00000000000c"}}},
+            "properties": {"workspaceId": "1f0e0d0c-0b0a-4909-8807-060504030201", "provisioningState": "Succeeded",
+                "primaryUserAssignedIdentity": uai, "keyVault": a.vault(), "storageAccount": b.storage()}})],
+        ..Default::default()
+    })
+    .unwrap();
+    let mut ws = t.workspace("real", &b.rg);
+    ws["spec"]["workspaceName"] = "mlw-r".into();
+    ws["spec"]["roleAssignments"] = "Ensure".into();
+    ws["spec"]["identity"] = serde_json::json!({"type": "UserAssigned", "userAssignedIdentities": [uai], "primaryUserAssignedIdentity": uai});
+    // The spec claims an in-scope vault; the role table must not believe it.
+    ws["spec"]["associatedResources"] =
+        serde_json::json!({"keyVault": b.vault(), "storageAccount": b.storage()});
+    t.apply(&b.ns, ws).await;
+    let message = t.reason("Workspace", &b.ns, "real", "OutOfScope").await;
+    assert!(
+        message.contains("keyVault (as ARM reports it)") && message.contains(&a.vault()),
+        "{message}"
+    );
+    assert!(
+        t.assignments_below(&a.vault()).is_empty(),
+        "nothing granted on team-a's vault"
+    );
+    assert!(
+        t.assignments_below(&b.vault()).is_empty(),
+        "nor on the vault the spec claimed"
+    );
     t.finish().await;
 }

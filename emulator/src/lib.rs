@@ -267,6 +267,11 @@ impl Emulator {
         self.state().faults.push(fault);
     }
 
+    /// Removes every injected fault.
+    pub fn clear_faults(&self) {
+        self.state().faults.clear();
+    }
+
     /// The emulator's clock.
     pub fn clock(&self) -> &Clock {
         &self.0.clock

@@ -808,3 +808,23 @@ pub async fn cleanup(ci: &ComputeIdentity, ctx: &Context) -> Result<Cleanup, Err
     };
     ledger::revoke_all(ctx, ci, &namespace, &ws.spec.credential_ref).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn federated_credential_names_never_collide_and_fit_azure() {
+        // `a-b`/`c` and `a`/`b-c` read alike; the hash keeps them apart.
+        assert_ne!(federation_name("a-b", "c"), federation_name("a", "b-c"));
+        assert_ne!(federation_name("ns", "x.y"), federation_name("ns", "x-y"));
+        assert_eq!(
+            federation_name("team-a", "training"),
+            federation_name("team-a", "training")
+        );
+        let long = federation_name(&"n".repeat(63), &"s".repeat(253));
+        assert!((3..=120).contains(&long.len()), "{}", long.len());
+        assert!(long.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        assert_ne!(long, federation_name(&"n".repeat(63), &"s".repeat(252)));
+    }
+}

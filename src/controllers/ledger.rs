@@ -126,6 +126,9 @@ impl Ledger {
         arm: &ArmClient,
         entries: &[AzureResource],
     ) -> Result<Vec<String>, Error> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut entries = entries.to_vec();
         entries.sort_by_key(|e| e.kind);
         let mut holders: Option<Vec<AzureResource>> = None;

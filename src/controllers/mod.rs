@@ -241,6 +241,23 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
             Ok(Cleanup::Done) => {}
             Ok(Cleanup::Waiting(why)) => {
                 tracing::debug!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), %why, "cleanup waits");
+                // Say why it stays Terminating (written only when the reason changes).
+                let waiting = Outcome::not_ready("WaitingForDependents", why);
+                let conditions = obj
+                    .status()
+                    .map(|s| s.common().conditions.clone())
+                    .unwrap_or_default();
+                let current = serde_json::to_value(obj.status())?;
+                if let Some(patch) =
+                    conditions::status_patch(&current, &conditions, obj.meta().generation, &waiting)
+                {
+                    api.patch_status(
+                        &obj.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await?;
+                }
                 return Ok(Action::requeue(Duration::from_secs(5)));
             }
             Err(e) => {

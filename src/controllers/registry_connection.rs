@@ -99,14 +99,7 @@ fn login_server_matches(registry: &Registry, cloud: &Cloud) -> Result<(), Outcom
         "spec.registry.loginServer: {} is not the login server of registry {} (expected {expected}); nothing was requested in Azure for it",
         registry.login_server, registry.resource_id
     );
-    Err(
-        Outcome::not_ready(resolve::OUT_OF_SCOPE, message.clone()).condition(
-            "CredentialResolved",
-            true,
-            resolve::OUT_OF_SCOPE,
-            message,
-        ),
-    )
+    Err(resolve::out_of_scope("the credential", message))
 }
 
 /// The behaviour.

@@ -51,13 +51,16 @@ impl Signed {
         if outside.is_empty() {
             return Ok(());
         }
-        Err(out_of_scope(format!(
-            "{} {} outside what {} allows for namespace {namespace} ({}); nothing was requested in Azure for it",
-            outside.join("; "),
-            if outside.len() == 1 { "is" } else { "are" },
-            self.granted_by,
-            self.ceiling
-        )))
+        Err(out_of_scope(
+            &self.granted_by,
+            format!(
+                "{} {} outside what {} allows for namespace {namespace} ({}); nothing was requested in Azure for it",
+                outside.join("; "),
+                if outside.len() == 1 { "is" } else { "are" },
+                self.granted_by,
+                self.ceiling
+            ),
+        ))
     }
 
     /// `Ok` when every `(field, audience)` is allowed; otherwise `OutOfScope` naming them.
@@ -73,21 +76,25 @@ impl Signed {
         if refused.is_empty() {
             return Ok(());
         }
-        Err(out_of_scope(format!(
-            "{}: not among the token audiences {} allows ({}); nothing was minted",
-            refused.join("; "),
-            self.granted_by,
-            self.audiences
-        )))
+        Err(out_of_scope(
+            &self.granted_by,
+            format!(
+                "{}: not among the token audiences {} allows ({}); nothing was minted",
+                refused.join("; "),
+                self.granted_by,
+                self.audiences
+            ),
+        ))
     }
 }
 
-fn out_of_scope(message: String) -> Outcome {
-    Outcome::not_ready(OUT_OF_SCOPE, message.clone()).condition(
+/// `Ready=False OutOfScope`: the credential itself resolved, the object asked for too much.
+pub fn out_of_scope(granted_by: &str, message: String) -> Outcome {
+    Outcome::not_ready(OUT_OF_SCOPE, message).condition(
         "CredentialResolved",
         true,
-        OUT_OF_SCOPE,
-        message,
+        "Resolved",
+        format!("signed in through {granted_by}"),
     )
 }
 
