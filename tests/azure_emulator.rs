@@ -183,6 +183,51 @@ async fn the_cache_renews_at_two_thirds_of_the_lifetime() {
     );
 }
 
+#[tokio::test]
+async fn a_bearer_token_outlives_a_failed_renewal_but_never_its_expiry() {
+    let azure = Azure::start(vec![]).await;
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(
+        jiff::Timestamp::now().as_second(),
+    ));
+    let clock = now.clone();
+    let cache = TokenCache::with_clock(Arc::new(move || {
+        clock.load(std::sync::atomic::Ordering::Relaxed)
+    }));
+    let credential = azure.app_credential("sp");
+    let audience = "https://management.azure.com";
+    let first = cache.get(&credential, audience).await.unwrap();
+    // Stale, and Entra refuses every request from now on.
+    azure.emulator().inject(Fault {
+        route: "entra.token".into(),
+        status: Some(503),
+        retry_after: None,
+        latency_ms: 0,
+        answer_delay_ms: 0,
+        probability: 1.0,
+        times: None,
+    });
+    now.store(first.stale_at() + 1, std::sync::atomic::Ordering::Relaxed);
+    let stand_in = cache.get(&credential, audience).await.unwrap();
+    assert_eq!(
+        stand_in.secret(),
+        first.secret(),
+        "the still-valid token is used"
+    );
+    assert!(
+        cache
+            .get_newer_than(&credential, audience, i64::MIN)
+            .await
+            .is_err(),
+        "a caller that needs a fresh token is not given the stand-in"
+    );
+    // Close to its expiry it is no stand-in any more.
+    now.store(
+        first.expires_on - aml_identity_operator::azure::token_cache::FALLBACK_MARGIN,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    assert!(cache.get(&credential, audience).await.is_err());
+}
+
 fn identity_path(azure: &Azure, name: &str) -> String {
     format!(
         "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",

@@ -53,6 +53,9 @@ impl fmt::Debug for Token {
     }
 }
 
+/// How long a cached token must still live to stand in for a renewal that failed (seconds).
+pub const FALLBACK_MARGIN: i64 = 60;
+
 type Key = (String, String, String);
 type Slot = Arc<tokio::sync::Mutex<Option<Token>>>;
 
@@ -85,10 +88,44 @@ impl TokenCache {
         }
     }
 
-    /// A token of `credential` for `audience`: the cached one while fresh, otherwise one new request
-    /// shared by every concurrent caller.
+    /// A bearer token of `credential` for `audience`: the cached one while fresh, otherwise one new
+    /// request shared by every concurrent caller. When that request fails but the cached token
+    /// still has [`FALLBACK_MARGIN`] to live, the cached one is used: a credential whose source is
+    /// gone for now (a ServiceAccount in a namespace being deleted cannot get tokens) can still
+    /// finish its work, e.g. revoke what it made. Secrets are never filled from this fallback.
     pub async fn get(&self, credential: &Credential, audience: &str) -> Result<Token, AzureError> {
-        self.get_newer_than(credential, audience, i64::MIN).await
+        match self.get_newer_than(credential, audience, i64::MIN).await {
+            Ok(token) => Ok(token),
+            Err(e) => {
+                let slot = self.slot(credential, audience);
+                let cached = slot.lock().await;
+                let now = (self.now)();
+                match cached
+                    .as_ref()
+                    .filter(|t| t.expires_on - now > FALLBACK_MARGIN)
+                {
+                    Some(token) => {
+                        tracing::info!(error = %e, expires_on = token.expires_on, "renewing a token failed; using the cached one while it lasts");
+                        Ok(token.clone())
+                    }
+                    None => Err(e),
+                }
+            }
+        }
+    }
+
+    fn slot(&self, credential: &Credential, audience: &str) -> Slot {
+        let key = (
+            credential.key.clone(),
+            credential.client_id.clone(),
+            audience.trim_end_matches('/').to_owned(),
+        );
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default()
+            .clone()
     }
 
     /// Like [`Self::get`], but a cached token obtained before `obtained_after` does not count: a
@@ -100,18 +137,7 @@ impl TokenCache {
         audience: &str,
         obtained_after: i64,
     ) -> Result<Token, AzureError> {
-        let key = (
-            credential.key.clone(),
-            credential.client_id.clone(),
-            audience.trim_end_matches('/').to_owned(),
-        );
-        let slot = self
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
-            .or_default()
-            .clone();
+        let slot = self.slot(credential, audience);
         let mut cached = slot.lock().await;
         let now = (self.now)();
         if let Some(token) = cached

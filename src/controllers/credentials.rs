@@ -504,7 +504,12 @@ pub async fn prove(
     match ctx
         .azure
         .tokens
-        .get(&resolved.credential, &resolved.cloud.resource_manager)
+        // A proof needs a token the credential can get now, never a cached stand-in.
+        .get_newer_than(
+            &resolved.credential,
+            &resolved.cloud.resource_manager,
+            i64::MIN,
+        )
         .await
     {
         Ok(token) => {
