@@ -198,13 +198,8 @@ async fn a_bearer_token_outlives_a_failed_renewal_but_never_its_expiry() {
     let first = cache.get(&credential, audience).await.unwrap();
     // Stale, and Entra refuses every request from now on.
     azure.emulator().inject(Fault {
-        route: "entra.token".into(),
         status: Some(503),
-        retry_after: None,
-        latency_ms: 0,
-        answer_delay_ms: 0,
-        probability: 1.0,
-        times: None,
+        ..Fault::on("entra.token")
     });
     now.store(first.stale_at() + 1, std::sync::atomic::Ordering::Relaxed);
     let stand_in = cache.get(&credential, audience).await.unwrap();
@@ -450,13 +445,8 @@ async fn server_errors_are_retried_with_backoff_and_bounded() {
     };
     let arm = azure.arm(azure.app_credential("sp")).with_retry(policy);
     azure.emulator().inject(Fault {
-        route: "arm.GET".into(),
         status: Some(503),
-        retry_after: None,
-        latency_ms: 0,
-        answer_delay_ms: 0,
-        probability: 1.0,
-        times: None,
+        ..Fault::on("arm.GET")
     });
     let started = Instant::now();
     let error = arm

@@ -932,13 +932,9 @@ async fn a_crash_between_recording_and_creating_orphans_nothing() {
     // Azure creates the identity, but its answer is held back: the operator is killed before it
     // learns that the PUT succeeded (the moment that used to leave identities unrecorded).
     t.azure.emulator().inject(aml_identity_emulator::Fault {
-        route: "arm.PUT.userAssignedIdentities".into(),
-        status: None,
-        retry_after: None,
-        latency_ms: 0,
         answer_delay_ms: 5000,
-        probability: 1.0,
         times: Some(1),
+        ..aml_identity_emulator::Fault::on("arm.PUT.userAssignedIdentities")
     });
     let mut spec = compute_identity(std::slice::from_ref(&created), &["training"]);
     spec["createIfMissing"] = serde_json::json!({"location": "eastus"});
@@ -1056,13 +1052,8 @@ async fn cleanup_that_cannot_reach_azure_gives_up_loudly_after_bounded_attempts(
         .await;
     // Azure fails every delete from now on.
     t.azure.emulator().inject(aml_identity_emulator::Fault {
-        route: "arm.DELETE".into(),
         status: Some(503),
-        retry_after: None,
-        latency_ms: 0,
-        answer_delay_ms: 0,
-        probability: 1.0,
-        times: None,
+        ..aml_identity_emulator::Fault::on("arm.DELETE")
     });
     let api = cluster::dynamic_api(&t.client, &kind("ComputeIdentity"), &a.ns);
     api.delete("ci", &Default::default()).await.unwrap();

@@ -256,6 +256,21 @@ fn one() -> f64 {
     1.0
 }
 
+impl Fault {
+    /// A fault for `route` that applies every time and changes nothing yet (set what it does).
+    pub fn on(route: impl Into<String>) -> Self {
+        Self {
+            route: route.into(),
+            status: None,
+            retry_after: None,
+            latency_ms: 0,
+            answer_delay_ms: 0,
+            probability: 1.0,
+            times: None,
+        }
+    }
+}
+
 /// One principal that can receive tokens.
 #[derive(Clone, Debug)]
 pub struct Principal {

@@ -14,10 +14,11 @@ use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::ledger::{self, Ledger, OWNER_TAG};
-use super::resolve::{self, azure_failure};
+use super::ledger::{Ledger, OWNER_TAG};
+use super::resolve::azure_failure;
+use super::revocation;
 use super::workspace;
-use super::{Cleanup, Context, Error, Outcome, Reconciled};
+use super::{Cleanup, Context, Error, Outcome};
 use crate::api::*;
 use crate::azure::arm::ArmClient;
 use crate::azure::authorization::{Grant, roles};
@@ -147,17 +148,18 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     let spec = &ci.spec;
     let namespace = ci.namespace().unwrap_or_default();
     let uid = ci.meta().uid.clone().unwrap_or_default();
-    let ws = match resolve::find_workspace(ctx, &namespace, &spec.workspace_ref.name).await? {
-        Ok(ws) => ws,
+    let (ws, signed) = match revocation::workspace_for(
+        ctx,
+        ci,
+        &spec.workspace_ref.name,
+        &outputs_of(ci),
+    )
+    .await?
+    {
+        Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
     let reference = ws.spec.credential_ref.clone();
-    let signed = match resolve::sign_in(ctx, &namespace, &reference).await? {
-        Ok(s) => s,
-        Err(refused) => {
-            return ledger::refused(ctx, ci, &reference, &outputs_of(ci), refused).await;
-        }
-    };
     let audiences = spec.token_secret.iter().flat_map(|t| {
         t.audiences
             .iter()
@@ -168,7 +170,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
         .check(&scope_ids(ci, &ws), &namespace)
         .and_then(|()| signed.check_audiences(audiences))
     {
-        return ledger::refused(ctx, ci, &reference, &outputs_of(ci), refused).await;
+        return revocation::refused(ctx, ci, &reference, &outputs_of(ci), refused).await;
     }
     let (arm, cloud) = (&signed.arm, &signed.cloud);
     let mut ledger = Ledger::of(ci);
@@ -359,7 +361,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     if !user {
         let left = ledger.revoke(ctx, ci, arm, &ledger.stale()).await?;
         outcome_fields.insert("azureResources".into(), ledger.field());
-        let mut outcome = revocation_pending(Outcome::ready("SystemAssignedReported", format!("compute {} uses its system-assigned identity (principal {principal})", spec.compute_name)), &left)
+        let mut outcome = Outcome::ready("SystemAssignedReported", format!("compute {} uses its system-assigned identity (principal {principal})", spec.compute_name)).pending_revocation(&left)
             .condition("CredentialResolved", true, "Resolved", "signed in")
             .condition(permissions.0, permissions.1, permissions.2, permissions.3)
             .condition(
@@ -422,7 +424,8 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     let left = ledger.revoke(ctx, ci, arm, &ledger.stale()).await?;
     outcome_fields.insert("azureResources".into(), ledger.field());
     let base = |ready: Outcome| {
-        let mut o = revocation_pending(ready, &left)
+        let mut o = ready
+            .pending_revocation(&left)
             .condition("CredentialResolved", true, "Resolved", "signed in")
             .condition(
                 federation.0,
@@ -469,20 +472,6 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
         Ok(tokens) => base(tokens),
         Err(failure) => base(failure),
     })
-}
-
-/// `Ready=False RevocationPending` when something the spec dropped could not be removed yet.
-pub fn revocation_pending(outcome: Outcome, left: &[String]) -> Outcome {
-    if left.is_empty() {
-        return outcome;
-    }
-    outcome.demoted(
-        "RevocationPending",
-        format!(
-            "removing what the spec no longer asks for: {}",
-            left.join("; ")
-        ),
-    )
 }
 
 /// Federated identity credentials on `identity_id` for `accounts` of `namespace`, each recorded
@@ -793,20 +782,7 @@ impl TokenMint<'_> {
 /// Cleanup on delete: everything the record holds (federated credentials, role assignments, the
 /// identities the operator created), whatever the spec says now.
 pub async fn cleanup(ci: &ComputeIdentity, ctx: &Context) -> Result<Cleanup, Error> {
-    if ci.record().is_empty() {
-        return Ok(Cleanup::Done);
-    }
-    let namespace = ci.namespace().unwrap_or_default();
-    let ws = match resolve::find_workspace(ctx, &namespace, &ci.spec.workspace_ref.name).await? {
-        Ok(ws) => ws,
-        Err(_) => {
-            return Err(Error::Azure(format!(
-                "Workspace {namespace}/{} is gone: no credential to remove what this object made in Azure",
-                ci.spec.workspace_ref.name
-            )));
-        }
-    };
-    ledger::revoke_all(ctx, ci, &namespace, &ws.spec.credential_ref).await
+    revocation::revoke_through_workspace(ctx, ci, &ci.spec.workspace_ref.name).await
 }
 
 #[cfg(test)]

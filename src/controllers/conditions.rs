@@ -142,6 +142,21 @@ impl Outcome {
         self
     }
 
+    /// `Ready=False RevocationPending` when something the spec no longer asks for could not be
+    /// removed from Azure yet (`left` says what and why).
+    pub fn pending_revocation(self, left: &[String]) -> Self {
+        if left.is_empty() {
+            return self;
+        }
+        self.demoted(
+            "RevocationPending",
+            format!(
+                "removing what the spec no longer asks for: {}",
+                left.join("; ")
+            ),
+        )
+    }
+
     /// The `Ready` condition.
     pub fn ready_condition(&self) -> Option<&Cond> {
         self.conditions.iter().find(|c| c.type_ == READY)

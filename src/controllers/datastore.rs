@@ -14,10 +14,11 @@ use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::ledger::{self, Ledger, OWNER_TAG};
+use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::{self, azure_failure};
+use super::revocation;
 use super::workspace;
-use super::{Cleanup, Context, Error, Outcome, Reconciled};
+use super::{Cleanup, Context, Error, Outcome};
 use crate::api::*;
 use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
 use crate::azure::models::{self};
@@ -190,17 +191,18 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
     let spec = &ds.spec;
     let namespace = ds.namespace().unwrap_or_default();
     let uid = ds.meta().uid.clone().unwrap_or_default();
-    let ws = match resolve::find_workspace(ctx, &namespace, &spec.workspace_ref.name).await? {
-        Ok(ws) => ws,
+    let (ws, signed) = match revocation::workspace_for(
+        ctx,
+        ds,
+        &spec.workspace_ref.name,
+        &outputs_of(ds),
+    )
+    .await?
+    {
+        Ok(found) => found,
         Err(outcome) => return Ok(outcome),
     };
     let reference = ws.spec.credential_ref.clone();
-    let signed = match resolve::sign_in(ctx, &namespace, &reference).await? {
-        Ok(s) => s,
-        Err(refused) => {
-            return ledger::refused(ctx, ds, &reference, &outputs_of(ds), refused).await;
-        }
-    };
     let path = datastore_path(&ws.spec, spec);
     let mut scope_ids = Vec::new();
     if spec.register {
@@ -216,7 +218,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
         .check(&scope_ids, &namespace)
         .and_then(|()| signed.check_audiences(audiences))
     {
-        return ledger::refused(ctx, ds, &reference, &outputs_of(ds), refused).await;
+        return revocation::refused(ctx, ds, &reference, &outputs_of(ds), refused).await;
     }
     let (arm, cloud) = (&signed.arm, &signed.cloud);
     let credentials = spec.credentials.clone().unwrap_or(DatastoreCredentials {
@@ -307,7 +309,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
     // A registration the spec no longer asks for (renamed, or register turned off) goes.
     let left = ledger.revoke(ctx, ds, arm, &ledger.stale()).await?;
     let base = |o: Outcome| {
-        super::compute_identity::revocation_pending(o, &left)
+        o.pending_revocation(&left)
             .condition("CredentialResolved", true, "Resolved", "signed in")
             .condition(
                 registration_cond.0,
@@ -582,18 +584,5 @@ fn failed(previous_attempts: Option<i64>, error: &AzureError) -> Outcome {
 
 /// Cleanup on delete: the registration this object made, from the record.
 pub async fn cleanup(ds: &Datastore, ctx: &Context) -> Result<Cleanup, Error> {
-    if ds.record().is_empty() {
-        return Ok(Cleanup::Done);
-    }
-    let namespace = ds.namespace().unwrap_or_default();
-    let ws = match resolve::find_workspace(ctx, &namespace, &ds.spec.workspace_ref.name).await? {
-        Ok(ws) => ws,
-        Err(_) => {
-            return Err(Error::Azure(format!(
-                "Workspace {namespace}/{} is gone: no credential to remove the registration",
-                ds.spec.workspace_ref.name
-            )));
-        }
-    };
-    ledger::revoke_all(ctx, ds, &namespace, &ws.spec.credential_ref).await
+    revocation::revoke_through_workspace(ctx, ds, &ds.spec.workspace_ref.name).await
 }

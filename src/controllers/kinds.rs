@@ -21,6 +21,18 @@ macro_rules! namespaced_api {
     };
 }
 
+/// `record()` for a kind whose status carries `azureResources`.
+macro_rules! recorded_in_status {
+    () => {
+        fn record(&self) -> &[AzureResource] {
+            self.status
+                .as_ref()
+                .map(|s| s.azure_resources.as_slice())
+                .unwrap_or_default()
+        }
+    };
+}
+
 /// The kind name of a credential reference.
 fn credential_kind(kind: CredentialKind) -> &'static str {
     match kind {
@@ -161,12 +173,7 @@ impl Reconciled for Workspace {
     fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(workspace::reconcile(self, ctx))
     }
-    fn record(&self) -> &[AzureResource] {
-        self.status
-            .as_ref()
-            .map(|s| s.azure_resources.as_slice())
-            .unwrap_or_default()
-    }
+    recorded_in_status!();
     fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Cleanup, Error>> {
         Box::pin(workspace::cleanup(self, ctx))
     }
@@ -184,12 +191,7 @@ impl Reconciled for ComputeIdentity {
     fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(compute_identity::reconcile(self, ctx))
     }
-    fn record(&self) -> &[AzureResource] {
-        self.status
-            .as_ref()
-            .map(|s| s.azure_resources.as_slice())
-            .unwrap_or_default()
-    }
+    recorded_in_status!();
     fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Cleanup, Error>> {
         Box::pin(compute_identity::cleanup(self, ctx))
     }
@@ -216,12 +218,7 @@ impl Reconciled for Datastore {
     fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(datastore::reconcile(self, ctx))
     }
-    fn record(&self) -> &[AzureResource] {
-        self.status
-            .as_ref()
-            .map(|s| s.azure_resources.as_slice())
-            .unwrap_or_default()
-    }
+    recorded_in_status!();
     fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Cleanup, Error>> {
         Box::pin(datastore::cleanup(self, ctx))
     }
@@ -257,12 +254,7 @@ impl Reconciled for RegistryConnection {
     fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(registry_connection::reconcile(self, ctx))
     }
-    fn record(&self) -> &[AzureResource] {
-        self.status
-            .as_ref()
-            .map(|s| s.azure_resources.as_slice())
-            .unwrap_or_default()
-    }
+    recorded_in_status!();
     fn cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Cleanup, Error>> {
         Box::pin(registry_connection::cleanup(self, ctx))
     }

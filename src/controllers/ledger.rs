@@ -9,8 +9,7 @@
 use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams};
 
-use super::credentials::Purpose;
-use super::{Cleanup, Context, Error, Reconciled, resolve};
+use super::{Context, Error, Reconciled};
 use crate::api::*;
 use crate::azure::AzureError;
 use crate::azure::arm::ArmClient;
@@ -198,123 +197,6 @@ impl Ledger {
         }
         Ok(Ok(()))
     }
-}
-
-/// Cleanup of an object that goes: signed in whether or not its namespace is still admitted, the
-/// whole record revoked. Released only when nothing is left; otherwise an error that the shared
-/// reconciler retries a bounded number of times before it lets go with a Warning.
-pub async fn revoke_all<K: Reconciled>(
-    ctx: &Context,
-    obj: &K,
-    namespace: &str,
-    reference: &CredentialRef,
-) -> Result<Cleanup, Error> {
-    let signed = match resolve::sign_in_for(ctx, namespace, reference, Purpose::Revoke).await? {
-        Ok(s) => s,
-        Err(outcome) => {
-            let why = outcome.ready_condition().map(|c| c.message.clone());
-            return Err(Error::Azure(format!(
-                "cannot sign in to remove what this object made in Azure: {}",
-                why.unwrap_or_default()
-            )));
-        }
-    };
-    let mut ledger = Ledger::of(obj);
-    let all = ledger.recorded().to_vec();
-    let left = ledger.revoke(ctx, obj, &signed.arm, &all).await?;
-    if left.is_empty() {
-        Ok(Cleanup::Done)
-    } else {
-        Err(Error::Azure(left.join("; ")))
-    }
-}
-
-/// An object that may no longer act (`Denied`, `OutOfScope`): its credential Secrets are deleted,
-/// and the federated credentials it made are revoked — the namespace's own access, removed even
-/// after the namespace was de-admitted. Returns what was done, for the status message.
-pub async fn withdraw<K: Reconciled>(
-    ctx: &Context,
-    obj: &K,
-    reference: &CredentialRef,
-    secrets: &[&str],
-) -> Result<Vec<String>, Error> {
-    let mut notes = Vec::new();
-    for name in secrets {
-        if crate::outputs::remove::<_, k8s_openapi::api::core::v1::Secret>(&ctx.client, obj, name)
-            .await?
-        {
-            notes.push(format!("Secret {name} removed"));
-        }
-    }
-    let federated: Vec<AzureResource> = obj
-        .record()
-        .iter()
-        .filter(|r| r.kind == AzureResourceKind::FederatedIdentityCredential)
-        .cloned()
-        .collect();
-    if federated.is_empty() {
-        return Ok(notes);
-    }
-    let namespace = obj.namespace().unwrap_or_default();
-    match resolve::sign_in_for(ctx, &namespace, reference, Purpose::Revoke).await? {
-        Ok(signed) => {
-            let mut ledger = Ledger::of(obj);
-            let left = ledger.revoke(ctx, obj, &signed.arm, &federated).await?;
-            let done = federated.len() - left.len();
-            if done > 0 {
-                notes.push(format!("{done} federated credential(s) revoked"));
-            }
-            notes.extend(left.into_iter().map(|l| format!("not revoked yet: {l}")));
-        }
-        Err(_) => notes.push(format!(
-            "{} federated credential(s) not revoked yet: no usable credential",
-            federated.len()
-        )),
-    }
-    Ok(notes)
-}
-
-/// The outcome of an object refused its credential or scope: when it is `Denied` or
-/// `OutOfScope`, what it was given is withdrawn first ([`withdraw`]) and the message says so.
-pub async fn refused<K: Reconciled>(
-    ctx: &Context,
-    obj: &K,
-    reference: &CredentialRef,
-    secrets: &[&str],
-    outcome: super::Outcome,
-) -> Result<super::Outcome, Error> {
-    let reason = outcome.ready_condition().map(|c| c.reason.clone());
-    if !matches!(
-        reason.as_deref(),
-        Some("Denied") | Some(resolve::OUT_OF_SCOPE)
-    ) {
-        return Ok(outcome);
-    }
-    let notes = withdraw(ctx, obj, reference, secrets).await?;
-    if !notes.is_empty() {
-        tracing::info!(kind = %K::kind(&()), name = %obj.name_any(), namespace = obj.namespace(), withdrawn = %notes.join(", "), "refused object withdrawn");
-    }
-    let pending: Vec<&str> = notes
-        .iter()
-        .filter(|n| n.starts_with("not "))
-        .map(String::as_str)
-        .collect();
-    let mut outcome = outcome;
-    if let Some(ready) = outcome
-        .conditions
-        .iter_mut()
-        .find(|c| c.type_ == super::READY)
-    {
-        // The same words on every pass (what was just removed goes to the log), so status settles.
-        ready.message = format!(
-            "{}; while refused it keeps no credential Secret and no federated credential",
-            ready.message
-        );
-        if !pending.is_empty() {
-            ready.message = format!("{} ({})", ready.message, pending.join("; "));
-        }
-    }
-    Ok(outcome)
 }
 
 /// Removes one recorded object if Azure shows it is the operator's; `Ok(false)` when it is not

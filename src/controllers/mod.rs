@@ -10,6 +10,7 @@ mod kinds;
 pub mod ledger;
 pub mod registry_connection;
 pub mod resolve;
+mod revocation;
 pub mod workspace;
 
 use std::fmt::Debug;

@@ -16,8 +16,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::credentials::{self, ResolveError};
-use super::ledger::{self, Ledger, OWNER_TAG};
+use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::{self, Signed, azure_failure};
+use super::revocation;
 use super::workspace;
 use super::{Cleanup, Context, Error, Outcome, Reconciled};
 use crate::api::*;
@@ -135,13 +136,13 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
     let signed = match resolve::sign_in(ctx, &namespace, &reference).await? {
         Ok(s) => s,
         Err(refused) => {
-            return ledger::refused(ctx, rc, &reference, &outputs_of(rc), refused).await;
+            return revocation::refused(ctx, rc, &reference, &outputs_of(rc), refused).await;
         }
     };
     if let Err(refused) = login_server_matches(&spec.registry, &signed.cloud)
         .and_then(|()| signed.check(&scope_ids(rc, workspace.as_ref()), &namespace))
     {
-        return ledger::refused(ctx, rc, &reference, &outputs_of(rc), refused).await;
+        return revocation::refused(ctx, rc, &reference, &outputs_of(rc), refused).await;
     }
     let (arm, tenant, http) = (&signed.arm, &signed.tenant, &signed.http);
     let mut ledger = Ledger::of(rc);
@@ -150,7 +151,7 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
     let puller = match puller(ctx, rc, &namespace, &signed).await? {
         Ok(p) => p,
         Err(outcome) => {
-            return ledger::refused(ctx, rc, &reference, &outputs_of(rc), outcome).await;
+            return revocation::refused(ctx, rc, &reference, &outputs_of(rc), outcome).await;
         }
     };
 
@@ -295,10 +296,9 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
     let outcome = match pull_secret(ctx, rc, &namespace, tenant, &puller, arm, http).await? {
         Ok(outcome) | Err(outcome) => outcome,
     };
-    Ok(
-        super::compute_identity::revocation_pending(conditions(outcome), &left)
-            .field("azureResources", ledger.field()),
-    )
+    Ok(conditions(outcome)
+        .pending_revocation(&left)
+        .field("azureResources", ledger.field()))
 }
 
 /// The workspace identity that image builds run as: its system-assigned principal, or else its
@@ -758,5 +758,5 @@ pub async fn cleanup(rc: &RegistryConnection, ctx: &Context) -> Result<Cleanup, 
         },
         (None, None) => return Ok(Cleanup::Done),
     };
-    ledger::revoke_all(ctx, rc, &namespace, &reference).await
+    revocation::revoke_all(ctx, rc, &namespace, &reference).await
 }

@@ -11,8 +11,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::ledger::{self, Ledger, OWNER_TAG};
+use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::{self, azure_failure, ids};
+use super::revocation;
 use super::{Cleanup, Context, Error, Outcome, Reconciled};
 use crate::api::*;
 use crate::azure::authorization::{Grant, roles};
@@ -441,7 +442,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
     .field("tenantId", json!(p.tenant_id))
     .field("mlflowTrackingUri", json!(p.ml_flow_tracking_uri))
     .field("azureResources", ledger.field());
-    let outcome = super::compute_identity::revocation_pending(outcome, &left);
+    let outcome = outcome.pending_revocation(&left);
     // Look again now and then: someone may change the workspace in Azure.
     let outcome = if outcome.requeue.is_none() {
         outcome.requeue(Duration::from_secs(600))
@@ -467,5 +468,5 @@ pub async fn cleanup(ws: &Workspace, ctx: &Context) -> Result<Cleanup, Error> {
     if ws.spec.deletion_policy != Some(DeletionPolicy::Delete) || ws.record().is_empty() {
         return Ok(Cleanup::Done);
     }
-    ledger::revoke_all(ctx, ws, &namespace, &ws.spec.credential_ref).await
+    revocation::revoke_all(ctx, ws, &namespace, &ws.spec.credential_ref).await
 }
