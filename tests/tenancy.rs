@@ -1173,3 +1173,82 @@ async fn adopted_role_tables_use_what_arm_reports_not_the_spec() {
     );
     t.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_record_removes_nothing_of_another_team() {
+    let t = Tenancy::start(&[]).await;
+    let (a, b) = (&t.a, &t.b);
+    let e = t.azure.emulator();
+    let mut spec = compute_identity(&[a.identity("id-shared")], &["training"]);
+    spec["grants"] = serde_json::json!({"storageBlobDataReader": [a.storage()]});
+    t.apply(&a.ns, object("ComputeIdentity", "victim", spec))
+        .await;
+    t.reason("ComputeIdentity", &a.ns, "victim", "IdentityReady")
+        .await;
+    t.apply(
+        &b.ns,
+        object(
+            "ComputeIdentity",
+            "forger",
+            compute_identity(&[b.identity("id-shared")], &["training"]),
+        ),
+    )
+    .await;
+    t.reason("ComputeIdentity", &b.ns, "forger", "IdentityReady")
+        .await;
+    let api_a = cluster::dynamic_api(&t.client, &kind("ComputeIdentity"), &a.ns);
+    let victim = api_a.get("victim").await.unwrap().data["status"]["azureResources"].clone();
+    assert!(victim.as_array().is_some_and(|r| r.len() >= 3), "{victim}");
+
+    // team-b (given status write, which it should not have) claims team-a's objects as its own.
+    let api_b = cluster::dynamic_api(&t.client, &kind("ComputeIdentity"), &b.ns);
+    let mut forged = api_b.get("forger").await.unwrap().data["status"]["azureResources"]
+        .as_array()
+        .unwrap()
+        .clone();
+    forged.extend(victim.as_array().unwrap().iter().cloned());
+    api_b
+        .patch_status(
+            "forger",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"azureResources": forged}})),
+        )
+        .await
+        .unwrap();
+    delete_and_wait_up_to(&t.client, "ComputeIdentity", &b.ns, "forger", 90).await;
+
+    // Everything of team-a is still there; team-b's own federated credential is gone.
+    let principal = e.identity(&a.identity("id-shared")).unwrap().principal_id;
+    let read = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read";
+    assert!(
+        e.authorized(&principal, read, &a.storage(), true),
+        "team-a's grant stays"
+    );
+    assert_eq!(
+        t.subjects(&a.identity("id-shared")),
+        vec![format!("system:serviceaccount:{}:training", a.ns)],
+        "team-a's federated credential stays"
+    );
+    assert!(t.subjects(&b.identity("id-shared")).is_empty());
+    t.finish().await;
+}
+
+/// Deletes an object and waits up to `seconds` until it is gone (its cleanup may retry first).
+async fn delete_and_wait_up_to(
+    client: &Client,
+    kind_name: &str,
+    ns: &str,
+    name: &str,
+    seconds: u64,
+) {
+    let api = cluster::dynamic_api(client, &kind(kind_name), ns);
+    api.delete(name, &Default::default()).await.unwrap();
+    cluster::wait_until(
+        Duration::from_secs(seconds),
+        &format!("{kind_name} {name} to be gone"),
+        || async {
+            matches!(api.get(name).await, Err(kube::Error::Api(s)) if s.code == 404).then_some(())
+        },
+    )
+    .await;
+}
