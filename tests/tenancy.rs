@@ -1252,3 +1252,36 @@ async fn delete_and_wait_up_to(
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn narrowing_the_scopes_withdraws_what_lay_outside_them() {
+    let t = Tenancy::start(&[]).await;
+    let a = &t.a;
+    let mut spec = compute_identity(&[a.identity("id-shared")], &["training"]);
+    spec["tokenSecret"] =
+        serde_json::json!({"name": "tokens", "audiences": ["https://storage.azure.com"]});
+    t.apply(&a.ns, object("ComputeIdentity", "ci", spec)).await;
+    t.reason("ComputeIdentity", &a.ns, "ci", "TokensIssued")
+        .await;
+    assert_eq!(t.subjects(&a.identity("id-shared")).len(), 1);
+    // The platform moves teams to other resource groups: team-a's identity is outside now.
+    cluster::dynamic_api(&t.client, &kind("ClusterAzureCredential"), "")
+        .patch(&t.credential, &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {
+            "allowedScopes": [format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-ml-{{namespace}}")]}})))
+        .await
+        .unwrap();
+    t.reason("ComputeIdentity", &a.ns, "ci", "OutOfScope").await;
+    cluster::wait_until(
+        Duration::from_secs(30),
+        "the federated credential to be revoked",
+        || async {
+            t.subjects(&a.identity("id-shared"))
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+    let secrets = Api::<Secret>::namespaced(t.client.clone(), &a.ns);
+    assert!(secrets.get_opt("tokens").await.unwrap().is_none());
+    t.finish().await;
+}

@@ -148,7 +148,12 @@ pub async fn sign_in_for(
         Err(e) => return Ok(Err(azure_failure(&e, "Azure transport"))),
     };
     let tenant = resolved.credential.tenant_id().to_owned();
-    let ceiling = Arc::new(resolved.ceiling);
+    // Revocation deletes only what Azure shows is the operator's and no live object holds
+    // (ledger.rs), so it also reaches what lies outside scopes that were narrowed since.
+    let ceiling = Arc::new(match purpose {
+        Purpose::Act => resolved.ceiling,
+        Purpose::Revoke => Ceiling::Unlimited,
+    });
     let arm = ArmClient::new(
         http.clone(),
         &resolved.cloud.resource_manager,
