@@ -330,3 +330,25 @@ async fn list_keys_and_list_credentials_need_a_control_plane_role_and_an_admin_u
         Some("crmlwteama.azurecr.io")
     );
 }
+
+#[tokio::test]
+async fn a_long_running_operation_on_another_host_is_not_followed() {
+    let azure =
+        Azure::start_configured(|c| c.lro_host = Some("operations.attacker.example".into())).await;
+    azure.grant(&azure.resource_group_id(), "Contributor", APP_OBJECT_ID);
+    let arm = azure.arm(azure.app_credential("sp"));
+    // A system-assigned workspace is created with 202 and a Location that points elsewhere.
+    let refused = arm
+        .put_and_wait::<_, Workspace>(
+            &workspace_path(&azure),
+            MACHINE_LEARNING,
+            &json!({"location": "eastus", "identity": {"type": "SystemAssigned"}, "properties": {}}),
+        )
+        .await
+        .unwrap_err();
+    // Following it would have been a request to that host (a transport error here), not this.
+    assert!(
+        matches!(&refused, AzureError::OutOfScope(m) if m.contains("another host")),
+        "{refused:?}"
+    );
+}

@@ -54,6 +54,9 @@ pub struct Config {
     pub lro_polls: u32,
     /// `Retry-After` seconds on long-running operations (ARM says 10+; tests want 0).
     pub lro_retry_after: u64,
+    /// Host named in long-running operation URLs instead of the one the client called (a hostile
+    /// or broken endpoint, for tests).
+    pub lro_host: Option<String>,
 }
 
 impl Config {
@@ -67,6 +70,7 @@ impl Config {
             imds_port: 0,
             lro_polls: 1,
             lro_retry_after: 1,
+            lro_host: None,
         }
     }
 }
@@ -93,6 +97,7 @@ struct Inner {
     token_lifetime: i64,
     lro_polls: u32,
     lro_retry_after: u64,
+    lro_host: Option<String>,
 }
 
 /// A handle on the emulator's state, shared by its routes.
@@ -118,6 +123,10 @@ impl Emulator {
 
     fn lro_polls(&self) -> u32 {
         self.0.lro_polls
+    }
+
+    fn lro_host<'a>(&'a self, host: &'a str) -> &'a str {
+        self.0.lro_host.as_deref().unwrap_or(host)
     }
 
     fn lro_retry_after(&self) -> u64 {
@@ -156,6 +165,7 @@ impl Emulator {
             token_lifetime: config.token_lifetime,
             lro_polls: config.lro_polls,
             lro_retry_after: config.lro_retry_after,
+            lro_host: config.lro_host.clone(),
         }));
 
         // The CA a registry trusts for ACR tokens (its `auth.token.rootcertbundle`).

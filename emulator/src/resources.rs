@@ -186,6 +186,7 @@ fn start_operation(
     } else {
         "operationsStatus"
     };
+    let host = emu.lro_host(host);
     let url = format!(
         "https://{host}/subscriptions/{subscription}/providers/Microsoft.MachineLearningServices/locations/{location}/{kind}/{id}?api-version=2025-12-01"
     );

@@ -33,14 +33,22 @@ impl Azure {
 
     /// Like [`Azure::start`], issuing tokens that live `lifetime` seconds.
     pub async fn start_with_lifetime(trust: Vec<std::path::PathBuf>, lifetime: i64) -> Azure {
+        Self::start_configured(|config| {
+            config.trust = trust;
+            config.token_lifetime = lifetime;
+        })
+        .await
+    }
+
+    /// Like [`Azure::start`], with the emulator's configuration adjusted by `adjust`.
+    pub async fn start_configured(adjust: impl FnOnce(&mut Config)) -> Azure {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::new(dir.path());
-        config.trust = trust;
-        config.token_lifetime = lifetime;
         // Long-running operations take two polls, without making the tests wait.
         config.lro_polls = 2;
         config.lro_retry_after = 0;
+        adjust(&mut config);
         let running = Emulator::start(config).await.expect("emulator starts");
         running
             .emulator
