@@ -430,6 +430,46 @@ fn storage_tokens(name: &str, secret: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
+async fn a_permanently_failing_object_backs_off_instead_of_looping() {
+    let (client, azure, ns) = setup("ci-backoff").await;
+    let operator =
+        Operator::start_with(&ns, "lease-ci-backoff", "ci-backoff-0", &azure_args(&azure));
+    // Entra has no such resource: every mint fails the same way (AADSTS500011).
+    let mut object = storage_tokens("unknown", "unknown-tokens");
+    object["spec"]["tokenSecret"]["audiences"] = serde_json::json!(["https://nothing.example"]);
+    let name = apply(&client, &ns, object).await;
+    let (_, message, _) = ready_reason(
+        &client,
+        "ComputeIdentity",
+        &ns,
+        &name,
+        "AuthenticationFailed",
+    )
+    .await;
+    assert!(message.contains("500011"), "{message}");
+    let e = azure.emulator();
+    let start = (e.requests("entra.token"), e.requests("arm."));
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let (entra, arm) = (
+        e.requests("entra.token") - start.0,
+        e.requests("arm.") - start.1,
+    );
+    // A failure every ~0.2 s would be about 200 of each; retries at ~30 s and ~60 s are a handful.
+    assert!(entra <= 3, "{entra} token requests in 40 s");
+    assert!(arm <= 12, "{arm} ARM requests in 40 s");
+    let api = cluster::dynamic_api(&client, &kind("ComputeIdentity"), &ns);
+    let status = api.get(&name).await.unwrap().data["status"].clone();
+    let attempts = status["failedAttempts"].as_i64().unwrap_or_default();
+    assert!((1..=3).contains(&attempts), "{status}");
+    let next = status["nextRetryTime"]
+        .as_str()
+        .expect("the next retry time is in status");
+    assert!(next > jiff::Timestamp::now().to_string().as_str(), "{next}");
+    assert!(!operator.logs().contains("panicked"));
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
 async fn tokens_are_renewed_before_they_expire() {
     // Tokens that live 30 s: the default renewal (two thirds of the lifetime) comes after ~20 s.
     let (client, azure, ns) = setup_with_lifetime("ci-renew", 30).await;

@@ -232,6 +232,28 @@ impl Tenancy {
         ready_reason(&self.client, kind, ns, name, reason).await.1
     }
 
+    /// The request counts once the shared credential is proven and nothing has called Azure for
+    /// two seconds (settled objects are quiet until their periodic resync, minutes away).
+    async fn settled(&self) -> (u64, u64) {
+        self.reason(
+            "ClusterAzureCredential",
+            "",
+            &self.credential,
+            "Authenticated",
+        )
+        .await;
+        let mut last = self.requests();
+        for _ in 0..15 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let now = self.requests();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        panic!("Azure traffic did not settle in 30 s");
+    }
+
     /// Every ARM and token request the emulator answered so far.
     fn requests(&self) -> (u64, u64) {
         (
@@ -366,7 +388,7 @@ async fn what_a_namespace_names_outside_its_scopes_is_refused_without_a_request(
     let t = Tenancy::start(&[]).await;
     let (a, b) = (&t.a, &t.b);
     let before_a = t.assignments_below(&rg_id(&a.rg));
-    let settled = t.requests();
+    let settled = t.settled().await;
 
     // team-b names team-a's things, each in its own object.
     let mut refused: Vec<(&str, String, &str)> = Vec::new();
@@ -532,9 +554,18 @@ async fn what_a_namespace_names_outside_its_scopes_is_refused_without_a_request(
     );
     delete_and_wait(&t.client, "Datastore", &b.ns, "ds").await;
     delete_and_wait(&t.client, "RegistryConnection", &b.ns, "conn").await;
-    for name in ["hijack", "adopt-a"] {
-        delete_and_wait(&t.client, "Workspace", &b.ns, name).await;
-    }
+    // Their going releases the waiting Workspace at once.
+    let workspaces = cluster::dynamic_api(&t.client, &kind("Workspace"), &b.ns);
+    cluster::wait_until(
+        Duration::from_secs(10),
+        "adopt-a to be released",
+        || async {
+            matches!(workspaces.get("adopt-a").await, Err(kube::Error::Api(s)) if s.code == 404)
+                .then_some(())
+        },
+    )
+    .await;
+    delete_and_wait(&t.client, "Workspace", &b.ns, "hijack").await;
     assert!(
         t.azure.emulator().resource(&a.workspace()).is_some(),
         "team-a's workspace is still there"

@@ -81,6 +81,10 @@ pub struct CommonStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+    /// When the operator looks again at an object that is not ready (RFC 3339); the interval
+    /// grows while it stays so. Absent when ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_time: Option<String>,
     /// Cleanup attempts that failed since deletion began; after the operator's limit the object
     /// is released with a Warning Event saying what was left in Azure.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -99,16 +99,17 @@ impl Outcome {
         self
     }
 
-    /// Writing credentials failed: `TokenIssued` false, one more failed attempt, and a backoff of
-    /// 30 s doubling to 10 minutes (a still-valid output stays in place meanwhile).
+    /// Writing credentials failed: `TokenIssued` false, one more failed attempt, and another try
+    /// from 30 s on, growing with the object's backoff (a still-valid output stays in place
+    /// meanwhile).
     pub fn mint_failed(
         previous_attempts: Option<i64>,
         what: &str,
         reason: &str,
         error: &str,
     ) -> Outcome {
-        let attempts = previous_attempts.unwrap_or(0) + 1;
-        let backoff = (30_i64 << (attempts - 1).min(5)).min(600);
+        // The count comes from status, which someone may have edited: bounded.
+        let attempts = previous_attempts.unwrap_or(0).clamp(0, 1_000_000) + 1;
         Outcome::not_ready(reason, format!("{what}: {error}"))
             .condition("TokenIssued", false, reason, error)
             .field("failedAttempts", attempts)
@@ -116,7 +117,7 @@ impl Outcome {
                 "lastFailureTime",
                 crate::renewal::rfc3339(jiff::Timestamp::now().as_second()),
             )
-            .requeue(Duration::from_secs(backoff as u64))
+            .requeue(Duration::from_secs(30))
     }
 
     /// Writing credentials succeeded: the failure count starts over.

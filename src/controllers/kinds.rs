@@ -213,8 +213,21 @@ impl Reconciled for Datastore {
         refs.map(|r| (namespace.clone(), r.name)).collect()
     }
     fn references(&self) -> Vec<(&'static str, String)> {
-        vec![("Workspace", self.spec.workspace_ref.name.clone())]
+        let mut refs = vec![("Workspace", self.spec.workspace_ref.name.clone())];
+        if let Some(identity) = self
+            .spec
+            .pod_access
+            .as_ref()
+            .and_then(|p| p.identity.as_ref())
+        {
+            refs.push((
+                "ComputeIdentity",
+                identity.compute_identity_ref.name.clone(),
+            ));
+        }
+        refs
     }
+    const READS_COMPUTE_IDENTITIES: bool = true;
     fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(datastore::reconcile(self, ctx))
     }
@@ -249,8 +262,18 @@ impl Reconciled for RegistryConnection {
         if let Some(c) = &self.spec.credential_ref {
             refs.push((credential_kind(c.kind), c.name.clone()));
         }
+        if let Some(ci) = self
+            .spec
+            .auth
+            .managed_identity
+            .as_ref()
+            .and_then(|m| m.compute_identity_ref.as_ref())
+        {
+            refs.push(("ComputeIdentity", ci.name.clone()));
+        }
         refs
     }
+    const READS_COMPUTE_IDENTITIES: bool = true;
     fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(registry_connection::reconcile(self, ctx))
     }

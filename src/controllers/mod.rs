@@ -1,6 +1,7 @@
 //! One controller per kind, all with the same reconciler shape: validate first, then the kind's
 //! behaviour, then the status; the finalizer is added before any Azure write and removed on delete.
 
+mod backoff;
 pub mod compute_identity;
 mod conditions;
 pub mod credentials;
@@ -24,7 +25,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -109,6 +110,11 @@ pub struct Context {
     pub watch_namespace: Option<String>,
     /// Failed cleanup attempts after which a deleted object is let go (with a Warning Event).
     pub cleanup_attempts: i64,
+    /// Consecutive failures per object, for growing retry intervals.
+    backoff: backoff::Backoff,
+    /// (kind, namespace, name) of objects a dependent just let go of: a Workspace or credential
+    /// waiting for its dependents is reconciled at once instead of at its next poll.
+    released: tokio::sync::broadcast::Sender<(String, Option<String>, String)>,
     issuer: tokio::sync::OnceCell<String>,
 }
 
@@ -131,6 +137,8 @@ impl Context {
             azure,
             watch_namespace: None,
             cleanup_attempts: 8,
+            backoff: Default::default(),
+            released: tokio::sync::broadcast::channel(1024).0,
             issuer: Default::default(),
         }
     }
@@ -216,6 +224,9 @@ pub trait Reconciled:
     fn references(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
+    /// Whether this kind reads ComputeIdentities it references (their identity and status), so a
+    /// change to one must reconcile it at once rather than at its next retry.
+    const READS_COMPUTE_IDENTITIES: bool = false;
     /// What the operator made or holds in Azure for this object (`status.azureResources`).
     fn record(&self) -> &[AzureResource] {
         &[]
@@ -233,72 +244,18 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
     let kind = K::kind(&());
     let _timer = ctx.metrics.start(&kind);
     let api = K::api(ctx.client.clone(), obj.namespace().as_deref());
+    let key = format!(
+        "{kind}/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    );
 
     if obj.meta().deletion_timestamp.is_some() {
-        if !obj.finalizers().iter().any(|f| f == FINALIZER) {
-            return Ok(Action::await_change());
-        }
-        match obj.cleanup(&ctx).await {
-            Ok(Cleanup::Done) => {}
-            Ok(Cleanup::Waiting(why)) => {
-                tracing::debug!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), %why, "cleanup waits");
-                // Say why it stays Terminating (written only when the reason changes).
-                let waiting = Outcome::not_ready("WaitingForDependents", why);
-                let conditions = obj
-                    .status()
-                    .map(|s| s.common().conditions.clone())
-                    .unwrap_or_default();
-                let current = serde_json::to_value(obj.status())?;
-                if let Some(patch) =
-                    conditions::status_patch(&current, &conditions, obj.meta().generation, &waiting)
-                {
-                    api.patch_status(
-                        &obj.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await?;
-                }
-                return Ok(Action::requeue(Duration::from_secs(5)));
-            }
-            Err(e) => {
-                let failures = obj
-                    .status()
-                    .and_then(|s| s.common().cleanup_failures)
-                    .unwrap_or(0)
-                    .clamp(0, i64::from(u16::MAX))
-                    + 1;
-                if failures < ctx.cleanup_attempts {
-                    tracing::warn!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), failures, error = %e, "cleanup failed; retrying");
-                    api.patch_status(
-                        &obj.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(serde_json::json!({"status": {"cleanupFailures": failures}})),
-                    )
-                    .await?;
-                    let backoff = 5u64.saturating_mul(1 << (failures - 1).min(6)).min(300);
-                    return Ok(Action::requeue(Duration::from_secs(backoff)));
-                }
-                // Never block deletion forever: let go, and say loudly what may be left.
-                let note = format!(
-                    "released after {failures} failed cleanup attempts; what it made in Azure may be left: {e}"
-                );
-                tracing::warn!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), %note, "cleanup abandoned");
-                publish(&ctx, &*obj, EventType::Warning, "CleanupAbandoned", &note).await;
-                ctx.metrics
-                    .cleanup_abandoned
-                    .get_or_create(&crate::metrics::KindLabels {
-                        kind: kind.to_string(),
-                    })
-                    .inc();
-            }
-        }
-        ctx.metrics
-            .expiry
-            .remove(&Metrics::object(&kind, obj.namespace(), obj.name_any()));
-        remove_finalizer(&api, &*obj).await?;
-        tracing::info!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), "finalizer removed");
-        return Ok(Action::await_change());
+        return match finish_deletion(&*obj, &ctx, &api, &key).await {
+            // A pass that raced the object's final removal: nothing is left to do.
+            Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => Ok(Action::await_change()),
+            other => other,
+        };
     }
 
     let violations = obj.validate();
@@ -311,6 +268,37 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
     } else {
         invalid_spec(&violations)
     };
+    // A ready object is looked at again when it asked; one that is not backs off while it stays
+    // so, and its status says when the next attempt is.
+    let ready = outcome.ready_condition().is_some_and(|c| c.ok);
+    let now = jiff::Timestamp::now().as_second();
+    // A retry still ahead (this pass was triggered by something else, or by a restart) stands:
+    // the backoff does not grow and status is not rewritten.
+    let pending = obj
+        .status()
+        .and_then(|s| s.common().next_retry_time.as_deref())
+        .and_then(crate::renewal::parse_rfc3339)
+        .filter(|at| *at > now);
+    let (requeue, next_retry) = match (outcome.requeue, pending) {
+        (Some(_), Some(at)) if !ready => (
+            Some(backoff::clamp(Duration::from_secs((at - now) as u64))),
+            Some(at),
+        ),
+        (Some(base), None) if !ready => {
+            let after = ctx.backoff.failed(&key, base);
+            (Some(after), Some(now + after.as_secs() as i64))
+        }
+        (other, _) => {
+            ctx.backoff.reset(&key);
+            (other.map(backoff::clamp), None)
+        }
+    };
+    let outcome = outcome.field(
+        "nextRetryTime",
+        next_retry.map_or(serde_json::Value::Null, |at| {
+            crate::renewal::rfc3339(at).into()
+        }),
+    );
 
     let current_conditions = obj
         .status()
@@ -366,9 +354,94 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
     for (reason, note) in &outcome.events {
         publish(&ctx, &*obj, EventType::Normal, reason, note).await;
     }
-    Ok(outcome
-        .requeue
-        .map_or_else(Action::await_change, Action::requeue))
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// The deletion of an object: cleanup (or a wait for its dependents, or a bounded retry), then the
+/// finalizer goes and what it referenced is told so.
+async fn finish_deletion<K: Reconciled>(
+    obj: &K,
+    ctx: &Context,
+    api: &Api<K>,
+    key: &str,
+) -> Result<Action, Error> {
+    let kind = K::kind(&());
+    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    match obj.cleanup(ctx).await {
+        Ok(Cleanup::Done) => {}
+        Ok(Cleanup::Waiting(why)) => {
+            tracing::debug!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), %why, "cleanup waits");
+            // Say why it stays Terminating (written only when the reason changes).
+            let waiting = Outcome::not_ready("WaitingForDependents", why);
+            let conditions = obj
+                .status()
+                .map(|s| s.common().conditions.clone())
+                .unwrap_or_default();
+            let current = serde_json::to_value(obj.status())?;
+            if let Some(patch) =
+                conditions::status_patch(&current, &conditions, obj.meta().generation, &waiting)
+            {
+                api.patch_status(
+                    &obj.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            }
+            // Soon at first (a namespace deletion finishes in seconds), rarely if it lasts.
+            let after = ctx
+                .backoff
+                .failed(key, Duration::from_secs(2))
+                .min(Duration::from_secs(60));
+            return Ok(Action::requeue(after));
+        }
+        Err(e) => {
+            let failures = obj
+                .status()
+                .and_then(|s| s.common().cleanup_failures)
+                .unwrap_or(0)
+                .clamp(0, i64::from(u16::MAX))
+                + 1;
+            if failures < ctx.cleanup_attempts {
+                tracing::warn!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), failures, error = %e, "cleanup failed; retrying");
+                api.patch_status(
+                    &obj.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"status": {"cleanupFailures": failures}})),
+                )
+                .await?;
+                let backoff = 5u64.saturating_mul(1 << (failures - 1).min(6)).min(300);
+                return Ok(Action::requeue(Duration::from_secs(backoff)));
+            }
+            // Never block deletion forever: let go, and say loudly what may be left.
+            let note = format!(
+                "released after {failures} failed cleanup attempts; what it made in Azure may be left: {e}"
+            );
+            tracing::warn!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), %note, "cleanup abandoned");
+            publish(ctx, obj, EventType::Warning, "CleanupAbandoned", &note).await;
+            ctx.metrics
+                .cleanup_abandoned
+                .get_or_create(&crate::metrics::KindLabels {
+                    kind: kind.to_string(),
+                })
+                .inc();
+        }
+    }
+    ctx.metrics
+        .expiry
+        .remove(&Metrics::object(&kind, obj.namespace(), obj.name_any()));
+    remove_finalizer(api, obj).await?;
+    ctx.backoff.reset(key);
+    for (kind, name) in obj.references() {
+        let namespace = (!kind.starts_with("Cluster"))
+            .then(|| obj.namespace())
+            .flatten();
+        let _ = ctx.released.send((kind.to_owned(), namespace, name));
+    }
+    tracing::info!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), "finalizer removed");
+    Ok(Action::await_change())
 }
 
 fn invalid_spec(violations: &[Violation]) -> Outcome {
@@ -460,8 +533,14 @@ fn error_policy<K: Reconciled>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) ->
             reason: error.reason().into(),
         })
         .inc();
-    tracing::warn!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), error = %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+    let key = format!(
+        "{kind}/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    );
+    let after = ctx.backoff.failed(&key, Duration::from_secs(5));
+    tracing::warn!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), error = %error, retry_in = after.as_secs(), "reconcile failed");
+    Action::requeue(after)
 }
 
 /// Which objects this instance reconciles.
@@ -522,7 +601,22 @@ async fn run_one<K: Reconciled>(
     }
     let api = K::api(ctx.client.clone(), scope.namespace.as_deref());
     let mut stop = shutdown;
-    let controller = Controller::new(api, config);
+    // The object's own changes trigger a reconcile only when someone changed what it asks for
+    // (generation), its annotations (force-refresh), labels or finalizers: the operator's own
+    // status writes never do, so a failing object waits out its backoff instead of looping.
+    let (reader, writer) = kube::runtime::reflector::store();
+    let trigger = watcher(api, config)
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::annotations)
+                .combine(predicates::labels)
+                .combine(predicates::finalizers),
+            Default::default(),
+        );
+    let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
     let cluster_namespace = ctx.azure.cluster_resource_namespace.clone();
     let secrets: Api<Secret> = match &scope.namespace {
@@ -560,6 +654,35 @@ async fn run_one<K: Reconciled>(
     let controller = controller.watches(credentials, watcher::Config::default(), move |c| {
         dependents(&store, "AzureCredential", &c)
     });
+    // What a dependent let go of: reconciled now, so a waiting cleanup finishes without polling.
+    let released = futures::stream::unfold(ctx.released.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(item) => return Some((item, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .filter_map(|(kind, namespace, name)| async move {
+        (kind == K::kind(&())).then(|| {
+            let object = ObjectRef::<K>::new(&name);
+            match &namespace {
+                Some(ns) => object.within(ns),
+                None => object,
+            }
+        })
+    });
+    let controller = controller.reconcile_on(released);
+    let controller = if K::READS_COMPUTE_IDENTITIES {
+        let store = controller.store();
+        let identities: Api<crate::api::ComputeIdentity> = namespaced_or_all(&ctx.client, &scope);
+        controller.watches(identities, watcher::Config::default(), move |ci| {
+            dependents(&store, "ComputeIdentity", &ci)
+        })
+    } else {
+        controller
+    };
     // Outputs the operator wrote: deleting or editing one brings its owner back to fix it.
     let managed = watcher::Config::default().labels(&format!(
         "{}={}",
