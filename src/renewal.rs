@@ -14,10 +14,15 @@ pub struct Policy {
 /// The renewal time (Unix seconds) of a credential obtained at `obtained` and expiring at `expires`.
 /// `seed` (e.g. the object's uid) spreads renewals of many objects over up to 5% of the lifetime.
 pub fn renewal_time(obtained: i64, expires: i64, policy: Policy, seed: &str) -> i64 {
-    let lifetime = (expires - obtained).max(1);
+    // Expiries are checked where credentials are obtained; should one be absurd anyway, renew at
+    // once rather than panic or overflow.
+    if expires <= obtained.saturating_add(1) {
+        return obtained;
+    }
+    let lifetime = expires.saturating_sub(obtained).max(1);
     let before = match (policy.renew_before, policy.renew_before_percentage) {
         (Some(seconds), _) => seconds,
-        (None, Some(percent)) => lifetime * i64::from(percent) / 100,
+        (None, Some(percent)) => lifetime.saturating_mul(i64::from(percent).clamp(0, 100)) / 100,
         (None, None) => lifetime / 3,
     };
     let spread = lifetime / 20;
@@ -26,7 +31,10 @@ pub fn renewal_time(obtained: i64, expires: i64, policy: Policy, seed: &str) -> 
     } else {
         0
     };
-    (expires - before - jitter).clamp(obtained + lifetime / 10, expires - 1)
+    expires
+        .saturating_sub(before)
+        .saturating_sub(jitter)
+        .clamp(obtained + lifetime / 10, expires - 1)
 }
 
 fn fnv1a(text: &str) -> u64 {
@@ -64,6 +72,21 @@ mod tests {
             .map(|i| renewal_time(0, 3600, Policy::default(), &format!("uid-{i}")))
             .collect();
         assert!(others.len() > 5, "objects spread out");
+    }
+
+    #[test]
+    fn absurd_expiries_renew_at_once_and_never_panic() {
+        let p = Policy::default();
+        assert_eq!(renewal_time(100, 50, p, "x"), 100, "already expired");
+        assert_eq!(renewal_time(100, 100, p, "x"), 100);
+        let far = renewal_time(0, i64::MAX, p, "x");
+        assert!(far > 0 && far < i64::MAX);
+        let odd = Policy {
+            renew_before: Some(i64::MAX),
+            renew_before_percentage: Some(i32::MAX),
+        };
+        let t = renewal_time(0, 3600, odd, "x");
+        assert!((360..3600).contains(&t), "{t}");
     }
 
     #[test]

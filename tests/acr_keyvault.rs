@@ -70,7 +70,7 @@ async fn acr_exchange_needs_acr_pull_and_the_refresh_token_carries_its_expiry() 
     let http = azure.transport.client().unwrap();
     let aad = azure
         .app_credential("sp")
-        .request(acr::ACR_AUDIENCE, 0)
+        .request(acr::ACR_AUDIENCE, jiff::Timestamp::now().as_second())
         .await
         .unwrap();
 

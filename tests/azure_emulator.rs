@@ -17,7 +17,10 @@ async fn client_secret_gets_a_v1_token_with_real_claims() {
     let azure = Azure::start(vec![]).await;
     let token = azure
         .app_credential("sp")
-        .request("https://storage.azure.com", 0)
+        .request(
+            "https://storage.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap();
     let claims = azure
@@ -55,7 +58,10 @@ async fn a_wrong_secret_is_refused_with_aadsts_7000215_and_no_secret_in_the_erro
     )
     .unwrap();
     let error = credential
-        .request("https://management.azure.com", 0)
+        .request(
+            "https://management.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap_err();
     match &error {
@@ -116,13 +122,8 @@ async fn fifty_concurrent_callers_cause_one_token_request() {
     let azure = Azure::start(vec![]).await;
     // Every request takes a while, so all fifty callers are waiting at once.
     azure.emulator().inject(Fault {
-        route: "entra.token".into(),
-        status: None,
-        retry_after: None,
         latency_ms: 300,
-        answer_delay_ms: 0,
-        probability: 1.0,
-        times: None,
+        ..Fault::on("entra.token")
     });
     let cache = Arc::new(TokenCache::default());
     let credential = azure.app_credential("sp");
@@ -350,7 +351,10 @@ async fn a_token_for_another_audience_is_refused_by_arm() {
     azure.grant(&azure.resource_group_id(), "Owner", APP_OBJECT_ID);
     let storage = azure
         .app_credential("sp")
-        .request("https://storage.azure.com", 0)
+        .request(
+            "https://storage.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap();
     let response = azure
@@ -377,13 +381,10 @@ async fn a_429_is_never_retried_before_retry_after() {
     azure.grant(&azure.resource_group_id(), "Reader", APP_OBJECT_ID);
     let arm = azure.arm(azure.app_credential("sp"));
     azure.emulator().inject(Fault {
-        route: "arm.GET".into(),
         status: Some(429),
         retry_after: Some(2),
-        latency_ms: 0,
-        answer_delay_ms: 0,
-        probability: 1.0,
         times: Some(1),
+        ..Fault::on("arm.GET")
     });
     let started = Instant::now();
     let found = arm
@@ -404,15 +405,13 @@ async fn a_429_is_never_retried_before_retry_after() {
         2
     );
 
-    // A Retry-After beyond the policy's patience is handed back, not slept through.
+    // A Retry-After beyond the policy's patience is handed back, not slept through (and capped at
+    // five minutes: an endpoint cannot pause a principal for an hour).
     azure.emulator().inject(Fault {
-        route: "arm.GET".into(),
         status: Some(429),
         retry_after: Some(3600),
-        latency_ms: 0,
-        answer_delay_ms: 0,
-        probability: 1.0,
         times: Some(1),
+        ..Fault::on("arm.GET")
     });
     let error = arm
         .get::<models::UserAssignedIdentity>(
@@ -425,7 +424,7 @@ async fn a_429_is_never_retried_before_retry_after() {
         matches!(
             error,
             AzureError::Throttled {
-                retry_after: 3600,
+                retry_after: 300,
                 ..
             }
         ),
@@ -442,6 +441,7 @@ async fn server_errors_are_retried_with_backoff_and_bounded() {
         base_delay: Duration::from_millis(200),
         max_delay: Duration::from_secs(2),
         max_retry_after: Duration::from_secs(60),
+        ..Default::default()
     };
     let arm = azure.arm(azure.app_credential("sp")).with_retry(policy);
     azure.emulator().inject(Fault {
@@ -619,12 +619,18 @@ async fn a_managed_identity_credential_asks_imds_for_the_selected_identity() {
     };
 
     let user = by(ManagedIdentitySelector::ResourceId(id.clone()))
-        .request("https://management.azure.com", 0)
+        .request(
+            "https://management.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap();
     assert_eq!(user.claims.appid.as_deref(), Some(client_id));
     let by_client = by(ManagedIdentitySelector::ClientId(client_id.into()))
-        .request("https://vault.azure.net", 0)
+        .request(
+            "https://vault.azure.net",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -632,14 +638,20 @@ async fn a_managed_identity_credential_asks_imds_for_the_selected_identity() {
         Some("https://vault.azure.net")
     );
     let system = by(ManagedIdentitySelector::System)
-        .request("https://management.azure.com", 0)
+        .request(
+            "https://management.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap();
     assert_eq!(system.claims.oid.as_deref(), Some(APP_OBJECT_ID));
     let missing = by(ManagedIdentitySelector::ClientId(
         "11111111-2222-3333-4444-555555555555".into(),
     ))
-    .request("https://management.azure.com", 0)
+    .request(
+        "https://management.azure.com",
+        jiff::Timestamp::now().as_second(),
+    )
     .await
     .unwrap_err();
     assert!(
@@ -654,7 +666,10 @@ async fn the_azure_cli_credential_runs_az_and_reads_its_token() {
     let azure = Azure::start(vec![]).await;
     let real = azure
         .app_credential("sp")
-        .request("https://management.azure.com", 0)
+        .request(
+            "https://management.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -676,7 +691,10 @@ async fn the_azure_cli_credential_runs_az_and_reads_its_token() {
     let credential =
         Credential::azure_cli("cli", &azure.cloud, &azure.transport, TENANT, &script).unwrap();
     let token = credential
-        .request("https://management.azure.com", 0)
+        .request(
+            "https://management.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap();
     assert_eq!(token.claims.oid.as_deref(), Some(APP_OBJECT_ID));
@@ -695,7 +713,10 @@ async fn the_azure_cli_credential_runs_az_and_reads_its_token() {
     )
     .unwrap();
     let error = credential
-        .request("https://management.azure.com", 0)
+        .request(
+            "https://management.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap_err();
     assert!(error.to_string().contains("az login"), "{error}");
@@ -709,7 +730,10 @@ async fn the_azure_cli_credential_runs_az_and_reads_its_token() {
     .unwrap();
     assert!(
         missing
-            .request("https://management.azure.com", 0)
+            .request(
+                "https://management.azure.com",
+                jiff::Timestamp::now().as_second()
+            )
             .await
             .unwrap_err()
             .to_string()

@@ -139,7 +139,10 @@ async fn a_user_delegation_sas_from_an_emulator_token_reads_and_cannot_write() {
     let azure = Azure::start(vec![]).await;
     let token = azure
         .app_credential("sp")
-        .request("https://storage.azure.com", 0)
+        .request(
+            "https://storage.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap();
     let (start, expiry) = window(-5, 60);

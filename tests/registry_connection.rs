@@ -411,7 +411,10 @@ async fn skopeo_pulls_with_the_pull_secret_from_a_real_registry() {
         .push((LOGIN_SERVER.into(), azure.running.https_addr));
     let aad = azure
         .app_credential("push")
-        .request(aml_identity_operator::azure::acr::ACR_AUDIENCE, 0)
+        .request(
+            aml_identity_operator::azure::acr::ACR_AUDIENCE,
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap();
     let push = aml_identity_operator::azure::acr::exchange(

@@ -365,7 +365,10 @@ async fn exchange(t: &Tenancy, ns: &str, account: &str, client_id: &str) -> Resu
     )
     .unwrap();
     credential
-        .request("https://storage.azure.com", 0)
+        .request(
+            "https://storage.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())

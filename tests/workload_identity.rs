@@ -132,7 +132,10 @@ async fn the_federated_service_account_signs_in_as_the_identity() {
     let s = setup(false).await;
     let token = s
         .credential("aml-operator")
-        .request("https://storage.azure.com", 0)
+        .request(
+            "https://storage.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap();
     let claims = s.azure.emulator().verify_token(token.secret()).unwrap();
@@ -153,7 +156,10 @@ async fn another_service_account_of_the_namespace_is_refused_with_70021() {
     let s = setup(false).await;
     let error = s
         .credential("other")
-        .request("https://storage.azure.com", 0)
+        .request(
+            "https://storage.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap_err();
     assert_eq!(entra_codes(error), (401, "70021".into()));
@@ -165,7 +171,10 @@ async fn subjects_match_case_sensitively() {
     let s = setup(true).await;
     let error = s
         .credential("aml-operator")
-        .request("https://storage.azure.com", 0)
+        .request(
+            "https://storage.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap_err();
     assert_eq!(entra_codes(error), (401, "70021".into()));
@@ -213,7 +222,10 @@ async fn a_tampered_assertion_fails_signature_validation_and_an_old_one_expires(
         .unwrap()
     };
     let error = credential(forged)
-        .request("https://storage.azure.com", 0)
+        .request(
+            "https://storage.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap_err();
     assert_eq!(entra_codes(error), (401, "5002738".into()));
@@ -221,7 +233,10 @@ async fn a_tampered_assertion_fails_signature_validation_and_an_old_one_expires(
     // The genuine assertion, two hours later by the emulator's clock, is past its expiry.
     s.azure.emulator().clock().advance(7200);
     let error = credential(genuine)
-        .request("https://storage.azure.com", 0)
+        .request(
+            "https://storage.azure.com",
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap_err();
     assert_eq!(entra_codes(error), (400, "700024".into()));

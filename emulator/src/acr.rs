@@ -171,7 +171,7 @@ pub async fn exchange(
         jti: uuid::Uuid::new_v4().to_string(),
         sub: aad.oid,
         nbf: now - 300,
-        exp: now + REFRESH_LIFETIME,
+        exp: now + emu.state().refresh_lifetime.unwrap_or(REFRESH_LIFETIME),
         iat: now,
         iss: "Azure Container Registry".into(),
         aud: host,

@@ -176,7 +176,7 @@ pub async fn token(
         );
     };
 
-    let lifetime = emu.token_lifetime();
+    let lifetime = emu.lifetime_for(&principal.client_id);
     let (access_token, _) =
         emu.signer()
             .issue(&principal, resource, emu.clock().now(), lifetime, by_secret);

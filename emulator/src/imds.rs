@@ -114,7 +114,7 @@ pub async fn token(
     };
     emu.count(&format!("imds.token:{}:{resource}", principal.client_id));
     let now = emu.clock().now();
-    let lifetime = emu.token_lifetime();
+    let lifetime = emu.lifetime_for(&principal.client_id);
     let (token, claims) = emu
         .signer()
         .issue(&principal, resource, now, lifetime, false);

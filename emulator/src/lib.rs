@@ -133,10 +133,6 @@ impl Emulator {
         self.0.lro_retry_after
     }
 
-    fn token_lifetime(&self) -> i64 {
-        self.0.token_lifetime
-    }
-
     fn knows_resource(&self, resource: &str) -> bool {
         KNOWN_RESOURCES
             .iter()
@@ -277,6 +273,29 @@ impl Emulator {
         self.state().faults.push(fault);
     }
 
+    /// Issues tokens for `client_id` that live `seconds` (negative: already expired), or the
+    /// configured lifetime again with `None`.
+    pub fn set_token_lifetime(&self, client_id: &str, seconds: Option<i64>) {
+        let mut state = self.state();
+        match seconds {
+            Some(s) => state.token_lifetimes.insert(client_id.to_owned(), s),
+            None => state.token_lifetimes.remove(client_id),
+        };
+    }
+
+    /// Issues ACR refresh tokens that live `seconds` (negative: already expired).
+    pub fn set_refresh_lifetime(&self, seconds: Option<i64>) {
+        self.state().refresh_lifetime = seconds;
+    }
+
+    fn lifetime_for(&self, client_id: &str) -> i64 {
+        self.state()
+            .token_lifetimes
+            .get(client_id)
+            .copied()
+            .unwrap_or(self.0.token_lifetime)
+    }
+
     /// Removes every injected fault.
     pub fn clear_faults(&self) {
         self.state().faults.clear();
@@ -383,7 +402,7 @@ async fn count_and_inject(State(emu): State<Emulator>, request: Request, next: N
     let fault = {
         let mut state = emu.state();
         state.count(&key);
-        state.take_fault(&key)
+        state.take_fault(&key, request.uri().path())
     };
     if let Some(fault) = fault {
         if fault.latency_ms > 0 {
@@ -404,6 +423,16 @@ async fn count_and_inject(State(emu): State<Emulator>, request: Request, next: N
                 response
                     .headers_mut()
                     .insert("retry-after", HeaderValue::from(secs));
+            }
+            if let Some(location) = fault
+                .location
+                .as_deref()
+                .and_then(|l| HeaderValue::from_str(l).ok())
+            {
+                response.headers_mut().insert("location", location);
+            }
+            if let Some(n) = fault.body_bytes {
+                *response.body_mut() = axum::body::Body::from(vec![b' '; n]);
             }
             return response;
         }

@@ -250,6 +250,15 @@ pub struct Fault {
     /// Apply at most this many times.
     #[serde(default)]
     pub times: Option<u32>,
+    /// Only to requests whose path contains this (one team's resource group, say).
+    #[serde(default)]
+    pub path_contains: Option<String>,
+    /// `Location` header sent with the status (a redirect elsewhere).
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Answer with a body of this many bytes (a hostile endpoint's flood).
+    #[serde(default)]
+    pub body_bytes: Option<usize>,
 }
 
 fn one() -> f64 {
@@ -267,6 +276,9 @@ impl Fault {
             answer_delay_ms: 0,
             probability: 1.0,
             times: None,
+            path_contains: None,
+            location: None,
+            body_bytes: None,
         }
     }
 }
@@ -322,6 +334,11 @@ pub struct State {
     /// ARM throttling buckets by (subscription, principal, operation kind): tokens left and when
     /// they were last refilled.
     pub buckets: HashMap<String, (f64, i64)>,
+    /// Token lifetimes that differ from the configured one, by client id (negative: tokens that
+    /// are already expired when issued).
+    pub token_lifetimes: HashMap<String, i64>,
+    /// ACR refresh-token lifetime instead of the three hours ACR gives.
+    pub refresh_lifetime: Option<i64>,
 }
 
 impl State {
@@ -444,11 +461,12 @@ impl State {
     }
 
     /// The fault to apply to a request with this route key, if any (consumes one use).
-    pub fn take_fault(&mut self, route: &str) -> Option<Fault> {
-        let index = self
-            .faults
-            .iter()
-            .position(|f| route.starts_with(&f.route) && rand::random::<f64>() < f.probability)?;
+    pub fn take_fault(&mut self, route: &str, path: &str) -> Option<Fault> {
+        let index = self.faults.iter().position(|f| {
+            route.starts_with(&f.route)
+                && f.path_contains.as_deref().is_none_or(|p| path.contains(p))
+                && rand::random::<f64>() < f.probability
+        })?;
         let fault = self.faults[index].clone();
         if let Some(times) = &mut self.faults[index].times {
             *times -= 1;

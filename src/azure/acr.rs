@@ -80,10 +80,7 @@ pub async fn exchange(
         .await
         .map_err(|e| AzureError::Transport(e.without_url().to_string()))?;
     let status = response.status();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| AzureError::Transport(e.without_url().to_string()))?;
+    let text = super::limits::body(response).await?;
     if !status.is_success() {
         let errors: RegistryErrors = serde_json::from_str(&text).unwrap_or_default();
         let first = errors.errors.into_iter().next().unwrap_or_default();
@@ -98,6 +95,8 @@ pub async fn exchange(
     let expires_on = jwt::claims(&parsed.refresh_token)
         .and_then(|c| c.exp)
         .ok_or_else(|| AzureError::Unexpected("the ACR refresh token has no exp claim".into()))?;
+    let now = jiff::Timestamp::now().as_second();
+    let expires_on = super::limits::expiry(expires_on, now, "the ACR refresh token")?;
     Ok(RefreshToken {
         secret: parsed.refresh_token,
         expires_on,

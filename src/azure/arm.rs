@@ -16,6 +16,9 @@ use super::models::ErrorResponse;
 use super::scope::Ceiling;
 use super::token_cache::TokenCache;
 
+/// The longest a long-running operation is followed in one go.
+pub const LRO_DEADLINE: Duration = Duration::from_secs(300);
+
 /// Retry limits.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
@@ -27,6 +30,8 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Longest `Retry-After` waited in place; beyond it the caller gets [`AzureError::Throttled`].
     pub max_retry_after: Duration,
+    /// Longest a long-running operation is followed in one go.
+    pub lro_deadline: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -36,6 +41,7 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(8),
             max_retry_after: Duration::from_secs(60),
+            lro_deadline: LRO_DEADLINE,
         }
     }
 }
@@ -95,6 +101,16 @@ impl Budget {
                 .map(|until| until - now)
                 .unwrap_or_default();
             deficit.max(paused)
+        })
+    }
+
+    /// How much longer requests to `subscription` are paused by a 429.
+    fn paused_for(&self, subscription: &str) -> Duration {
+        self.with_bucket(subscription, |b, now| {
+            b.paused_until
+                .filter(|until| *until > now)
+                .map(|until| until - now)
+                .unwrap_or_default()
         })
     }
 
@@ -290,7 +306,8 @@ impl ArmClient {
         let first = self
             .send::<B, serde_json::Value>(Method::PUT, path, Some(api_version), Some(body))
             .await?;
-        self.complete(path, api_version, first, false).await?;
+        self.complete_within(path, api_version, first, false)
+            .await?;
         self.get(path, api_version).await?.ok_or_else(|| {
             AzureError::Unexpected(format!("{path} is gone right after it was written"))
         })
@@ -306,7 +323,8 @@ impl ArmClient {
         let first = self
             .send::<B, serde_json::Value>(Method::PATCH, path, Some(api_version), Some(body))
             .await?;
-        self.complete(path, api_version, first, false).await?;
+        self.complete_within(path, api_version, first, false)
+            .await?;
         self.get(path, api_version).await?.ok_or_else(|| {
             AzureError::Unexpected(format!("{path} is gone right after it was patched"))
         })
@@ -318,10 +336,30 @@ impl ArmClient {
             .send::<(), serde_json::Value>(Method::DELETE, path, Some(api_version), None)
             .await
         {
-            Ok(first) => self.complete(path, api_version, first, true).await,
+            Ok(first) => self.complete_within(path, api_version, first, true).await,
             Err(AzureError::Arm { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// [`Self::complete`], given up after the policy's deadline: an operation that never ends must not
+    /// hold a reconcile for an hour.
+    async fn complete_within(
+        &self,
+        path: &str,
+        api_version: &str,
+        first: ArmResponse<serde_json::Value>,
+        delete: bool,
+    ) -> Result<(), AzureError> {
+        let deadline = self.retry.lro_deadline;
+        tokio::time::timeout(deadline, self.complete(path, api_version, first, delete))
+            .await
+            .unwrap_or_else(|_| {
+                Err(AzureError::Unexpected(format!(
+                    "{path}: the long-running operation did not finish within {} s; looking again later",
+                    deadline.as_secs()
+                )))
+            })
     }
 
     async fn complete(
@@ -440,6 +478,9 @@ impl ArmClient {
             .and_then(|rest| rest.split(['/', '?']).next())
             .unwrap_or_default()
             .to_ascii_lowercase();
+        // ARM limits each principal per subscription; one endpoint's throttling (a custom cloud
+        // a tenant names) must not pause another principal's calls to the same subscription.
+        let budget_key = format!("{}|{}|{subscription}", self.endpoint, self.credential.key);
         let path = url
             .strip_prefix(&self.endpoint)
             .unwrap_or(&url)
@@ -451,7 +492,16 @@ impl ArmClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let wait = self.budget.reserve(&subscription);
+            // A pause longer than is worth waiting in place fails at once: the object backs off
+            // instead of holding a reconcile slot.
+            let paused = self.budget.paused_for(&budget_key);
+            if paused > self.retry.max_retry_after {
+                return Err(AzureError::Throttled {
+                    code: "ClientPaused".into(),
+                    retry_after: paused.as_secs().max(1),
+                });
+            }
+            let wait = self.budget.reserve(&budget_key);
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
@@ -487,17 +537,13 @@ impl ArmClient {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned)
             };
-            let text = response
-                .text()
-                .await
-                .map_err(|e| AzureError::Transport(e.without_url().to_string()))?;
+            let text = super::limits::body(response).await?;
 
             if status == StatusCode::TOO_MANY_REQUESTS {
-                let retry_after = header("retry-after")
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(10);
-                let wait = Duration::from_secs(retry_after);
-                self.budget.pause(&subscription, wait);
+                // Capped: an endpoint's hint can pause this principal's calls, not forever.
+                let wait = super::limits::retry_after(header("retry-after").as_deref());
+                let retry_after = wait.as_secs();
+                self.budget.pause(&budget_key, wait);
                 let code = parse_error(&text).0;
                 if attempt < self.retry.max_attempts && wait <= self.retry.max_retry_after {
                     tracing::info!(%method, path, retry_after, "throttled by ARM; waiting as told");
@@ -539,7 +585,8 @@ impl ArmClient {
                 },
                 location: header("location"),
                 async_operation: header("azure-asyncoperation"),
-                retry_after: header("retry-after").and_then(|v| v.trim().parse().ok()),
+                retry_after: header("retry-after")
+                    .map(|v| super::limits::retry_after(Some(&v)).as_secs()),
             });
         }
     }

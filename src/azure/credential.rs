@@ -340,10 +340,7 @@ impl Credential {
         })?;
         let status = response.status();
         self.observer.observe(service, status.as_u16());
-        let text = response
-            .text()
-            .await
-            .map_err(|e| AzureError::Transport(e.without_url().to_string()))?;
+        let text = super::limits::body(response).await?;
         if !status.is_success() {
             let error: ErrorResponse = serde_json::from_str(&text).unwrap_or_default();
             let description = error
@@ -378,7 +375,8 @@ impl Credential {
             .as_ref()
             .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
             .unwrap_or(3599);
-        let expires_on = claims.exp.unwrap_or(now + expires_in);
+        let expires_on = claims.exp.unwrap_or(now.saturating_add(expires_in));
+        let expires_on = super::limits::expiry(expires_on, now, "the access token")?;
         Ok(Token::new(parsed.access_token, now, expires_on, claims))
     }
 
@@ -435,6 +433,7 @@ impl Credential {
             .map_err(|e| AzureError::Unexpected(format!("Azure CLI output: {e}")))?;
         let claims = jwt::claims(&parsed.access_token).unwrap_or_default();
         let expires_on = claims.exp.or(parsed.expires_on).unwrap_or(now + 300);
+        let expires_on = super::limits::expiry(expires_on, now, "the Azure CLI's token")?;
         Ok(Token::new(parsed.access_token, now, expires_on, claims))
     }
 

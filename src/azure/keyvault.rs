@@ -111,7 +111,7 @@ pub async fn get_secret(
         .await
         .map_err(transport)?;
     let status = response.status();
-    let text = response.text().await.map_err(transport)?;
+    let text = super::limits::body(response).await?;
     if !status.is_success() {
         let error: KvError = serde_json::from_str(&text).unwrap_or_default();
         let message = error

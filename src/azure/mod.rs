@@ -10,6 +10,7 @@ pub mod credential;
 pub mod error;
 pub mod jwt;
 pub mod keyvault;
+pub mod limits;
 pub mod models;
 pub mod scope;
 pub mod storage;

@@ -270,10 +270,7 @@ pub async fn user_delegation_key(
         .await
         .map_err(|e| AzureError::Transport(e.without_url().to_string()))?;
     let status = response.status();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| AzureError::Transport(e.without_url().to_string()))?;
+    let text = super::limits::body(response).await?;
     if !status.is_success() {
         let code = xml_field(&text, "Code").unwrap_or_else(|| "Unknown".into());
         return Err(AzureError::Arm {

@@ -40,7 +40,8 @@ impl Token {
     /// When a cached copy stops being handed out: at two thirds of its lifetime, so that whoever
     /// renews at that point gets a fresh token rather than this one.
     pub fn stale_at(&self) -> i64 {
-        self.obtained_at + (self.expires_on - self.obtained_at) * 2 / 3
+        let lifetime = self.expires_on.saturating_sub(self.obtained_at).max(0);
+        self.obtained_at.saturating_add(lifetime / 3 * 2)
     }
 }
 

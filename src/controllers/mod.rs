@@ -38,6 +38,8 @@ pub use conditions::{Outcome, READY};
 
 /// Finalizer the operator puts on objects whose behaviour may create something in Azure.
 pub const FINALIZER: &str = "amlidentity.io/finalizer";
+/// The longest one reconcile of one object may take.
+pub const RECONCILE_DEADLINE: Duration = Duration::from_secs(360);
 /// Field manager and Event reporter name.
 pub const MANAGER: &str = "aml-identity-operator";
 
@@ -264,7 +266,18 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
         if !obj.finalizers().iter().any(|f| f == FINALIZER) {
             add_finalizer(&api, &*obj).await?;
         }
-        obj.behaviour(&ctx).await?
+        // One object cannot hold a reconcile slot for ever (what it made is recorded first).
+        match tokio::time::timeout(RECONCILE_DEADLINE, obj.behaviour(&ctx)).await {
+            Ok(outcome) => outcome?,
+            Err(_) => Outcome::not_ready(
+                "Timeout",
+                format!(
+                    "reconciling took longer than {} s; looking again later",
+                    RECONCILE_DEADLINE.as_secs()
+                ),
+            )
+            .requeue(Duration::from_secs(60)),
+        }
     } else {
         invalid_spec(&violations)
     };

@@ -140,6 +140,63 @@ pub async fn delete_namespace(client: &Client, name: &str) {
         },
     )
     .await;
+    release_finalizers(client, name).await;
+}
+
+/// Takes the operator's finalizers off what is left in a deleted test namespace: the test's
+/// operator is about to stop, and objects nobody will ever release would keep the namespace
+/// Terminating, piling up work for the shared control plane's namespace controller. Only objects
+/// already marked for deletion are released (the operator would add its finalizer back to
+/// others), for a few seconds until none is left.
+async fn release_finalizers(client: &Client, namespace: &str) {
+    let patch = Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace);
+    for _ in 0..20 {
+        let mut held = 0;
+        for c in crd::all().iter().filter(|c| c.spec.scope == "Namespaced") {
+            let api = dynamic_api(
+                client,
+                &serde_json::json!({"kind": c.spec.names.kind}),
+                namespace,
+            );
+            for object in api
+                .list(&Default::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+            {
+                let meta = &object.metadata;
+                if meta.finalizers.as_ref().is_some_and(|f| !f.is_empty()) {
+                    held += 1;
+                    if meta.deletion_timestamp.is_some()
+                        && let Some(name) = meta.name.as_deref()
+                    {
+                        let _ = api.patch(name, &PatchParams::default(), &patch).await;
+                    }
+                }
+            }
+        }
+        for secret in secrets
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        {
+            let meta = &secret.metadata;
+            if meta.finalizers.as_ref().is_some_and(|f| !f.is_empty()) {
+                held += 1;
+                if meta.deletion_timestamp.is_some()
+                    && let Some(name) = meta.name.as_deref()
+                {
+                    let _ = secrets.patch(name, &PatchParams::default(), &patch).await;
+                }
+            }
+        }
+        if held == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// A short suffix unique within this machine's test runs.
