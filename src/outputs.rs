@@ -178,22 +178,62 @@ impl Expiry {
         })
     }
 
-    /// The expiry of `existing` when it is `owner`'s, made for `fingerprint`, answered the current
-    /// `force` value, and is not due for renewal at `now`: then nothing needs minting.
-    pub fn reusable<O: Resource>(
-        existing: Option<&impl Resource>,
+    /// The expiry of `existing` when it can stay as it is; otherwise why it must be written again
+    /// (for the `TokenIssued` Event). Checked in order: it exists and is `owner`'s, its annotations
+    /// read, it was made for `fingerprint` and answered the current `force`, its credentials'
+    /// own expiry (`truth`, read from its data: a JWT `exp`, a SAS `se`) is ahead and is what its
+    /// annotations claim — annotations anyone with edit rights can change are never believed on
+    /// their own — and its renewal time lies within that life and has not come at `now`.
+    pub fn still_good<O: Resource>(
+        existing: Option<&k8s_openapi::api::core::v1::Secret>,
         owner: &O,
         fingerprint: &str,
         force: &str,
         now: i64,
-    ) -> Option<Expiry> {
-        let secret = existing?;
+        truth: impl Fn(&k8s_openapi::api::core::v1::Secret) -> Option<i64>,
+    ) -> Result<Expiry, String> {
+        let secret = existing.ok_or("the Secret does not exist")?;
         if !owned_by(secret, owner) {
-            return None;
+            return Err("the Secret is not this object's".into());
         }
-        Expiry::read(secret)
-            .filter(|e| e.fingerprint == fingerprint && e.force == force && now < e.renewal)
+        let expiry =
+            Expiry::read(secret).ok_or("the Secret's annotations are missing or unreadable")?;
+        if expiry.fingerprint != fingerprint {
+            return Err("the spec changed".into());
+        }
+        if expiry.force != force {
+            return Err("a force-refresh was asked for".into());
+        }
+        let Some(real) = truth(secret) else {
+            return Err("the Secret's credentials are missing or unreadable".into());
+        };
+        if real <= now {
+            return Err("the Secret's credentials have expired".into());
+        }
+        if expiry.expires != real {
+            return Err("the Secret's expires-at annotation does not match its credentials".into());
+        }
+        if expiry.renewal > real
+            || expiry.renewal < real.saturating_sub(crate::azure::limits::MAX_LIFETIME)
+        {
+            return Err(
+                "the Secret's renewal-time annotation lies outside its credentials' life".into(),
+            );
+        }
+        if now >= expiry.renewal {
+            return Err("renewal is due".into());
+        }
+        Ok(expiry)
     }
+}
+
+/// A Secret data key as text.
+pub fn data_text<'a>(secret: &'a k8s_openapi::api::core::v1::Secret, key: &str) -> Option<&'a str> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .and_then(|v| std::str::from_utf8(&v.0).ok())
 }
 
 /// The current force-refresh value of a custom resource.

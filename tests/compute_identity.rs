@@ -470,6 +470,117 @@ async fn a_permanently_failing_object_backs_off_instead_of_looping() {
 }
 
 #[tokio::test]
+async fn a_tampered_token_secret_is_repaired_not_believed() {
+    let (client, azure, ns) = setup("ci-tamper").await;
+    let operator = Operator::start_with(&ns, "lease-ci-tamper", "ci-tamper-0", &azure_args(&azure));
+    let name = apply(&client, &ns, storage_tokens("tampered", "tampered-tokens")).await;
+    ready_reason(&client, "ComputeIdentity", &ns, &name, "TokensIssued").await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let api = cluster::dynamic_api(&client, &kind("ComputeIdentity"), &ns);
+    let real_exp = |s: &Secret| {
+        let token = String::from_utf8(
+            s.data.as_ref().unwrap()["storage.azure.com.token"]
+                .0
+                .clone(),
+        )
+        .unwrap();
+        azure
+            .emulator()
+            .verify_token(&token)
+            .expect("a token of the emulator")
+            .exp
+    };
+    let edits: [(&str, serde_json::Value); 5] = [
+        (
+            "expires-at in 9999",
+            serde_json::json!({"metadata": {"annotations": {"amlidentity.io/expires-at": "9999-12-01T00:00:00Z"}}}),
+        ),
+        (
+            "renewal-time in 9999",
+            serde_json::json!({"metadata": {"annotations": {"amlidentity.io/renewal-time": "9999-12-01T00:00:00Z"}}}),
+        ),
+        (
+            "garbage",
+            serde_json::json!({"metadata": {"annotations": {"amlidentity.io/expires-at": "soon", "amlidentity.io/renewal-time": "-1"}}}),
+        ),
+        (
+            "a token replaced",
+            serde_json::json!({"stringData": {"storage.azure.com.token": "x.eyJleHAiOjI1MzQwMjMwMDc5OX0.y"}}),
+        ),
+        (
+            "a token deleted",
+            serde_json::json!({"data": {"storage.azure.com.token": null}}),
+        ),
+    ];
+    for (what, edit) in edits {
+        let before = secrets.get("tampered-tokens").await.unwrap();
+        secrets
+            .patch(
+                "tampered-tokens",
+                &PatchParams::default(),
+                &Patch::Merge(edit),
+            )
+            .await
+            .unwrap();
+        // The edit brings the owner back: it re-mints and writes what is true.
+        let repaired = cluster::wait_until(
+            Duration::from_secs(30),
+            &format!("the Secret repaired after {what}"),
+            || {
+                let secrets = secrets.clone();
+                let before = before.resource_version();
+                async move {
+                    let s = secrets.get("tampered-tokens").await.ok()?;
+                    let annotations = s.metadata.annotations.clone().unwrap_or_default();
+                    let token = s.data.as_ref()?.get("storage.azure.com.token")?.0.clone();
+                    (s.resource_version() != before
+                        && annotations
+                            .get("amlidentity.io/expires-at")
+                            .is_some_and(|a| !a.starts_with("9999") && a != "soon")
+                        && !String::from_utf8(token).ok()?.starts_with("x."))
+                    .then_some(s)
+                }
+            },
+        )
+        .await;
+        let exp = real_exp(&repaired);
+        let annotated =
+            repaired.metadata.annotations.clone().unwrap()["amlidentity.io/expires-at"].clone();
+        assert_eq!(
+            annotated,
+            aml_identity_operator::renewal::rfc3339(exp),
+            "{what}"
+        );
+        let status = api.get(&name).await.unwrap().data["status"].clone();
+        assert_eq!(
+            status["expiresAt"], annotated,
+            "status tells the truth after {what}"
+        );
+        let gauge = operator
+            .metric_sum("aml_identity_operator_credential_expiry_timestamp_seconds{kind=\"ComputeIdentity\"")
+            .await;
+        assert_eq!(
+            gauge,
+            Some(exp as f64),
+            "the metric tells the truth after {what}"
+        );
+    }
+    let events = Api::<Event>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        events.items.iter().any(|e| e
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("expires-at annotation does not match"))),
+        "the TokenIssued Event says why it re-minted"
+    );
+    assert!(!operator.logs().contains("panicked"));
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
 async fn tokens_are_renewed_before_they_expire() {
     // Tokens that live 30 s: the default renewal (two thirds of the lifetime) comes after ~20 s.
     let (client, azure, ns) = setup_with_lifetime("ci-renew", 30).await;

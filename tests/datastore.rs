@@ -132,6 +132,11 @@ async fn a_training_pod_reads_with_the_sas_and_cannot_write() {
     let (status, message, obj) =
         ready_reason(&client, "Datastore", &ns, &name, "AccessIssued").await;
     assert_eq!(status, "True", "{message}");
+    let access = obj.data["spec"]["podAccess"]["secretName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    reconcile_leaves_secret_alone(&client, &operator, "Datastore", &ns, &name, &access).await;
     assert!(
         obj.data["status"]["uri"]
             .as_str()

@@ -175,6 +175,12 @@ async fn a_compute_identity_pulls_once_it_holds_acr_pull() {
     )
     .await;
     assert_eq!(status, "True", "{message}");
+    let pull = obj.data["spec"]["target"]["secretName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    reconcile_leaves_secret_alone(&client, &operator, "RegistryConnection", &ns, &name, &pull)
+        .await;
     let expires: jiff::Timestamp = obj.data["status"]["expiresAt"]
         .as_str()
         .unwrap()

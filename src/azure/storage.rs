@@ -25,6 +25,19 @@ pub fn sas_time(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// When a SAS expires, from its own `se` parameter (Unix seconds); `None` when it has none or it
+/// does not read as a time.
+pub fn sas_expiry(sas: &str) -> Option<i64> {
+    let value = sas
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("se="))?;
+    let decoded = percent_encoding::percent_decode_str(value)
+        .decode_utf8()
+        .ok()?;
+    decoded.parse::<Timestamp>().ok().map(|t| t.as_second())
+}
+
 /// What a service SAS grants.
 #[derive(Clone, Debug)]
 pub struct ServiceSas {
@@ -302,4 +315,31 @@ fn xml_field(xml: &str, name: &str) -> Option<String> {
     let start = xml.find(&open)? + open.len();
     let end = xml[start..].find(&format!("</{name}>"))? + start;
     Some(xml[start..end].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sas_tells_its_own_expiry() {
+        let expiry = Timestamp::from_second(1_800_003_600).unwrap();
+        let sas = service_sas(
+            "a2V5MQ==",
+            &ServiceSas {
+                account: "st".into(),
+                container: "c".into(),
+                blob: None,
+                permissions: "rl".into(),
+                start: Some(Timestamp::from_second(1_800_000_000).unwrap()),
+                expiry,
+                protocol: Some("https".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(sas_expiry(&sas), Some(expiry.as_second()));
+        assert_eq!(sas_expiry(&format!("?{sas}")), Some(expiry.as_second()));
+        assert_eq!(sas_expiry("sv=2026-04-06&se=soon"), None);
+        assert_eq!(sas_expiry("sv=2026-04-06"), None);
+    }
 }

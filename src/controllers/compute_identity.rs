@@ -641,12 +641,32 @@ impl TokenMint<'_> {
         let force = outputs::force_refresh(self.ci);
         let secrets = Api::<Secret>::namespaced(self.ctx.client.clone(), self.namespace);
         let existing = secrets.get_opt(&self.spec.name).await?;
-        if let Some(still) =
-            outputs::Expiry::reusable(existing.as_ref(), self.ci, &self.spec_hash(), &force, now)
-        {
+        // The earliest `exp` of the tokens the Secret really holds, one per audience.
+        let truth = |s: &Secret| {
+            self.spec
+                .audiences
+                .iter()
+                .map(|a| {
+                    outputs::data_text(s, &format!("{}.token", audience_key(a)))
+                        .and_then(crate::azure::jwt::claims)
+                        .and_then(|c| c.exp)
+                })
+                .collect::<Option<Vec<i64>>>()?
+                .into_iter()
+                .min()
+        };
+        let why = match outputs::Expiry::still_good(
+            existing.as_ref(),
+            self.ci,
+            &self.spec_hash(),
+            &force,
+            now,
+            truth,
+        ) {
             // Still valid: nothing to mint (this is what keeps a restart from re-minting).
-            return Ok(Ok(self.ready(still.expires, still.renewal, now)));
-        }
+            Ok(still) => return Ok(Ok(self.ready(still.expires, still.renewal, now))),
+            Err(why) => why,
+        };
         let issued_after = existing
             .as_ref()
             .and_then(outputs::Expiry::read)
@@ -743,14 +763,12 @@ impl TokenMint<'_> {
         }
         let audiences = self.spec.audiences.join(", ");
         let note = format!(
-            "tokens for identity {} ({audiences}) written to Secret {}, valid until {}",
+            "tokens for identity {} ({audiences}) written to Secret {}, valid until {} ({why})",
             self.client_id,
             self.spec.name,
             renewal::rfc3339(expires)
         );
-        Ok(Ok(self
-            .ready(expires, renewal, now)
-            .event("TokenIssued", note)))
+        Ok(Ok(self.ready(expires, renewal, now).issued(&why, note)))
     }
 
     fn ready(&self, expires: i64, renewal: i64, now: i64) -> Outcome {

@@ -33,8 +33,8 @@ pub struct Outcome {
     pub fields: Map<String, Value>,
     /// Reconcile again after this long even if nothing changes.
     pub requeue: Option<Duration>,
-    /// Normal Events to record (reason, note), e.g. `TokenIssued`.
-    pub events: Vec<(String, String)>,
+    /// Normal Events to record (reason, action, note), e.g. `TokenIssued`/`Renew`.
+    pub events: Vec<(String, String, String)>,
 }
 
 impl Outcome {
@@ -93,10 +93,30 @@ impl Outcome {
         self
     }
 
-    /// Records a Normal Event.
-    pub fn event(mut self, reason: impl Into<String>, note: impl Into<String>) -> Self {
-        self.events.push((reason.into(), note.into()));
+    /// Records a Normal Event. Events of one reason and action fold into one series that keeps
+    /// its first note, so the action tells apart what deserves a note of its own.
+    pub fn event(
+        mut self,
+        reason: impl Into<String>,
+        action: impl Into<String>,
+        note: impl Into<String>,
+    ) -> Self {
+        self.events
+            .push((reason.into(), action.into(), note.into()));
         self
+    }
+
+    /// Records that credentials were written, with why (from [`crate::outputs::Expiry::still_good`]):
+    /// a first issue, a renewal, a repair of an edited Secret, a refresh, a spec change.
+    pub fn issued(self, why: &str, note: impl Into<String>) -> Self {
+        let action = match why {
+            w if w.contains("does not exist") => "Issue",
+            w if w.contains("due") || w.contains("expired") => "Renew",
+            w if w.contains("force-refresh") => "Refresh",
+            w if w.contains("spec changed") => "Update",
+            _ => "Repair",
+        };
+        self.event("TokenIssued", action, note)
     }
 
     /// Writing credentials failed: `TokenIssued` false, one more failed attempt, and another try

@@ -346,9 +346,17 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
     ));
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
     let existing = secrets.get_opt(&access.secret_name).await?;
-    if let Some(still) = Expiry::reusable(existing.as_ref(), ds, &fingerprint, &force, now) {
-        return Ok(base(ready(access, still.expires, still.renewal, now)));
-    }
+    // What the Secret really holds: a SAS's own `se`, or a storage token's `exp`.
+    let truth = |s: &Secret| match outputs::data_text(s, "AZURE_STORAGE_SAS_TOKEN") {
+        Some(sas) => storage::sas_expiry(sas),
+        None => outputs::data_text(s, "AZURE_STORAGE_TOKEN")
+            .and_then(crate::azure::jwt::claims)
+            .and_then(|c| c.exp),
+    };
+    let why = match Expiry::still_good(existing.as_ref(), ds, &fingerprint, &force, now, truth) {
+        Ok(still) => return Ok(base(ready(access, still.expires, still.renewal, now))),
+        Err(why) => why,
+    };
     let issued_after = existing
         .as_ref()
         .and_then(Expiry::read)
@@ -485,13 +493,13 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
         return Ok(base(Outcome::not_ready("TargetConflict", conflict)));
     }
     let note = format!(
-        "{what} for container {container} of {} written to Secret {}, valid until {}",
+        "{what} for container {container} of {} written to Secret {}, valid until {} ({why})",
         spec.account_name.as_deref().unwrap_or_default(),
         access.secret_name,
         renewal::rfc3339(expires)
     );
     Ok(base(
-        ready(access, expires, renewal, now).event("TokenIssued", note),
+        ready(access, expires, renewal, now).issued(&why, note),
     ))
 }
 

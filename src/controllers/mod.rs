@@ -364,8 +364,8 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
             ctx.metrics.expiry.remove(&labels);
         }
     }
-    for (reason, note) in &outcome.events {
-        publish(&ctx, &*obj, EventType::Normal, reason, note).await;
+    for (reason, action, note) in &outcome.events {
+        publish_as(&ctx, &*obj, EventType::Normal, reason, action, note).await;
     }
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
@@ -473,11 +473,22 @@ async fn publish<K: Reconciled>(
     reason: &str,
     note: &str,
 ) {
+    publish_as(ctx, obj, type_, reason, "Reconcile", note).await
+}
+
+async fn publish_as<K: Reconciled>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(truncate(note, 1000)),
-        action: "Reconcile".into(),
+        action: action.into(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {

@@ -490,11 +490,25 @@ async fn pull_secret(
         outputs::fingerprint(&format!("{:?}|{}", spec.auth, spec.registry.login_server));
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
     let existing = secrets.get_opt(&spec.target.secret_name).await?;
-    let (expires, renewal, note) = if let Some(still) =
-        Expiry::reusable(existing.as_ref(), rc, &fingerprint, &force, now)
-    {
+    // What the pull Secret really holds: the ACR refresh token's own `exp`; an admin password
+    // never expires, so its recheck time may only be nearer than the operator's own interval.
+    let admin = spec.auth.type_ == RegistryAuthType::AdminUser;
+    let truth = |s: &Secret| {
+        if admin {
+            return Expiry::read(s)
+                .map(|e| e.expires)
+                .filter(|e| *e <= now + ADMIN_RECHECK);
+        }
+        let config: serde_json::Value =
+            serde_json::from_str(outputs::data_text(s, ".dockerconfigjson")?).ok()?;
+        let password = config["auths"][&spec.registry.login_server]["password"].as_str()?;
+        crate::azure::jwt::claims(password)?.exp
+    };
+    let checked = Expiry::still_good(existing.as_ref(), rc, &fingerprint, &force, now, truth);
+    let (expires, renewal, note) = if let Ok(still) = &checked {
         (still.expires, still.renewal, None)
     } else {
+        let why = checked.err().unwrap_or_default();
         let (config, expires, what) = match spec.auth.type_ {
             RegistryAuthType::AdminUser => {
                 match arm
@@ -605,12 +619,12 @@ async fn pull_secret(
             return Ok(Err(Outcome::not_ready("TargetConflict", conflict)));
         }
         let note = format!(
-            "{what} for {} written to Secret {}, valid until {}",
+            "{what} for {} written to Secret {}, valid until {} ({why})",
             spec.registry.login_server,
             spec.target.secret_name,
             renewal::rfc3339(expires)
         );
-        (expires, renewal, Some(note))
+        (expires, renewal, Some((why, note)))
     };
 
     // Attach the Secret to the named ServiceAccounts: each entry recorded before it is added, so
@@ -677,8 +691,8 @@ async fn pull_secret(
         .failures_cleared()
         .field("imagePullSecretsAdded", json!(added))
         .requeue(Duration::from_secs((renewal - now).max(1) as u64));
-    if let Some(note) = note {
-        outcome = outcome.event("TokenIssued", note);
+    if let Some((why, note)) = note {
+        outcome = outcome.issued(&why, note);
     }
     Ok(Ok(outcome))
 }

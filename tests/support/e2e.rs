@@ -166,3 +166,50 @@ pub async fn assert_no_leaks(
         }
     }
 }
+
+/// Pokes an object with an unrelated annotation (which reconciles it) and asserts that its output
+/// Secret `secret` is not written again: a still-good output is recognised from what it holds.
+pub async fn reconcile_leaves_secret_alone(
+    client: &Client,
+    operator: &cluster::Operator,
+    kind_name: &str,
+    ns: &str,
+    name: &str,
+    secret: &str,
+) {
+    use kube::ResourceExt;
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    // Settled first: the Secret unchanged for two seconds.
+    let mut before = secrets.get(secret).await.unwrap().resource_version();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = secrets.get(secret).await.unwrap().resource_version();
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let counter = format!("aml_identity_operator_reconciles_total{{kind=\"{kind_name}\"");
+    let reconciles = operator.metric_sum(&counter).await.unwrap_or_default();
+    let api = cluster::dynamic_api(client, &kind(kind_name), ns);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"example.com/poke": cluster::unique()}}})),
+    )
+    .await
+    .unwrap();
+    cluster::wait_until(
+        Duration::from_secs(20),
+        "the poked object to be reconciled",
+        || async { (operator.metric_sum(&counter).await? > reconciles).then_some(()) },
+    )
+    .await;
+    // Whatever that pass wrote has been written by now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        secrets.get(secret).await.unwrap().resource_version(),
+        before,
+        "{kind_name} {name} wrote Secret {secret} again though it was still good"
+    );
+}
