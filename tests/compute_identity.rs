@@ -264,8 +264,11 @@ async fn a_user_assigned_identity_gets_grants_federation_and_a_token_secret() {
         "{note}"
     );
 
-    // A restart re-reads the Secret and mints nothing.
+    // A restart re-reads the Secret and mints nothing, and writes nothing to ARM: the identity,
+    // the compute's identity, the grants and the federated credential are read and found in place.
     let version = secret.resource_version();
+    let arm_writes = || e.requests("arm.PUT") + e.requests("arm.PATCH") + e.requests("arm.DELETE");
+    let writes = arm_writes();
     assert!(operator.stop());
     let operator = Operator::start_with(&ns, "lease-ci-user", "ci-user-1", &azure_args(&azure));
     cluster::wait_until(
@@ -286,6 +289,7 @@ async fn a_user_assigned_identity_gets_grants_federation_and_a_token_secret() {
         issued + 1,
         "only the credential's own proof, no new tokens for the Secret"
     );
+    assert_eq!(arm_writes(), writes, "a restart writes nothing to ARM");
     assert_eq!(
         secrets
             .get("cpu-cluster-identity")
