@@ -156,15 +156,25 @@ async fn invalid_samples_are_refused_at_admission_or_with_invalid_spec() {
         );
     }
 
-    // Each refusal is also a Warning Event on the object.
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
-    let namespaced: Vec<_> = admitted
-        .iter()
-        .filter(|(s, _, _)| !s.kind().starts_with("Cluster"))
-        .collect();
+    // Each refusal is also a Warning Event on the object, cluster-scoped ones included (which the
+    // API server keeps in `default` or `kube-system`).
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let regards =
+        |e: &k8s_openapi::api::events::v1::Event, sample: &samples::Sample, name: &str| {
+            let Some(r) = e.regarding.as_ref() else {
+                return false;
+            };
+            r.name.as_deref() == Some(name)
+                && r.kind.as_deref() == Some(sample.kind())
+                && if sample.kind().starts_with("Cluster") {
+                    r.namespace.is_none()
+                } else {
+                    r.namespace.as_deref() == Some(ns.as_str())
+                }
+        };
     let list = cluster::wait_until(Duration::from_secs(20), "InvalidSpec events", || {
         let events = events.clone();
-        let want = namespaced.len();
+        let admitted = &admitted;
         async move {
             let list = events.list(&ListParams::default()).await.ok()?;
             let warnings: Vec<_> = list
@@ -172,14 +182,21 @@ async fn invalid_samples_are_refused_at_admission_or_with_invalid_spec() {
                 .into_iter()
                 .filter(|e| e.reason.as_deref() == Some("InvalidSpec"))
                 .collect();
-            (warnings.len() >= want).then_some(warnings)
+            admitted
+                .iter()
+                .all(|(s, name, _)| warnings.iter().any(|e| regards(e, s, name)))
+                .then_some(warnings)
         }
     })
     .await;
-    for (_, name, field) in namespaced {
-        let event = list
+    assert!(
+        admitted
             .iter()
-            .find(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str()));
+            .any(|(s, _, _)| s.kind().starts_with("Cluster")),
+        "the samples include invalid cluster-scoped objects"
+    );
+    for (sample, name, field) in &admitted {
+        let event = list.iter().find(|e| regards(e, sample, name));
         let event = event.unwrap_or_else(|| panic!("no InvalidSpec event for {name}"));
         assert_eq!(event.type_.as_deref(), Some("Warning"));
         assert!(

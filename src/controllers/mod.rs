@@ -6,6 +6,7 @@ pub mod compute_identity;
 mod conditions;
 pub mod credentials;
 pub mod datastore;
+mod events;
 mod in_use;
 mod kinds;
 pub mod ledger;
@@ -23,7 +24,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -102,7 +103,7 @@ pub struct Context {
     /// Client of the API server.
     pub client: Client,
     /// Publishes Events on the reconciled objects.
-    pub recorder: Recorder,
+    pub events: events::Events,
     /// Operator metrics.
     pub metrics: Arc<Metrics>,
     /// How Azure is reached.
@@ -133,7 +134,7 @@ impl Context {
             instance,
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: events::Events::new(client.clone(), reporter),
             client,
             metrics,
             azure,
@@ -491,7 +492,7 @@ async fn publish_as<K: Reconciled>(
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+    if let Err(e) = ctx.events.publish(&event, &obj.object_ref(&())).await {
         tracing::warn!(error = %e, "publishing an Event failed");
     }
 }
