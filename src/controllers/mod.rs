@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod datastore;
 mod events;
 mod in_use;
+mod index;
 mod kinds;
 pub mod ledger;
 pub mod registry_connection;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::PartialObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Reporter};
@@ -118,6 +120,9 @@ pub struct Context {
     /// (kind, namespace, name) of objects a dependent just let go of: a Workspace or credential
     /// waiting for its dependents is reconciled at once instead of at its next poll.
     released: tokio::sync::broadcast::Sender<(String, Option<String>, String)>,
+    /// (namespace, name) of each Secret in scope that changed, from one metadata-only watch shared
+    /// by every controller.
+    secret_changes: tokio::sync::broadcast::Sender<(String, String)>,
     issuer: tokio::sync::OnceCell<String>,
 }
 
@@ -142,6 +147,7 @@ impl Context {
             cleanup_attempts: 8,
             backoff: Default::default(),
             released: tokio::sync::broadcast::channel(1024).0,
+            secret_changes: tokio::sync::broadcast::channel(4096).0,
             issuer: Default::default(),
         }
     }
@@ -593,26 +599,50 @@ fn namespaced_or_all<T: Resource<DynamicType = (), Scope = k8s_openapi::Namespac
     }
 }
 
-/// The objects in `store` that reference `object` (a `kind` of this API) in its namespace.
-fn dependents<K: Reconciled, O: Resource>(
-    store: &kube::runtime::reflector::Store<K>,
-    kind: &str,
-    object: &O,
-) -> Vec<ObjectRef<K>> {
-    let (namespace, name) = (
-        object.meta().namespace.clone(),
-        object.meta().name.clone().unwrap_or_default(),
-    );
-    // A cluster-scoped object is referenced from any namespace.
-    store
-        .state()
-        .into_iter()
-        .filter(|o| {
-            (namespace.is_none() || o.meta().namespace == namespace)
-                && o.references().iter().any(|(k, n)| *k == kind && *n == name)
-        })
-        .map(|o| ObjectRef::from_obj(&*o))
-        .collect()
+/// `object` (of `kind`) as the objects that name it see it.
+fn target_of<O: Resource>(kind: &str, object: &O) -> index::Target {
+    index::Target {
+        kind: kind.into(),
+        namespace: object.meta().namespace.clone(),
+        name: object.meta().name.clone().unwrap_or_default(),
+    }
+}
+
+/// Changes to objects of `api`, metadata only: enough to know which dependents to reconcile.
+fn changes<T>(
+    api: Api<PartialObjectMeta<T>>,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<T>, watcher::Error>> + Send + 'static
+where
+    T: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    watcher(api, config).default_backoff().touched_objects()
+}
+
+/// Feeds `ctx.secret_changes` from one metadata-only watch of the Secrets in scope: the data of
+/// the cluster's Secrets is never read and none of them is held.
+async fn watch_secrets(
+    ctx: Arc<Context>,
+    scope: Scope,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let api: Api<PartialObjectMeta<Secret>> = namespaced_or_all(&ctx.client, &scope);
+    let stream = changes(api, watcher::Config::default());
+    futures::pin_mut!(stream);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            next = stream.next() => match next {
+                Some(Ok(secret)) => {
+                    let _ = ctx
+                        .secret_changes
+                        .send((secret.namespace().unwrap_or_default(), secret.name_any()));
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "watching Secrets"),
+                None => return,
+            },
+        }
+    }
 }
 
 async fn run_one<K: Reconciled>(
@@ -630,9 +660,18 @@ async fn run_one<K: Reconciled>(
     // (generation), its annotations (force-refresh), labels or finalizers: the operator's own
     // status writes never do, so a failing object waits out its backoff instead of looping.
     let (reader, writer) = kube::runtime::reflector::store();
+    let index = Arc::new(index::ReferenceIndex::<K>::new(
+        &ctx.azure.cluster_resource_namespace,
+    ));
+    let indexed = index.clone();
     let trigger = watcher(api, config)
         .default_backoff()
         .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                indexed.observe(event);
+            }
+        })
         .applied_objects()
         .predicate_filter(
             predicates::generation
@@ -642,43 +681,46 @@ async fn run_one<K: Reconciled>(
             Default::default(),
         );
     let controller = Controller::for_stream(trigger, reader);
-    let store = controller.store();
-    let cluster_namespace = ctx.azure.cluster_resource_namespace.clone();
-    let secrets: Api<Secret> = match &scope.namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
-    // A changed Secret reconciles every object that reads it.
-    let controller = controller.watches(
-        secrets,
-        watcher::Config::default(),
-        move |secret: Secret| {
-            let key = (secret.namespace().unwrap_or_default(), secret.name_any());
-            store
-                .state()
-                .into_iter()
-                .filter(|o| o.secrets(&cluster_namespace).contains(&key))
-                .map(|o| ObjectRef::from_obj(&*o))
-                .collect::<Vec<_>>()
-        },
-    );
-    // A changed Workspace or AzureCredential reconciles the objects that depend on it.
-    let store = controller.store();
-    let workspaces: Api<crate::api::Workspace> = namespaced_or_all(&ctx.client, &scope);
-    let controller = controller.watches(workspaces, watcher::Config::default(), move |w| {
-        dependents(&store, "Workspace", &w)
-    });
-    let store = controller.store();
-    let cluster_credentials: Api<crate::api::ClusterAzureCredential> = Api::all(ctx.client.clone());
-    let controller =
-        controller.watches(cluster_credentials, watcher::Config::default(), move |c| {
-            dependents(&store, "ClusterAzureCredential", &c)
+    // A changed Secret reconciles the objects that read it; missed changes reconcile them all.
+    let readers = index.clone();
+    let secret_changes =
+        futures::stream::unfold(ctx.secret_changes.subscribe(), |mut rx| async move {
+            match rx.recv().await {
+                Ok(change) => Some((Some(change), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some((None, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+            }
+        })
+        .flat_map(move |change| {
+            futures::stream::iter(match change {
+                Some((namespace, name)) => {
+                    readers.readers(&index::Target::secret(&namespace, &name))
+                }
+                None => readers.secret_readers(),
+            })
         });
-    let store = controller.store();
-    let credentials: Api<crate::api::AzureCredential> = namespaced_or_all(&ctx.client, &scope);
-    let controller = controller.watches(credentials, watcher::Config::default(), move |c| {
-        dependents(&store, "AzureCredential", &c)
+    let controller = controller.reconcile_on(secret_changes);
+    // A changed Workspace or credential reconciles the objects that depend on it.
+    let readers = index.clone();
+    let workspaces: Api<PartialObjectMeta<crate::api::Workspace>> =
+        namespaced_or_all(&ctx.client, &scope);
+    let controller = controller.watches_stream(changes(workspaces, Default::default()), move |w| {
+        readers.readers(&target_of("Workspace", &w))
     });
+    let readers = index.clone();
+    let cluster_credentials: Api<PartialObjectMeta<crate::api::ClusterAzureCredential>> =
+        Api::all(ctx.client.clone());
+    let controller = controller
+        .watches_stream(changes(cluster_credentials, Default::default()), move |c| {
+            readers.readers(&target_of("ClusterAzureCredential", &c))
+        });
+    let readers = index.clone();
+    let credentials: Api<PartialObjectMeta<crate::api::AzureCredential>> =
+        namespaced_or_all(&ctx.client, &scope);
+    let controller = controller
+        .watches_stream(changes(credentials, Default::default()), move |c| {
+            readers.readers(&target_of("AzureCredential", &c))
+        });
     // What a dependent let go of: reconciled now, so a waiting cleanup finishes without polling.
     let released = futures::stream::unfold(ctx.released.subscribe(), |mut rx| async move {
         loop {
@@ -700,10 +742,11 @@ async fn run_one<K: Reconciled>(
     });
     let controller = controller.reconcile_on(released);
     let controller = if K::READS_COMPUTE_IDENTITIES {
-        let store = controller.store();
-        let identities: Api<crate::api::ComputeIdentity> = namespaced_or_all(&ctx.client, &scope);
-        controller.watches(identities, watcher::Config::default(), move |ci| {
-            dependents(&store, "ComputeIdentity", &ci)
+        let readers = index.clone();
+        let identities: Api<PartialObjectMeta<crate::api::ComputeIdentity>> =
+            namespaced_or_all(&ctx.client, &scope);
+        controller.watches_stream(changes(identities, Default::default()), move |ci| {
+            readers.readers(&target_of("ComputeIdentity", &ci))
         })
     } else {
         controller
@@ -714,7 +757,10 @@ async fn run_one<K: Reconciled>(
         crate::outputs::MANAGED_BY.0,
         crate::outputs::MANAGED_BY.1
     ));
-    let (config_maps, owned_secrets): (Api<ConfigMap>, Api<Secret>) = match &scope.namespace {
+    let (config_maps, owned_secrets): (
+        Api<PartialObjectMeta<ConfigMap>>,
+        Api<PartialObjectMeta<Secret>>,
+    ) = match &scope.namespace {
         Some(ns) => (
             Api::namespaced(ctx.client.clone(), ns),
             Api::namespaced(ctx.client.clone(), ns),
@@ -722,8 +768,8 @@ async fn run_one<K: Reconciled>(
         None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
     };
     controller
-        .owns(config_maps, managed.clone())
-        .owns(owned_secrets, managed)
+        .owns_stream(changes(config_maps, managed.clone()))
+        .owns_stream(changes(owned_secrets, managed))
         .with_config(kube::runtime::controller::Config::default().concurrency(scope.concurrency))
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -765,6 +811,7 @@ pub async fn run_all(
         }
     };
     tokio::join!(
+        watch_secrets(ctx.clone(), scope.clone(), shutdown.clone()),
         run_one::<AzureCredential>(ctx.clone(), scope.clone(), shutdown.clone()),
         cluster_kinds,
         run_one::<Workspace>(ctx.clone(), scope.clone(), shutdown.clone()),

@@ -356,6 +356,20 @@ impl Operator {
         )
     }
 
+    /// The operator's resident memory in KiB (VmRSS), while it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// SIGKILL at once: a crash, with no chance to finish anything.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
