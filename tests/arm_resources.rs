@@ -116,6 +116,37 @@ async fn creating_a_workspace_follows_202_location_and_needs_the_right_to_assign
         "{error:?}"
     );
 
+    // Associated resources that are not ids of their type are refused as AML refuses them.
+    let rg = azure.resource_group_id();
+    for (property, id) in [
+        (
+            "keyVault",
+            format!("{rg}/providers/Microsoft.KeyVault/vaults/kv-mlw-team-a "),
+        ),
+        (
+            "containerRegistry",
+            format!("{rg}/providers/Microsoft.Storage/storageAccounts/stmlwteama"),
+        ),
+        ("storageAccount", "stmlwteama".to_string()),
+    ] {
+        let mut bad = user_assigned_workspace();
+        bad["properties"][property] = id.clone().into();
+        let error = arm
+            .put_and_wait::<_, Workspace>(&path, MACHINE_LEARNING, &bad)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, AzureError::Arm { status: 400, message, .. } if message.contains(property)),
+            "{property} = {id:?}: {error:?}"
+        );
+    }
+    let mut good = user_assigned_workspace();
+    good["properties"]["keyVault"] =
+        format!("{rg}/providers/Microsoft.KeyVault/vaults/kv-mlw-team-a").into();
+    arm.put_and_wait::<_, Workspace>(&path, MACHINE_LEARNING, &good)
+        .await
+        .unwrap();
+
     arm.delete_and_wait(&path, MACHINE_LEARNING).await.unwrap();
     assert!(
         arm.get::<Workspace>(&path, MACHINE_LEARNING)

@@ -112,6 +112,11 @@ fn cel_and_rust_agree_on_every_sample() {
                     s.file_name()
                 );
             }
+            Expect::Operator => assert!(
+                !rust.is_empty(),
+                "{}: meant for the operator to refuse, but Rust accepts it",
+                s.file_name()
+            ),
             _ => {
                 assert!(
                     !failed.is_empty(),

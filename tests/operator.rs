@@ -127,7 +127,9 @@ async fn invalid_samples_are_refused_at_admission_or_with_invalid_spec() {
                 "{}: expected a 422 at admission, got {other:?}",
                 sample.file_name()
             ),
-            (Expect::Cel, Ok(created)) => admitted.push((sample, created.name_any(), field)),
+            (Expect::Cel | Expect::Operator, Ok(created)) => {
+                admitted.push((sample, created.name_any(), field))
+            }
             (_, other) => panic!(
                 "{}: the 1.20 API server should admit it (CEL is not enforced there): {other:?}",
                 sample.file_name()
@@ -250,11 +252,9 @@ async fn restarting_the_operator_rewrites_nothing() {
 
     let mut versions = Vec::new();
     let mut all = samples::valid();
-    all.extend(
-        samples::invalid()
-            .into_iter()
-            .filter(|s| s.expect == Expect::Cel && !s.kind().starts_with("Cluster")),
-    );
+    all.extend(samples::invalid().into_iter().filter(|s| {
+        matches!(s.expect, Expect::Cel | Expect::Operator) && !s.kind().starts_with("Cluster")
+    }));
     for sample in &all {
         let name = create(&client, sample, &ns).await.unwrap().name_any();
         reported(&client, sample, &name, &ns).await;

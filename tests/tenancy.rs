@@ -45,10 +45,10 @@ impl Team {
         self.id("Microsoft.ManagedIdentity/userAssignedIdentities", name)
     }
     fn vault(&self) -> String {
-        self.id("Microsoft.KeyVault/vaults", "kv")
+        self.id("Microsoft.KeyVault/vaults", "kva")
     }
     fn storage(&self) -> String {
-        self.id("Microsoft.Storage/storageAccounts", "st")
+        self.id("Microsoft.Storage/storageAccounts", "sta")
     }
     fn registry(&self) -> String {
         self.id(
@@ -491,11 +491,18 @@ async fn what_a_namespace_names_outside_its_scopes_is_refused_without_a_request(
     .await;
 
     for (kind_name, name, field) in &refused {
-        let message = t.reason(kind_name, &b.ns, name, "OutOfScope").await;
+        // A login server naming another registry than the resource id beside it is refused by
+        // validation already, before any scope is looked at.
+        let reason = if field.contains("loginServer") {
+            "InvalidSpec"
+        } else {
+            "OutOfScope"
+        };
+        let message = t.reason(kind_name, &b.ns, name, reason).await;
         let allowed = if field.contains("audiences") {
             "(https://storage.azure.com, https://vault.azure.net)".to_owned()
         } else if field.contains("loginServer") {
-            "expected".to_owned()
+            "is not the login server of registry".to_owned()
         } else {
             format!("rg-aml-{}", b.ns)
         };
@@ -758,7 +765,7 @@ async fn what_exists_already_is_neither_overwritten_nor_deleted() {
     let connection = format!("{}/connections/workspace-acr", a.workspace());
     e.seed(Seed {
         resources: vec![
-            serde_json::json!({"id": datastore, "name": "workspaceblobstore", "properties": {"datastoreType": "AzureBlob", "accountName": "st", "containerName": "azureml", "credentials": {"credentialsType": "None"}}}),
+            serde_json::json!({"id": datastore, "name": "workspaceblobstore", "properties": {"datastoreType": "AzureBlob", "accountName": "sta", "containerName": "azureml", "credentials": {"credentialsType": "None"}}}),
             serde_json::json!({"id": connection, "name": "workspace-acr", "properties": {"category": "ContainerRegistry", "target": "elsewhere.azurecr.io", "authType": "None"}}),
         ],
         ..Default::default()

@@ -447,6 +447,43 @@ fn resolve_identity(
     Ok(resolved)
 }
 
+/// AML refuses a workspace whose associated resources are not ids of the right type: a pasted id
+/// with a trailing space, a storage account given as the registry.
+fn associated_resources_are_ids(properties: &Value) -> Result<(), Box<Response>> {
+    for (property, type_name) in [
+        ("storageAccount", "Microsoft.Storage/storageAccounts"),
+        ("keyVault", "Microsoft.KeyVault/vaults"),
+        (
+            "containerRegistry",
+            "Microsoft.ContainerRegistry/registries",
+        ),
+        ("applicationInsights", "Microsoft.Insights/components"),
+    ] {
+        let Some(id) = properties.get(property).and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let segments: Vec<&str> = id.split('/').collect();
+        let well_formed = segments.len() == 9
+            && segments[0].is_empty()
+            && segments[1].eq_ignore_ascii_case("subscriptions")
+            && segments[3].eq_ignore_ascii_case("resourceGroups")
+            && segments[5].eq_ignore_ascii_case("providers")
+            && format!("{}/{}", segments[6], segments[7]).eq_ignore_ascii_case(type_name)
+            && segments
+                .iter()
+                .skip(1)
+                .all(|s| !s.is_empty() && !s.chars().any(char::is_whitespace));
+        if !well_formed {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "ValidationError",
+                format!("The {property} property is not a valid {type_name} resource id."),
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn identity_resource(
     emu: &Emulator,
     state: &mut State,
@@ -511,6 +548,9 @@ fn identity_resource(
         if let Some(identity) = body.get("identity") {
             resource["identity"] = identity.clone();
         }
+    }
+    if !compute && let Err(r) = associated_resources_are_ids(&resource["properties"]) {
+        return *r;
     }
     let identity = match resolve_identity(state, claims, &rp.id, &resource["identity"], compute) {
         Ok(i) => i,

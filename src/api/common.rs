@@ -7,10 +7,54 @@ use serde::{Deserialize, Serialize};
 /// Lower-case GUID, as Entra ID and ARM print tenant, client, subscription and object ids.
 pub const GUID_PATTERN: &str =
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
-/// An ARM resource id: `/subscriptions/{guid}/resourceGroups/{rg}/providers/{ns}/{type}/{name}[/...]`.
-pub const RESOURCE_ID_PATTERN: &str = r"^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/resourceGroups/[-\w._()]{1,90}/providers/[A-Za-z0-9]+\.[A-Za-z0-9.]+/[A-Za-z0-9]+/[^/]+(/[A-Za-z0-9]+/[^/]+)*$";
+/// What every ARM resource id begins with, up to its resource provider.
+macro_rules! arm_id_prefix {
+    () => {
+        r"^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/resourceGroups/[-\w._()]{1,90}/providers/"
+    };
+}
+
+/// An ARM resource id: `/subscriptions/{guid}/resourceGroups/{rg}/providers/{ns}/{type}/{name}[/...]`,
+/// with no whitespace anywhere (ARM refuses it, and a pasted id often ends in some).
+pub const RESOURCE_ID_PATTERN: &str = concat!(
+    arm_id_prefix!(),
+    r"[A-Za-z0-9]+\.[A-Za-z0-9.]+/[A-Za-z0-9]+/[^/\s]+(/[A-Za-z0-9]+/[^/\s]+)*$"
+);
+/// A storage account id (names: 3-24 lower-case letters and digits).
+pub const STORAGE_ACCOUNT_ID_PATTERN: &str = concat!(
+    arm_id_prefix!(),
+    r"Microsoft\.Storage/storageAccounts/[a-z0-9]{3,24}$"
+);
+/// A storage account id, or one of its blob containers'.
+pub const STORAGE_SCOPE_PATTERN: &str = concat!(
+    arm_id_prefix!(),
+    r"Microsoft\.Storage/storageAccounts/[a-z0-9]{3,24}(/blobServices/default/containers/[a-z0-9](-?[a-z0-9]){2,62})?$"
+);
+/// A key vault id (names: 3-24 letters, digits and hyphens, starting with a letter).
+pub const KEY_VAULT_ID_PATTERN: &str = concat!(
+    arm_id_prefix!(),
+    r"Microsoft\.KeyVault/vaults/[a-zA-Z][-a-zA-Z0-9]{1,22}[a-zA-Z0-9]$"
+);
+/// A key vault id, or one of its secrets'.
+pub const KEY_VAULT_SCOPE_PATTERN: &str = concat!(
+    arm_id_prefix!(),
+    r"Microsoft\.KeyVault/vaults/[a-zA-Z][-a-zA-Z0-9]{1,22}[a-zA-Z0-9](/secrets/[-a-zA-Z0-9]{1,127})?$"
+);
+/// A container registry id (names: 5-50 letters and digits).
+pub const REGISTRY_ID_PATTERN: &str = concat!(
+    arm_id_prefix!(),
+    r"Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50}$"
+);
+/// An Application Insights component id (ARM itself often writes the provider in lower case).
+pub const APPLICATION_INSIGHTS_ID_PATTERN: &str = concat!(
+    arm_id_prefix!(),
+    r"[Mm]icrosoft\.[Ii]nsights/components/[^/\s]{1,260}$"
+);
 /// A user-assigned managed identity resource id.
-pub const USER_ASSIGNED_IDENTITY_PATTERN: &str = r"^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/resourceGroups/[-\w._()]{1,90}/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/[A-Za-z0-9][-A-Za-z0-9_]{2,127}$";
+pub const USER_ASSIGNED_IDENTITY_PATTERN: &str = concat!(
+    arm_id_prefix!(),
+    r"Microsoft\.ManagedIdentity/userAssignedIdentities/[A-Za-z0-9][-A-Za-z0-9_]{2,127}$"
+);
 /// An ARM scope a shared credential may touch: a subscription, a resource group or a resource id,
 /// where `{namespace}` may stand in a resource group or resource name.
 pub const SCOPE_PATTERN: &str = r"^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(/resourceGroups/([-\w._()]|\{namespace\})+(/providers/[A-Za-z0-9]+\.[A-Za-z0-9.]+(/[A-Za-z0-9]+/([-\w._()]|\{namespace\})+)+)?)?$";
@@ -26,6 +70,17 @@ pub const NAMESPACE_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
 pub const DATA_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]{1,253}$";
 /// A Go-style duration as Kubernetes APIs write it: `90m`, `1h30m`, `45s`.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$";
+/// An Azure region name as ARM writes it, e.g. `eastus`.
+pub const LOCATION_PATTERN: &str = r"^[a-z0-9]+$";
+/// An https endpoint with no path, e.g. `https://login.microsoftonline.com`.
+pub const HTTPS_ENDPOINT_PATTERN: &str = r"^https://[^/\s]+/?$";
+/// A DNS suffix, e.g. `core.windows.net`.
+pub const DNS_SUFFIX_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A label key: an optional DNS-subdomain prefix and `/`, then a name of letters, digits, `-_.`.
+pub const LABEL_KEY_PATTERN: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+/// A label value: empty, or up to 63 letters, digits, `-_.` starting and ending alphanumeric.
+pub const LABEL_VALUE_PATTERN: &str = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$";
 
 /// A key in a Secret of the custom resource's own namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

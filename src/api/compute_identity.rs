@@ -30,7 +30,7 @@ pub struct ComputeIdentitySpecIdentity {
     pub type_: ComputeIdentityType,
     /// Resource ids of the user-assigned identities; the first is `DEFAULT_IDENTITY_CLIENT_ID`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(regex(pattern = USER_ASSIGNED_IDENTITY_PATTERN)))]
+    #[schemars(length(max = 16), inner(regex(pattern = USER_ASSIGNED_IDENTITY_PATTERN)))]
     pub user_assigned_identities: Vec<String>,
 }
 
@@ -39,7 +39,7 @@ pub struct ComputeIdentitySpecIdentity {
 #[serde(rename_all = "camelCase")]
 pub struct CreateIfMissing {
     /// Region to create missing identities in, e.g. `eastus`.
-    #[schemars(regex(pattern = r"^[a-z0-9]+$"))]
+    #[schemars(regex(pattern = LOCATION_PATTERN))]
     pub location: String,
 }
 
@@ -52,11 +52,19 @@ pub struct ComputeGrants {
     pub acr_pull: bool,
     /// Storage Blob Data Reader on these storage accounts or containers (resource ids).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(regex(pattern = RESOURCE_ID_PATTERN)))]
+    #[schemars(
+        length(max = 32),
+        extend("x-kubernetes-list-type" = "set"),
+        inner(regex(pattern = STORAGE_SCOPE_PATTERN))
+    )]
     pub storage_blob_data_reader: Vec<String>,
     /// Key Vault Secrets User on these key vaults (resource ids).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(regex(pattern = RESOURCE_ID_PATTERN)))]
+    #[schemars(
+        length(max = 32),
+        extend("x-kubernetes-list-type" = "set"),
+        inner(regex(pattern = KEY_VAULT_SCOPE_PATTERN))
+    )]
     pub key_vault_secrets_user: Vec<String>,
 }
 
@@ -66,7 +74,11 @@ pub struct ComputeGrants {
 pub struct Federation {
     /// ServiceAccounts of this namespace trusted as `system:serviceaccount:<ns>:<name>` with the
     /// cluster's issuer.
-    #[schemars(inner(regex(pattern = K8S_NAME_PATTERN)))]
+    #[schemars(
+        length(max = 16),
+        extend("x-kubernetes-list-type" = "set"),
+        inner(regex(pattern = K8S_NAME_PATTERN))
+    )]
     pub service_accounts: Vec<String>,
 }
 
@@ -79,7 +91,11 @@ pub struct TokenSecret {
     #[schemars(regex(pattern = K8S_NAME_PATTERN))]
     pub name: String,
     /// Resources to mint tokens for, e.g. `https://storage.azure.com`.
-    #[schemars(length(min = 1, max = 16), inner(regex(pattern = AUDIENCE_PATTERN)))]
+    #[schemars(
+        length(min = 1, max = 16),
+        extend("x-kubernetes-list-type" = "set"),
+        inner(regex(pattern = AUDIENCE_PATTERN))
+    )]
     pub audiences: Vec<String>,
     /// Renew this long before expiry (a duration such as `15m`); not with renewBeforePercentage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,6 +205,11 @@ pub const RULE_ONE_RENEWAL: CelRule = CelRule {
     rule: "!(has(self.renewBefore) && has(self.renewBeforePercentage))",
     message: "tokenSecret takes renewBefore or renewBeforePercentage, not both",
 };
+/// Audiences are resources; the operator turns each into the `<resource>/.default` scope.
+pub const RULE_AUDIENCES_NOT_SCOPES: CelRule = CelRule {
+    rule: "self.audiences.all(a, !a.endsWith('/.default'))",
+    message: "tokenSecret.audiences lists resources without /.default, e.g. https://storage.azure.com: the operator asks Entra ID for <resource>/.default itself",
+};
 /// `renewBefore` below the shortest Entra token lifetime (about one hour).
 pub const RULE_RENEW_BEFORE_BOUNDS: CelRule = CelRule {
     rule: "!has(self.renewBefore) || (duration(self.renewBefore) >= duration('1m') && duration(self.renewBefore) <= duration('45m'))",
@@ -202,7 +223,11 @@ cel_rules!(
 );
 cel_rules!(
     token_secret_rules,
-    &[RULE_ONE_RENEWAL, RULE_RENEW_BEFORE_BOUNDS]
+    &[
+        RULE_ONE_RENEWAL,
+        RULE_RENEW_BEFORE_BOUNDS,
+        RULE_AUDIENCES_NOT_SCOPES
+    ]
 );
 
 impl Validate for ComputeIdentity {
@@ -222,6 +247,11 @@ impl Validate for ComputeIdentity {
             "a compute name (2-16 letters, digits or '-', starting with a letter)",
         );
         let user = s.identity.type_ == ComputeIdentityType::UserAssigned;
+        v.at_most(
+            s.identity.user_assigned_identities.len(),
+            16,
+            "spec.identity.userAssignedIdentities",
+        );
         for (i, uai) in s.identity.user_assigned_identities.iter().enumerate() {
             v.pattern(
                 uai,
@@ -250,27 +280,46 @@ impl Validate for ComputeIdentity {
         if let Some(c) = &s.create_if_missing {
             v.pattern(
                 &c.location,
-                r"^[a-z0-9]+$",
+                LOCATION_PATTERN,
                 "spec.createIfMissing.location",
                 "a region name such as eastus",
             );
         }
         if let Some(g) = &s.grants {
-            for (field, ids) in [
-                ("storageBlobDataReader", &g.storage_blob_data_reader),
-                ("keyVaultSecretsUser", &g.key_vault_secrets_user),
+            for (field, ids, pattern, what) in [
+                (
+                    "storageBlobDataReader",
+                    &g.storage_blob_data_reader,
+                    STORAGE_SCOPE_PATTERN,
+                    "a storage account or blob container resource id",
+                ),
+                (
+                    "keyVaultSecretsUser",
+                    &g.key_vault_secrets_user,
+                    KEY_VAULT_SCOPE_PATTERN,
+                    "a key vault or key vault secret resource id",
+                ),
             ] {
+                v.at_most(ids.len(), 32, format!("spec.grants.{field}"));
+                v.distinct(ids, &format!("spec.grants.{field}"), |id| {
+                    id.to_ascii_lowercase()
+                });
                 for (i, id) in ids.iter().enumerate() {
-                    v.pattern(
-                        id,
-                        RESOURCE_ID_PATTERN,
-                        format!("spec.grants.{field}[{i}]"),
-                        "an ARM resource id",
-                    );
+                    v.pattern(id, pattern, format!("spec.grants.{field}[{i}]"), what);
                 }
             }
         }
         if let Some(f) = &s.federation {
+            v.at_most(
+                f.service_accounts.len(),
+                16,
+                "spec.federation.serviceAccounts",
+            );
+            v.distinct(
+                &f.service_accounts,
+                "spec.federation.serviceAccounts",
+                str::to_owned,
+            );
             for (i, sa) in f.service_accounts.iter().enumerate() {
                 v.pattern(
                     sa,
@@ -292,14 +341,11 @@ impl Validate for ComputeIdentity {
                 "spec.tokenSecret.audiences",
                 "list 1 to 16 audiences, e.g. https://storage.azure.com",
             );
-            for (i, a) in t.audiences.iter().enumerate() {
-                v.pattern(
-                    a,
-                    AUDIENCE_PATTERN,
-                    format!("spec.tokenSecret.audiences[{i}]"),
-                    "an https:// or api:// resource URI",
-                );
-            }
+            v.audiences(
+                &t.audiences,
+                "spec.tokenSecret.audiences",
+                RULE_AUDIENCES_NOT_SCOPES.message,
+            );
             let federated = s
                 .federation
                 .as_ref()

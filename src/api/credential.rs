@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::*;
 use super::rules::{CelRule, cel_rules};
-use super::validation::{Validate, Violation, Violations};
+use super::validation::{Validate, Violation, Violations, shown};
 
 /// The national cloud the credential signs in to.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
@@ -28,19 +28,22 @@ pub enum CloudName {
 #[serde(rename_all = "camelCase")]
 pub struct CloudEndpoints {
     /// Entra ID authority host, e.g. `https://login.microsoftonline.com`.
-    #[schemars(regex(pattern = r"^https://[^/\s]+/?$"))]
+    #[schemars(regex(pattern = HTTPS_ENDPOINT_PATTERN))]
     pub authority_host: String,
     /// Azure Resource Manager endpoint, e.g. `https://management.azure.com`.
-    #[schemars(regex(pattern = r"^https://[^/\s]+/?$"))]
+    #[schemars(regex(pattern = HTTPS_ENDPOINT_PATTERN))]
     pub resource_manager: String,
     /// Storage DNS suffix, e.g. `core.windows.net`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DNS_SUFFIX_PATTERN))]
     pub storage_suffix: Option<String>,
     /// Key Vault DNS suffix, e.g. `vault.azure.net`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DNS_SUFFIX_PATTERN))]
     pub key_vault_suffix: Option<String>,
     /// Container registry DNS suffix, e.g. `azurecr.io`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DNS_SUFFIX_PATTERN))]
     pub container_registry_suffix: Option<String>,
 }
 
@@ -151,11 +154,131 @@ pub struct AzureCredentialSpec {
 pub struct AllowedNamespaces {
     /// Namespaces admitted by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(regex(pattern = NAMESPACE_PATTERN)))]
+    #[schemars(
+        length(max = 256),
+        extend("x-kubernetes-list-type" = "set"),
+        inner(regex(pattern = NAMESPACE_PATTERN))
+    )]
     pub names: Vec<String>,
     /// Namespaces admitted by their labels. An empty selector (`{}`) admits every namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "namespace_selector_schema")]
     pub selector: Option<LabelSelector>,
+}
+
+/// Label-selector operators, as Kubernetes defines them.
+pub const SELECTOR_OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
+
+/// `In`/`NotIn` need values, `Exists`/`DoesNotExist` take none.
+pub const RULE_SELECTOR_VALUES: CelRule = CelRule {
+    rule: "(self.operator == 'In' || self.operator == 'NotIn') == (has(self.values) && size(self.values) > 0)",
+    message: "a matchExpressions entry with operator In or NotIn lists values; Exists and DoesNotExist list none",
+};
+
+/// A label selector as Kubernetes validates one: known operators, label keys and values, bounded.
+fn namespace_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let value = serde_json::json!({
+        "type": "string", "pattern": LABEL_VALUE_PATTERN, "maxLength": 63
+    });
+    let mut schema = schemars::json_schema!({
+        "type": "object",
+        "description": "Namespaces admitted by their labels. An empty selector ({}) admits every namespace.",
+        "properties": {
+            "matchLabels": {
+                "type": "object",
+                "description": "Labels a namespace must carry, every one of them.",
+                "maxProperties": 32,
+                "additionalProperties": value,
+            },
+            "matchExpressions": {
+                "type": "array",
+                "description": "Requirements a namespace's labels must meet, every one of them.",
+                "maxItems": 16,
+                "items": {
+                    "type": "object",
+                    "required": ["key", "operator"],
+                    "properties": {
+                        "key": {"type": "string", "pattern": LABEL_KEY_PATTERN, "maxLength": 317},
+                        "operator": {"type": "string", "enum": SELECTOR_OPERATORS},
+                        "values": {"type": "array", "maxItems": 64, "items": value},
+                    },
+                },
+            },
+        },
+        "x-kubernetes-map-type": "atomic",
+    });
+    let items = schema
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("matchExpressions"))
+        .and_then(|m| m.get_mut("items"))
+        .and_then(|i| i.as_object_mut())
+        .expect("the schema above has items");
+    items.insert(
+        "x-kubernetes-validations".into(),
+        serde_json::json!([{"rule": RULE_SELECTOR_VALUES.rule, "message": RULE_SELECTOR_VALUES.message}]),
+    );
+    schema
+}
+
+/// Checks a label selector as the API server checks one.
+fn validate_selector(v: &mut Violations, selector: &LabelSelector, field: &str) {
+    let labels = selector.match_labels.as_ref();
+    v.at_most(
+        labels.map_or(0, |l| l.len()),
+        32,
+        format!("{field}.matchLabels"),
+    );
+    for (key, value) in labels.into_iter().flatten() {
+        v.pattern(
+            key,
+            LABEL_KEY_PATTERN,
+            format!("{field}.matchLabels"),
+            "a label key",
+        );
+        v.pattern(
+            value,
+            LABEL_VALUE_PATTERN,
+            format!("{field}.matchLabels[{}]", shown(key)),
+            "a label value",
+        );
+    }
+    let expressions = selector.match_expressions.as_deref().unwrap_or_default();
+    v.at_most(expressions.len(), 16, format!("{field}.matchExpressions"));
+    for (i, e) in expressions.iter().enumerate() {
+        let at = format!("{field}.matchExpressions[{i}]");
+        v.pattern(
+            &e.key,
+            LABEL_KEY_PATTERN,
+            format!("{at}.key"),
+            "a label key",
+        );
+        if !SELECTOR_OPERATORS.contains(&e.operator.as_str()) {
+            v.push(
+                format!("{at}.operator"),
+                format!(
+                    "{} is not a selector operator: use In, NotIn, Exists or DoesNotExist",
+                    shown(&e.operator)
+                ),
+            );
+            continue;
+        }
+        let values = e.values.as_deref().unwrap_or_default();
+        let listed = matches!(e.operator.as_str(), "In" | "NotIn");
+        v.check(
+            listed != values.is_empty(),
+            format!("{at}.values"),
+            RULE_SELECTOR_VALUES.message,
+        );
+        v.at_most(values.len(), 64, format!("{at}.values"));
+        for (j, value) in values.iter().enumerate() {
+            v.pattern(
+                value,
+                LABEL_VALUE_PATTERN,
+                format!("{at}.values[{j}]"),
+                "a label value",
+            );
+        }
+    }
 }
 
 /// A credential shared by several namespaces; only those admitted by `allowedNamespaces` may use it.
@@ -193,13 +316,21 @@ pub struct ClusterAzureCredentialSpec {
     /// scopes, datastores, registries) must equal or lie below one of them, compared segment by
     /// segment (`rg-a` does not admit `rg-ab`); otherwise the object is `OutOfScope` and nothing is
     /// called in Azure for it. The principal's own Azure role assignments still apply on top.
-    #[schemars(length(min = 1, max = 64), inner(regex(pattern = SCOPE_PATTERN)))]
+    #[schemars(
+        length(min = 1, max = 64),
+        extend("x-kubernetes-list-type" = "set"),
+        inner(regex(pattern = SCOPE_PATTERN))
+    )]
     pub allowed_scopes: Vec<String>,
     /// Token audiences objects using this credential may mint for pods (ComputeIdentity
     /// `tokenSecret.audiences`, Datastore identity access), written as resources without
     /// `/.default`, e.g. `https://storage.azure.com`. Unset: any audience; `[]`: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32), inner(regex(pattern = AUDIENCE_PATTERN)))]
+    #[schemars(
+        length(max = 32),
+        extend("x-kubernetes-list-type" = "set"),
+        inner(regex(pattern = AUDIENCE_PATTERN))
+    )]
     pub allowed_audiences: Option<Vec<String>>,
 }
 
@@ -297,9 +428,21 @@ impl CredentialSpec {
             ] {
                 v.pattern(
                     value,
-                    r"^https://[^/\s]+/?$",
+                    HTTPS_ENDPOINT_PATTERN,
                     format!("spec.endpoints.{field}"),
                     "an https:// URL with no path",
+                );
+            }
+            for (field, value) in [
+                ("storageSuffix", &e.storage_suffix),
+                ("keyVaultSuffix", &e.key_vault_suffix),
+                ("containerRegistrySuffix", &e.container_registry_suffix),
+            ] {
+                v.pattern_opt(
+                    value.as_deref(),
+                    DNS_SUFFIX_PATTERN,
+                    format!("spec.endpoints.{field}"),
+                    "a DNS suffix such as core.windows.net",
                 );
             }
         }
@@ -398,6 +541,17 @@ impl Validate for ClusterAzureCredential {
     fn validate(&self) -> Vec<Violation> {
         let mut v = Violations::default();
         self.spec.credential.validate_into(&mut v);
+        let admitted = &self.spec.allowed_namespaces;
+        v.at_most(admitted.names.len(), 256, "spec.allowedNamespaces.names");
+        v.distinct(
+            &admitted.names,
+            "spec.allowedNamespaces.names",
+            str::to_owned,
+        );
+        if let Some(selector) = &admitted.selector {
+            validate_selector(&mut v, selector, "spec.allowedNamespaces.selector");
+        }
+        v.at_most(self.spec.allowed_scopes.len(), 64, "spec.allowedScopes");
         for (i, name) in self.spec.allowed_namespaces.names.iter().enumerate() {
             v.pattern(
                 name,
@@ -426,17 +580,17 @@ impl Validate for ClusterAzureCredential {
                 v.check(false, &field, e);
             }
         }
-        for (i, audience) in self.spec.allowed_audiences.iter().flatten().enumerate() {
-            let field = format!("spec.allowedAudiences[{i}]");
-            v.pattern(
-                audience,
-                AUDIENCE_PATTERN,
-                &field,
-                "an https:// or api:// resource",
-            );
+        let audiences = self.spec.allowed_audiences.as_deref().unwrap_or_default();
+        v.at_most(audiences.len(), 32, "spec.allowedAudiences");
+        v.audiences(
+            audiences,
+            "spec.allowedAudiences",
+            RULE_AUDIENCES_AS_RESOURCES.message,
+        );
+        for (i, audience) in audiences.iter().enumerate() {
             v.check(
-                !audience.ends_with('/') && !audience.ends_with("/.default"),
-                &field,
+                !audience.ends_with('/'),
+                format!("spec.allowedAudiences[{i}]"),
                 RULE_AUDIENCES_AS_RESOURCES.message,
             );
         }

@@ -178,7 +178,7 @@ pub struct DatastoreSpec {
     pub store_name: Option<String>,
     /// Storage DNS suffix (default `core.windows.net`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9.-]+$"))]
+    #[schemars(regex(pattern = DNS_SUFFIX_PATTERN))]
     pub endpoint: Option<String>,
     /// Only `https`: SAS and bearer tokens are never sent in clear.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -319,7 +319,7 @@ impl Validate for Datastore {
         }
         v.pattern_opt(
             s.endpoint.as_deref(),
-            r"^[a-z0-9.-]+$",
+            DNS_SUFFIX_PATTERN,
             "spec.endpoint",
             "a DNS suffix such as core.windows.net",
         );

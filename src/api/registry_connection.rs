@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 use super::common::*;
 use super::credential::validate_secret_key_ref;
 use super::rules::{CelRule, cel_rules};
-use super::validation::{Validate, Violation, Violations};
+use super::validation::{Validate, Violation, Violations, shown};
 
+/// A workspace connection name.
+pub const CONNECTION_NAME_PATTERN: &str = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}$";
 /// A registry login server, e.g. `contosoregistry.azurecr.io`.
 pub const LOGIN_SERVER_PATTERN: &str = r"^[a-zA-Z0-9]{5,50}\.[a-z0-9.-]+[a-z]$";
-/// A container registry resource id.
-pub const REGISTRY_ID_PATTERN: &str = r"^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/resourceGroups/[-\w._()]{1,90}/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50}$";
 
 /// The registry.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -87,7 +87,7 @@ pub struct RegistryAuth {
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceConnection {
     /// Name of the connection in the workspace.
-    #[schemars(regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}$"))]
+    #[schemars(regex(pattern = CONNECTION_NAME_PATTERN))]
     pub name: String,
 }
 
@@ -113,7 +113,11 @@ pub struct RegistryTarget {
     pub secret_name: String,
     /// ServiceAccounts of this namespace that get the Secret in `imagePullSecrets`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(regex(pattern = K8S_NAME_PATTERN)))]
+    #[schemars(
+        length(max = 64),
+        extend("x-kubernetes-list-type" = "set"),
+        inner(regex(pattern = K8S_NAME_PATTERN))
+    )]
     pub service_accounts: Vec<String>,
 }
 
@@ -262,6 +266,29 @@ impl Validate for RegistryConnection {
             "spec.registry.resourceId",
             "a Microsoft.ContainerRegistry/registries resource id",
         );
+        // ACR names its login server after the registry: `<name>.azurecr.io` (or the cloud's suffix).
+        let registry_name = s
+            .registry
+            .resource_id
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        let server_name = s
+            .registry
+            .login_server
+            .split('.')
+            .next()
+            .unwrap_or_default();
+        v.check(
+            server_name.eq_ignore_ascii_case(registry_name),
+            "spec.registry.loginServer",
+            format!(
+                "{} is not the login server of registry {}: write {name}.azurecr.io, or {name} and your cloud's registry suffix",
+                shown(&s.registry.login_server),
+                shown(registry_name),
+                name = registry_name.to_ascii_lowercase()
+            ),
+        );
         let a = &s.auth;
         let mi = a.type_ == RegistryAuthType::ManagedIdentity;
         let sp = a.type_ == RegistryAuthType::ServicePrincipal;
@@ -309,7 +336,7 @@ impl Validate for RegistryConnection {
         if let Some(c) = &s.workspace_connection {
             v.pattern(
                 &c.name,
-                r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}$",
+                CONNECTION_NAME_PATTERN,
                 "spec.workspaceConnection.name",
                 "a connection name",
             );
@@ -324,6 +351,16 @@ impl Validate for RegistryConnection {
             K8S_NAME_PATTERN,
             "spec.target.secretName",
             "a Secret name",
+        );
+        v.at_most(
+            s.target.service_accounts.len(),
+            64,
+            "spec.target.serviceAccounts",
+        );
+        v.distinct(
+            &s.target.service_accounts,
+            "spec.target.serviceAccounts",
+            str::to_owned,
         );
         for (i, sa) in s.target.service_accounts.iter().enumerate() {
             v.pattern(

@@ -1,11 +1,13 @@
 //! Rust-side validation: every rule of the CRD schema (patterns, bounds and the CEL rules), so a spec
 //! that reached the API server without them (an old server, `--validate=false`) is still refused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{LazyLock, Mutex};
 
 use regex::Regex;
+
+use super::common::AUDIENCE_PATTERN;
 
 /// One problem in a spec: the field path and what to do about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +50,7 @@ impl Violations {
         }
     }
 
-    /// Checks a value against one of the shared patterns.
+    /// Checks a value against one of the shared patterns and its length bound.
     pub fn pattern(
         &mut self,
         value: &str,
@@ -56,9 +58,28 @@ impl Violations {
         field: impl Into<String>,
         what: &str,
     ) {
-        if !regex_for(pattern).is_match(value) {
-            self.push(field, format!("{value:?} is not {what}"));
+        if let Some(max) = max_length(pattern)
+            && value.chars().count() > max
+        {
+            self.push(
+                field,
+                format!(
+                    "{} characters is too long for {what} (at most {max})",
+                    value.chars().count()
+                ),
+            );
+        } else if !regex_for(pattern).is_match(value) {
+            self.push(field, format!("{} is not {what}", shown(value)));
         }
+    }
+
+    /// Checks that a list has at most `max` entries.
+    pub fn at_most(&mut self, len: usize, max: usize, field: impl Into<String>) {
+        self.check(
+            len <= max,
+            field,
+            format!("{len} entries; at most {max} are allowed"),
+        );
     }
 
     /// Checks an optional value against a pattern when present.
@@ -74,10 +95,89 @@ impl Violations {
         }
     }
 
+    /// Refuses each entry of `list` that equals an earlier one once `key` normalised both.
+    pub fn distinct(&mut self, list: &[String], field: &str, key: impl Fn(&str) -> String) {
+        let mut seen = HashSet::new();
+        for (i, item) in list.iter().enumerate() {
+            if !seen.insert(key(item)) {
+                self.push(
+                    format!("{field}[{i}]"),
+                    format!("{} is already listed; list each once", shown(item)),
+                );
+            }
+        }
+    }
+
+    /// Token audiences as a spec lists them: each an https:// or api:// resource, without the
+    /// `/.default` of a scope (`not_a_scope` says so), and each once in whatever form it is written.
+    pub fn audiences(&mut self, list: &[String], field: &str, not_a_scope: &str) {
+        self.distinct(list, field, crate::azure::scope::normalize_audience);
+        for (i, audience) in list.iter().enumerate() {
+            let at = format!("{field}[{i}]");
+            self.pattern(
+                audience,
+                AUDIENCE_PATTERN,
+                &at,
+                "an https:// or api:// resource URI",
+            );
+            self.check(!audience.ends_with("/.default"), &at, not_a_scope);
+        }
+    }
+
     /// The collected violations.
     pub fn into_vec(self) -> Vec<Violation> {
         self.0
     }
+}
+
+/// A value quoted in a message: at most 100 characters of it, so a huge input never fills a status.
+pub fn shown(value: &str) -> String {
+    let mut chars = value.chars();
+    let head: String = chars.by_ref().take(100).collect();
+    if chars.next().is_some() {
+        format!("{head:?}…")
+    } else {
+        format!("{head:?}")
+    }
+}
+
+/// The longest value each shared pattern admits. The CRDs carry it as `maxLength` (so the API
+/// server bounds every string before a rule or a controller reads it) and [`Violations::pattern`]
+/// checks it; a pattern without a bound here is a bug the CRD tests catch.
+pub fn max_length(pattern: &str) -> Option<usize> {
+    use super::*;
+    let table: &[(&str, usize)] = &[
+        (GUID_PATTERN, 36),
+        (RESOURCE_ID_PATTERN, 1024),
+        (STORAGE_ACCOUNT_ID_PATTERN, 512),
+        (STORAGE_SCOPE_PATTERN, 640),
+        (KEY_VAULT_ID_PATTERN, 512),
+        (KEY_VAULT_SCOPE_PATTERN, 640),
+        (REGISTRY_ID_PATTERN, 512),
+        (APPLICATION_INSIGHTS_ID_PATTERN, 768),
+        (USER_ASSIGNED_IDENTITY_PATTERN, 512),
+        (SCOPE_PATTERN, 1024),
+        (AUDIENCE_PATTERN, 256),
+        (RESOURCE_GROUP_PATTERN, 90),
+        (K8S_NAME_PATTERN, 253),
+        (NAMESPACE_PATTERN, 63),
+        (DATA_KEY_PATTERN, 253),
+        (DURATION_PATTERN, 32),
+        (LOCATION_PATTERN, 64),
+        (HTTPS_ENDPOINT_PATTERN, 512),
+        (DNS_SUFFIX_PATTERN, 253),
+        (LABEL_KEY_PATTERN, 317),
+        (LABEL_VALUE_PATTERN, 63),
+        (WORKSPACE_NAME_PATTERN, 33),
+        (COMPUTE_NAME_PATTERN, 16),
+        (DATASTORE_NAME_PATTERN, 255),
+        (STORAGE_ACCOUNT_PATTERN, 24),
+        (CONTAINER_PATTERN, 63),
+        (SAS_PERMISSIONS_PATTERN, 6),
+        (LOGIN_SERVER_PATTERN, 253),
+        (CONNECTION_NAME_PATTERN, 255),
+    ];
+    table.iter().find(|(p, _)| *p == pattern).map(|(_, n)| *n)
 }
 
 /// Compiled regexes for the shared pattern constants (a handful, each compiled once).

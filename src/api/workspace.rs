@@ -53,7 +53,7 @@ pub struct WorkspaceIdentity {
     pub type_: WorkspaceIdentityType,
     /// Resource ids of user-assigned identities.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(regex(pattern = USER_ASSIGNED_IDENTITY_PATTERN)))]
+    #[schemars(length(max = 16), inner(regex(pattern = USER_ASSIGNED_IDENTITY_PATTERN)))]
     pub user_assigned_identities: Vec<String>,
     /// Which of `userAssignedIdentities` the workspace uses to reach its resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,19 +67,19 @@ pub struct WorkspaceIdentity {
 pub struct AssociatedResources {
     /// The workspace's storage account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = RESOURCE_ID_PATTERN))]
+    #[schemars(regex(pattern = STORAGE_ACCOUNT_ID_PATTERN))]
     pub storage_account: Option<String>,
     /// The workspace's key vault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = RESOURCE_ID_PATTERN))]
+    #[schemars(regex(pattern = KEY_VAULT_ID_PATTERN))]
     pub key_vault: Option<String>,
     /// The workspace's container registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = RESOURCE_ID_PATTERN))]
+    #[schemars(regex(pattern = REGISTRY_ID_PATTERN))]
     pub container_registry: Option<String>,
     /// The workspace's Application Insights component.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = RESOURCE_ID_PATTERN))]
+    #[schemars(regex(pattern = APPLICATION_INSIGHTS_ID_PATTERN))]
     pub application_insights: Option<String>,
 }
 
@@ -127,7 +127,7 @@ pub struct WorkspaceSpec {
     pub workspace_name: String,
     /// Azure region, e.g. `eastus`. Required with `management: Manage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9]+$"))]
+    #[schemars(regex(pattern = LOCATION_PATTERN))]
     pub location: Option<String>,
     /// `Adopt` (default: read and report) or `Manage` (create and update through ARM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,7 +249,7 @@ impl Validate for Workspace {
         );
         v.pattern_opt(
             s.location.as_deref(),
-            r"^[a-z0-9]+$",
+            LOCATION_PATTERN,
             "spec.location",
             "a region name such as eastus",
         );
@@ -261,6 +261,11 @@ impl Validate for Workspace {
         );
         if let Some(id) = &s.identity {
             let system_only = id.type_ == WorkspaceIdentityType::SystemAssigned;
+            v.at_most(
+                id.user_assigned_identities.len(),
+                16,
+                "spec.identity.userAssignedIdentities",
+            );
             for (i, uai) in id.user_assigned_identities.iter().enumerate() {
                 v.pattern(
                     uai,
@@ -300,17 +305,37 @@ impl Validate for Workspace {
             );
         }
         if let Some(r) = &s.associated_resources {
-            for (field, value) in [
-                ("storageAccount", &r.storage_account),
-                ("keyVault", &r.key_vault),
-                ("containerRegistry", &r.container_registry),
-                ("applicationInsights", &r.application_insights),
+            for (field, value, pattern, what) in [
+                (
+                    "storageAccount",
+                    &r.storage_account,
+                    STORAGE_ACCOUNT_ID_PATTERN,
+                    "a Microsoft.Storage/storageAccounts resource id",
+                ),
+                (
+                    "keyVault",
+                    &r.key_vault,
+                    KEY_VAULT_ID_PATTERN,
+                    "a Microsoft.KeyVault/vaults resource id",
+                ),
+                (
+                    "containerRegistry",
+                    &r.container_registry,
+                    REGISTRY_ID_PATTERN,
+                    "a Microsoft.ContainerRegistry/registries resource id",
+                ),
+                (
+                    "applicationInsights",
+                    &r.application_insights,
+                    APPLICATION_INSIGHTS_ID_PATTERN,
+                    "a Microsoft.Insights/components resource id",
+                ),
             ] {
                 v.pattern_opt(
                     value.as_deref(),
-                    RESOURCE_ID_PATTERN,
+                    pattern,
                     format!("spec.associatedResources.{field}"),
-                    "an ARM resource id",
+                    what,
                 );
             }
         }

@@ -184,6 +184,22 @@ impl Outcome {
     }
 }
 
+/// Longest condition message written: a message quotes inputs and Azure errors, and those can be
+/// of any size.
+pub const MESSAGE_LIMIT: usize = 1024;
+
+/// `text` cut to at most `max` bytes (at a character boundary), marked with `…` when cut.
+pub fn capped(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// The conditions to report: exactly the outcome's types, each keeping its `lastTransitionTime`
 /// while its status is unchanged.
 pub fn conditions(
@@ -203,7 +219,7 @@ pub fn conditions(
                 type_: d.type_.into(),
                 status: status.into(),
                 reason: d.reason.clone(),
-                message: d.message.clone(),
+                message: capped(&d.message, MESSAGE_LIMIT),
                 observed_generation: generation,
                 last_transition_time,
             }
@@ -242,6 +258,16 @@ pub fn ready_of(conditions: &[Condition]) -> Option<(&str, &str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_capped_at_a_character_boundary() {
+        let long = "é".repeat(5000);
+        let outcome = Outcome::not_ready("InvalidSpec", long.clone());
+        let written = conditions(&[], Some(1), &outcome.conditions);
+        assert!(written[0].message.len() <= MESSAGE_LIMIT);
+        assert!(written[0].message.ends_with('…'));
+        assert_eq!(capped("short", MESSAGE_LIMIT), "short");
+    }
 
     #[test]
     fn same_outcome_writes_nothing_and_a_flip_moves_the_transition_time() {

@@ -494,24 +494,13 @@ async fn publish_as<K: Reconciled>(
     let event = Event {
         type_,
         reason: reason.into(),
-        note: Some(truncate(note, 1000)),
+        note: Some(conditions::capped(note, 1000)),
         action: action.into(),
         secondary: None,
     };
     if let Err(e) = ctx.events.publish(&event, &obj.object_ref(&())).await {
         tracing::warn!(error = %e, "publishing an Event failed");
     }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 /// Adds the finalizer with a JSON patch that fails if the list changed meanwhile.

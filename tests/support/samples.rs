@@ -14,6 +14,9 @@ pub enum Expect {
     Schema,
     /// Refused by a CEL rule (and by the Rust validation); 1.20 admits it, the operator refuses it.
     Cel,
+    /// Refused by the operator alone (a check no admission rule can express, such as a login
+    /// server naming the registry of the resource id beside it); every API server admits it.
+    Operator,
 }
 
 /// One sample file.
@@ -66,6 +69,7 @@ fn load_dir(dir: &Path, default: Expect) -> Vec<Sample> {
                 None => default,
                 Some("cel") => Expect::Cel,
                 Some("schema") => Expect::Schema,
+                Some("operator") => Expect::Operator,
                 Some(other) => panic!("{}: unknown expectation {other}", path.display()),
             };
             let object =
