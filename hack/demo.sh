@@ -67,12 +67,17 @@ kubectl -n "$NS" create serviceaccount training --dry-run=client -o yaml | kubec
 kubectl -n "$NS" create secret generic stmlwteama-key --from-literal=accountKey="$(head -c 64 /dev/urandom | base64 -w0)" \
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
-echo "== starting the operator (logs: $STATE_DIR/operator.log)"
 RESOLVE=""
 for host in login.microsoftonline.com management.azure.com crmlwteama.azurecr.io; do RESOLVE="$RESOLVE${RESOLVE:+,}$host=$HTTPS_ADDR"; done
-$BIN run --lease-namespace "$NS" --health-addr 127.0.0.1:0 --azure-ca-bundle "$STATE_DIR/emulator/ca.pem" \
-  --azure-resolve "$RESOLVE" --imds-endpoint "$IMDS" >"$STATE_DIR/operator.log" 2>&1 &
-echo $! > "$STATE_DIR/operator.pid"
+HEALTH_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+start_operator() {
+  $BIN run --lease-namespace "$NS" --health-addr "127.0.0.1:$HEALTH_PORT" --azure-ca-bundle "$STATE_DIR/emulator/ca.pem" \
+    --azure-resolve "$RESOLVE" --imds-endpoint "$IMDS" >>"$STATE_DIR/operator.log" 2>&1 &
+  echo $! > "$STATE_DIR/operator.pid"
+}
+echo "== starting the operator (logs: $STATE_DIR/operator.log)"
+: > "$STATE_DIR/operator.log"
+start_operator
 
 echo "== applying deploy/samples to namespace $NS"
 kubectl apply -n "$NS" -f deploy/samples/
@@ -99,6 +104,28 @@ kubectl -n "$NS" get secrets,configmaps -l app.kubernetes.io/managed-by=aml-iden
 echo
 echo "== conditions"
 kubectl get aml -A -o json | python3 hack/conditions.py
+
+# A restart of a settled operator: it reads everything again and should write nothing.
+echo
+echo "== restarting the operator: what a settled cluster costs Azure and the API server"
+EMULATOR_URL="https://$HTTPS_ADDR"
+python3 hack/quiet_restart.py snapshot "$EMULATOR_URL" "$STATE_DIR/emulator/ca.pem" > "$STATE_DIR/before-restart.json"
+stop operator
+start_operator
+OBJECTS=$(kubectl get aml -A --no-headers | wc -l)
+for _ in $(seq 1 120); do
+  DONE=$(curl -s "http://127.0.0.1:$HEALTH_PORT/metrics" | awk '/^aml_identity_operator_reconciles_total/ {s += $NF} END {print int(s)}')
+  [ "${DONE:-0}" -ge "$OBJECTS" ] && break
+  sleep 0.5
+done
+if [ "${DONE:-0}" -lt "$OBJECTS" ]; then
+  echo "the restarted operator reconciled ${DONE:-0} of $OBJECTS objects within 60 s" >&2
+  exit 1
+fi
+sleep 3
+echo "the restarted operator reconciled all $OBJECTS objects ($DONE reconciles)"
+python3 hack/quiet_restart.py compare "$STATE_DIR/before-restart.json" "$EMULATOR_URL" "$STATE_DIR/emulator/ca.pem"
+
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   echo; echo "Still running. $(hack/local-cluster.sh env); stop with: hack/demo.sh down"
 fi
