@@ -4,6 +4,7 @@ pub mod api;
 pub mod azure;
 pub mod controllers;
 pub mod crd;
+pub mod freshness;
 pub mod metrics;
 pub mod outputs;
 pub mod renewal;

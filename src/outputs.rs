@@ -179,11 +179,8 @@ impl Expiry {
     }
 
     /// The expiry of `existing` when it can stay as it is; otherwise why it must be written again
-    /// (for the `TokenIssued` Event). Checked in order: it exists and is `owner`'s, its annotations
-    /// read, it was made for `fingerprint` and answered the current `force`, its credentials'
-    /// own expiry (`truth`, read from its data: a JWT `exp`, a SAS `se`) is ahead and is what its
-    /// annotations claim — annotations anyone with edit rights can change are never believed on
-    /// their own — and its renewal time lies within that life and has not come at `now`.
+    /// ([`crate::freshness`]): `truth` reads the credentials' own expiry from its data (a JWT
+    /// `exp`, a SAS `se`).
     pub fn still_good<O: Resource>(
         existing: Option<&k8s_openapi::api::core::v1::Secret>,
         owner: &O,
@@ -191,39 +188,15 @@ impl Expiry {
         force: &str,
         now: i64,
         truth: impl Fn(&k8s_openapi::api::core::v1::Secret) -> Option<i64>,
-    ) -> Result<Expiry, String> {
-        let secret = existing.ok_or("the Secret does not exist")?;
-        if !owned_by(secret, owner) {
-            return Err("the Secret is not this object's".into());
-        }
-        let expiry =
-            Expiry::read(secret).ok_or("the Secret's annotations are missing or unreadable")?;
-        if expiry.fingerprint != fingerprint {
-            return Err("the spec changed".into());
-        }
-        if expiry.force != force {
-            return Err("a force-refresh was asked for".into());
-        }
-        let Some(real) = truth(secret) else {
-            return Err("the Secret's credentials are missing or unreadable".into());
+    ) -> Result<Expiry, crate::freshness::Renew> {
+        let observed = crate::freshness::Observed {
+            exists: existing.is_some(),
+            ours: existing.is_some_and(|s| owned_by(s, owner)),
+            expiry: existing.and_then(Expiry::read),
+            credentials_expire: existing.and_then(truth),
         };
-        if real <= now {
-            return Err("the Secret's credentials have expired".into());
-        }
-        if expiry.expires != real {
-            return Err("the Secret's expires-at annotation does not match its credentials".into());
-        }
-        if expiry.renewal > real
-            || expiry.renewal < real.saturating_sub(crate::azure::limits::MAX_LIFETIME)
-        {
-            return Err(
-                "the Secret's renewal-time annotation lies outside its credentials' life".into(),
-            );
-        }
-        if now >= expiry.renewal {
-            return Err("renewal is due".into());
-        }
-        Ok(expiry)
+        let wanted = crate::freshness::Wanted { fingerprint, force };
+        crate::freshness::check(&wanted, &observed, now)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod common;
 pub mod compute_identity;
+pub mod conditions;
 pub mod credential;
 pub mod datastore;
 pub mod registry_connection;

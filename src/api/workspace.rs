@@ -356,3 +356,14 @@ impl Validate for Workspace {
         v.into_vec()
     }
 }
+
+impl WorkspaceSpec {
+    /// The workspace's ARM id.
+    pub fn arm_id(&self) -> String {
+        crate::azure::paths::workspace(
+            &self.subscription_id,
+            &self.resource_group,
+            &self.workspace_name,
+        )
+    }
+}

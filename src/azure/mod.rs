@@ -12,6 +12,7 @@ pub mod jwt;
 pub mod keyvault;
 pub mod limits;
 pub mod models;
+pub mod paths;
 pub mod scope;
 pub mod storage;
 pub mod token_cache;

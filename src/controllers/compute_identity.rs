@@ -4,6 +4,7 @@
 //! expiry, never re-minted while still valid (a restart reads the Secret back), one Entra request per
 //! identity and audience however many objects share them.
 
+use crate::api::conditions::ConditionType;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +18,13 @@ use serde_json::json;
 use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::azure_failure;
 use super::revocation;
-use super::workspace;
 use super::{Cleanup, Context, Error, Outcome};
 use crate::api::*;
 use crate::azure::arm::ArmClient;
 use crate::azure::authorization::{Grant, roles};
 use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
 use crate::azure::models::{self, api_versions};
+use crate::azure::paths;
 use crate::azure::{AzureError, Credential, Token};
 use crate::outputs::{self};
 use crate::renewal::{self, Policy};
@@ -86,7 +87,7 @@ const MAX_FEDERATED_CREDENTIALS: usize = 20;
 
 /// The compute's ARM path.
 fn compute_path(ws: &WorkspaceSpec, spec: &ComputeIdentitySpec) -> String {
-    format!("{}/computes/{}", workspace::path(ws), spec.compute_name)
+    paths::compute(&ws.arm_id(), &spec.compute_name)
 }
 
 /// Every ARM id the object would touch, with the field that names it.
@@ -337,7 +338,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     if let Err(e) = ledger.ensure_grants(ctx, ci, arm, &grants).await? {
         return Ok(
             azure_failure(&e, "granting the compute identity its roles").condition(
-                "PermissionsVerified",
+                ConditionType::PermissionsVerified,
                 false,
                 e.reason(),
                 e.to_string(),
@@ -345,7 +346,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
         );
     }
     let permissions = (
-        "PermissionsVerified",
+        ConditionType::PermissionsVerified,
         true,
         "RolesGranted",
         format!(
@@ -362,10 +363,9 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
         let left = ledger.revoke(ctx, ci, arm, &ledger.stale()).await?;
         outcome_fields.insert("azureResources".into(), ledger.field());
         let mut outcome = Outcome::ready("SystemAssignedReported", format!("compute {} uses its system-assigned identity (principal {principal})", spec.compute_name)).pending_revocation(&left)
-            .condition("CredentialResolved", true, "Resolved", "signed in")
+            .condition(ConditionType::CredentialResolved, true, "Resolved", "signed in")
             .condition(permissions.0, permissions.1, permissions.2, permissions.3)
-            .condition(
-                "TokenIssued",
+            .condition(ConditionType::TokenIssued,
                 false,
                 "SystemAssignedIdentity",
                 "a system-assigned identity can be used only from inside its compute; use a UserAssigned identity with federation for a token Secret",
@@ -405,14 +405,14 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     .await?
     {
         return Ok(failure.condition(
-            "PermissionsVerified",
+            ConditionType::PermissionsVerified,
             permissions.1,
             permissions.2,
             permissions.3,
         ));
     }
     let federation = (
-        "FederationValid",
+        ConditionType::FederationValid,
         true,
         "Federated",
         format!(
@@ -426,7 +426,12 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     let base = |ready: Outcome| {
         let mut o = ready
             .pending_revocation(&left)
-            .condition("CredentialResolved", true, "Resolved", "signed in")
+            .condition(
+                ConditionType::CredentialResolved,
+                true,
+                "Resolved",
+                "signed in",
+            )
             .condition(
                 federation.0,
                 federation.1,
@@ -445,7 +450,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     let Some(token_secret) = &spec.token_secret else {
         return Ok(base(
             Outcome::ready("IdentityReady", format!("identity {client_id} is ready")).condition(
-                "TokenIssued",
+                ConditionType::TokenIssued,
                 true,
                 "NotRequested",
                 "no tokenSecret",
@@ -490,7 +495,12 @@ async fn federate(
     accounts: &[String],
 ) -> Result<Result<(), Outcome>, Error> {
     let failed = |e: &AzureError, what: &str| {
-        azure_failure(e, what).condition("FederationValid", false, e.reason(), e.to_string())
+        azure_failure(e, what).condition(
+            ConditionType::FederationValid,
+            false,
+            e.reason(),
+            e.to_string(),
+        )
     };
     let mut missing = Vec::new();
     for account in accounts {
@@ -577,7 +587,7 @@ async fn federate(
             message.clone(),
         )
         .condition(
-            "FederationValid",
+            ConditionType::FederationValid,
             false,
             "FederatedCredentialLimit",
             message,
@@ -759,7 +769,12 @@ impl TokenMint<'_> {
         .await?
         {
             return Ok(Err(Outcome::not_ready("TargetConflict", conflict.clone())
-                .condition("TokenIssued", false, "TargetConflict", conflict)));
+                .condition(
+                    ConditionType::TokenIssued,
+                    false,
+                    "TargetConflict",
+                    conflict,
+                )));
         }
         let audiences = self.spec.audiences.join(", ");
         let note = format!(
@@ -768,7 +783,7 @@ impl TokenMint<'_> {
             self.spec.name,
             renewal::rfc3339(expires)
         );
-        Ok(Ok(self.ready(expires, renewal, now).issued(&why, note)))
+        Ok(Ok(self.ready(expires, renewal, now).issued(why, note)))
     }
 
     fn ready(&self, expires: i64, renewal: i64, now: i64) -> Outcome {
@@ -779,7 +794,7 @@ impl TokenMint<'_> {
             renewal::rfc3339(expires)
         );
         Outcome::ready("TokensIssued", message.clone())
-            .condition("TokenIssued", true, "Issued", message)
+            .condition(ConditionType::TokenIssued, true, "Issued", message)
             .field("expiresAt", renewal::rfc3339(expires))
             .field("renewalTime", renewal::rfc3339(renewal))
             .failures_cleared()

@@ -5,16 +5,18 @@
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+pub use crate::api::conditions::ConditionType;
 use serde_json::{Map, Value};
 
 /// The condition every kind reports; it sums up the others.
-pub const READY: &str = "Ready";
+pub const READY: ConditionType = ConditionType::Ready;
 
 /// One condition as a reconciliation decides it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cond {
-    /// Condition type, e.g. `CredentialResolved`.
-    pub type_: &'static str,
+    /// Condition type.
+    pub type_: ConditionType,
     /// `True` or `False`.
     pub ok: bool,
     /// PascalCase reason.
@@ -63,7 +65,7 @@ impl Outcome {
     /// Adds a condition before `Ready`.
     pub fn condition(
         mut self,
-        type_: &'static str,
+        type_: ConditionType,
         ok: bool,
         reason: impl Into<String>,
         message: impl Into<String>,
@@ -106,17 +108,10 @@ impl Outcome {
         self
     }
 
-    /// Records that credentials were written, with why (from [`crate::outputs::Expiry::still_good`]):
-    /// a first issue, a renewal, a repair of an edited Secret, a refresh, a spec change.
-    pub fn issued(self, why: &str, note: impl Into<String>) -> Self {
-        let action = match why {
-            w if w.contains("does not exist") => "Issue",
-            w if w.contains("due") || w.contains("expired") => "Renew",
-            w if w.contains("force-refresh") => "Refresh",
-            w if w.contains("spec changed") => "Update",
-            _ => "Repair",
-        };
-        self.event("TokenIssued", action, note)
+    /// Records that credentials were written, and why ([`crate::freshness::Renew`]): a first
+    /// issue, a renewal, a repair of an edited Secret, a refresh, a spec change.
+    pub fn issued(self, why: crate::freshness::Renew, note: impl Into<String>) -> Self {
+        self.event(ConditionType::TokenIssued.as_str(), why.action(), note)
     }
 
     /// Writing credentials failed: `TokenIssued` false, one more failed attempt, and another try
@@ -131,7 +126,7 @@ impl Outcome {
         // The count comes from status, which someone may have edited: bounded.
         let attempts = previous_attempts.unwrap_or(0).clamp(0, 1_000_000) + 1;
         Outcome::not_ready(reason, format!("{what}: {error}"))
-            .condition("TokenIssued", false, reason, error)
+            .condition(ConditionType::TokenIssued, false, reason, error)
             .field("failedAttempts", attempts)
             .field(
                 "lastFailureTime",
@@ -200,23 +195,38 @@ pub fn capped(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-/// The conditions to report: exactly the outcome's types, each keeping its `lastTransitionTime`
-/// while its status is unchanged.
+/// The conditions to report: every type of the kind (`all`, in order), each keeping its
+/// `lastTransitionTime` while its status is unchanged. A type the outcome does not decide (its step
+/// was not reached) keeps what it last reported, or is `Unknown` until its step first runs.
 pub fn conditions(
     current: &[Condition],
     generation: Option<i64>,
+    all: &[ConditionType],
     desired: &[Cond],
 ) -> Vec<Condition> {
-    desired
-        .iter()
-        .map(|d| {
+    let decided = desired.iter().map(|d| d.type_);
+    let extra: Vec<ConditionType> = decided.filter(|t| !all.contains(t)).collect();
+    all.iter()
+        .chain(extra.iter())
+        .map(|type_| {
+            let previous = current.iter().find(|c| c.type_ == type_.as_str());
+            let Some(d) = desired.iter().find(|d| d.type_ == *type_) else {
+                return previous.cloned().unwrap_or_else(|| Condition {
+                    type_: type_.as_str().into(),
+                    status: "Unknown".into(),
+                    reason: "NotReached".into(),
+                    message: "an earlier step has not succeeded yet".into(),
+                    observed_generation: generation,
+                    last_transition_time: Time(jiff::Timestamp::now()),
+                });
+            };
             let status = if d.ok { "True" } else { "False" };
-            let last_transition_time = match current.iter().find(|c| c.type_ == d.type_) {
+            let last_transition_time = match previous {
                 Some(c) if c.status == status => c.last_transition_time.clone(),
                 _ => Time(jiff::Timestamp::now()),
             };
             Condition {
-                type_: d.type_.into(),
+                type_: type_.as_str().into(),
                 status: status.into(),
                 reason: d.reason.clone(),
                 message: capped(&d.message, MESSAGE_LIMIT),
@@ -232,11 +242,12 @@ pub fn status_patch(
     current: &Value,
     current_conditions: &[Condition],
     generation: Option<i64>,
+    all: &[ConditionType],
     outcome: &Outcome,
 ) -> Option<Value> {
     let mut status = outcome.fields.clone();
     status.insert("observedGeneration".into(), generation.into());
-    let conditions = conditions(current_conditions, generation, &outcome.conditions);
+    let conditions = conditions(current_conditions, generation, all, &outcome.conditions);
     status.insert(
         "conditions".into(),
         serde_json::to_value(&conditions).expect("conditions serialize"),
@@ -251,60 +262,142 @@ pub fn status_patch(
 pub fn ready_of(conditions: &[Condition]) -> Option<(&str, &str, &str)> {
     conditions
         .iter()
-        .find(|c| c.type_ == READY)
+        .find(|c| c.type_ == READY.as_str())
         .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::conditions::{COMPUTE_IDENTITY_CONDITIONS, CREDENTIAL_CONDITIONS};
+
+    fn of(conditions: &[Condition], type_: ConditionType) -> &Condition {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_.as_str())
+            .unwrap_or_else(|| panic!("no {type_} in {conditions:?}"))
+    }
+
+    fn written(patch: &Value) -> Vec<Condition> {
+        serde_json::from_value(patch["status"]["conditions"].clone()).unwrap()
+    }
 
     #[test]
     fn messages_are_capped_at_a_character_boundary() {
         let long = "é".repeat(5000);
         let outcome = Outcome::not_ready("InvalidSpec", long.clone());
-        let written = conditions(&[], Some(1), &outcome.conditions);
-        assert!(written[0].message.len() <= MESSAGE_LIMIT);
-        assert!(written[0].message.ends_with('…'));
+        let written = conditions(&[], Some(1), CREDENTIAL_CONDITIONS, &outcome.conditions);
+        let ready = of(&written, READY);
+        assert!(ready.message.len() <= MESSAGE_LIMIT);
+        assert!(ready.message.ends_with('…'));
         assert_eq!(capped("short", MESSAGE_LIMIT), "short");
     }
 
     #[test]
+    fn every_condition_of_the_kind_is_present_unknown_until_reached() {
+        let outcome = Outcome::not_ready("InvalidSpec", "spec.identity: bad");
+        let written = conditions(
+            &[],
+            Some(1),
+            COMPUTE_IDENTITY_CONDITIONS,
+            &outcome.conditions,
+        );
+        assert_eq!(
+            written.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
+            [
+                "CredentialResolved",
+                "PermissionsVerified",
+                "FederationValid",
+                "TokenIssued",
+                "Ready"
+            ]
+        );
+        assert_eq!(of(&written, ConditionType::TokenIssued).status, "Unknown");
+        assert_eq!(of(&written, READY).status, "False");
+    }
+
+    #[test]
+    fn a_transient_failure_of_an_earlier_step_keeps_later_conditions_and_their_times() {
+        let all = COMPUTE_IDENTITY_CONDITIONS;
+        let settled = Outcome::ready("IdentityReady", "ok")
+            .condition(
+                ConditionType::CredentialResolved,
+                true,
+                "Resolved",
+                "signed in",
+            )
+            .condition(ConditionType::PermissionsVerified, true, "Granted", "ok")
+            .condition(ConditionType::FederationValid, true, "Federated", "ok")
+            .condition(ConditionType::TokenIssued, true, "Issued", "ok");
+        let first = status_patch(&Value::Null, &[], Some(1), all, &settled).unwrap();
+        let before = written(&first);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+
+        // Entra ID is down: the sign-in step fails and nothing after it runs.
+        let outage = Outcome::not_ready("TemporarilyUnavailable", "Entra ID answered 503")
+            .condition(
+                ConditionType::CredentialResolved,
+                false,
+                "TemporarilyUnavailable",
+                "503",
+            );
+        let second = status_patch(&first["status"], &before, Some(1), all, &outage).unwrap();
+        let during = written(&second);
+        for later in [
+            ConditionType::PermissionsVerified,
+            ConditionType::FederationValid,
+            ConditionType::TokenIssued,
+        ] {
+            assert_eq!(of(&during, later), of(&before, later), "{later}");
+        }
+        assert_ne!(
+            of(&during, ConditionType::CredentialResolved).last_transition_time,
+            of(&before, ConditionType::CredentialResolved).last_transition_time
+        );
+
+        // Back again: the later steps never flipped, so their times are the first ones.
+        let third = status_patch(&second["status"], &during, Some(1), all, &settled).unwrap();
+        let after = written(&third);
+        assert_eq!(
+            of(&after, ConditionType::TokenIssued).last_transition_time,
+            of(&before, ConditionType::TokenIssued).last_transition_time
+        );
+    }
+
+    #[test]
     fn same_outcome_writes_nothing_and_a_flip_moves_the_transition_time() {
+        let all = CREDENTIAL_CONDITIONS;
         let outcome = Outcome::not_ready("InvalidSpec", "spec.tenantId: bad");
-        let patch = status_patch(&Value::Null, &[], Some(1), &outcome).expect("first write");
-        let written = patch["status"].clone();
-        let conditions: Vec<Condition> =
-            serde_json::from_value(written["conditions"].clone()).unwrap();
-        assert_eq!(conditions.len(), 1);
+        let patch = status_patch(&Value::Null, &[], Some(1), all, &outcome).expect("first write");
+        let status = patch["status"].clone();
+        let conditions = written(&patch);
+        assert_eq!(conditions.len(), 2);
         assert!(
-            status_patch(&written, &conditions, Some(1), &outcome).is_none(),
+            status_patch(&status, &conditions, Some(1), all, &outcome).is_none(),
             "an identical outcome must not rewrite status"
         );
 
-        let next = status_patch(&written, &conditions, Some(2), &outcome)
+        let next = status_patch(&status, &conditions, Some(2), all, &outcome)
             .expect("a new generation is reported");
-        let again: Vec<Condition> =
-            serde_json::from_value(next["status"]["conditions"].clone()).unwrap();
+        let again = written(&next);
         assert_eq!(
-            again[0].last_transition_time,
-            conditions[0].last_transition_time
+            of(&again, READY).last_transition_time,
+            of(&conditions, READY).last_transition_time
         );
 
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let fixed = Outcome::ready("Authenticated", "ok")
-            .condition("CredentialResolved", true, "Resolved", "ok")
+            .condition(ConditionType::CredentialResolved, true, "Resolved", "ok")
             .field("objectId", "x");
-        let patch = status_patch(&next["status"], &again, Some(3), &fixed).unwrap();
-        let flipped: Vec<Condition> =
-            serde_json::from_value(patch["status"]["conditions"].clone()).unwrap();
+        let patch = status_patch(&next["status"], &again, Some(3), all, &fixed).unwrap();
+        let flipped = written(&patch);
         assert_eq!(
             flipped.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
             ["CredentialResolved", "Ready"]
         );
         assert_ne!(
-            flipped[1].last_transition_time,
-            conditions[0].last_transition_time
+            of(&flipped, READY).last_transition_time,
+            of(&conditions, READY).last_transition_time
         );
         assert_eq!(patch["status"]["objectId"], "x");
     }

@@ -2,6 +2,7 @@
 //! authorization rule for referencing one: a namespace may use its own `AzureCredential`, or a
 //! `ClusterAzureCredential` whose `allowedNamespaces` admits it — checked before any token request.
 
+use crate::api::conditions::ConditionType;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -483,7 +484,7 @@ pub async fn prove(
 ) -> Result<super::Outcome, super::Error> {
     use super::Outcome;
     use std::time::Duration;
-    const RESOLVED: &str = "CredentialResolved";
+    const RESOLVED: ConditionType = ConditionType::CredentialResolved;
     let resolving = async {
         if namespaced {
             check_custom_hosts(spec, &ctx.azure.allowed_custom_cloud_hosts)?;

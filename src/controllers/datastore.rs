@@ -3,6 +3,7 @@
 //! Secret pods use instead of the account key: a short-lived, container-scoped service SAS, or
 //! (identity-based) a storage token or user-delegation SAS minted as a ComputeIdentity.
 
+use crate::api::conditions::ConditionType;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +18,11 @@ use serde_json::json;
 use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::{self, azure_failure};
 use super::revocation;
-use super::workspace;
 use super::{Cleanup, Context, Error, Outcome};
 use crate::api::*;
 use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
 use crate::azure::models::{self};
+use crate::azure::paths;
 use crate::azure::storage::{self, ServiceSas};
 use crate::azure::{AzureError, Cloud, Credential};
 use crate::outputs::{self, Expiry};
@@ -174,7 +175,7 @@ fn registration(
 
 /// The datastore's ARM path.
 fn datastore_path(ws: &WorkspaceSpec, spec: &DatastoreSpec) -> String {
-    format!("{}/datastores/{}", workspace::path(ws), spec.datastore_name)
+    paths::datastore(&ws.arm_id(), &spec.datastore_name)
 }
 
 /// The output Secrets of the object (removed when it may no longer act).
@@ -270,7 +271,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
                     spec.datastore_name, ws.spec.workspace_name
                 ),
             )
-            .condition("CredentialResolved", true, "Resolved", "signed in"));
+            .condition(ConditionType::CredentialResolved, true, "Resolved", "signed in"));
         }
         if current.is_none() || registered.as_deref() != Some(fingerprint.as_str()) {
             ledger.record(ctx, ds, &[entry]).await?;
@@ -282,14 +283,19 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
                     &e,
                     &format!("registering datastore {}", spec.datastore_name),
                 )
-                .condition("Registered", false, e.reason(), e.to_string()));
+                .condition(
+                    ConditionType::Registered,
+                    false,
+                    e.reason(),
+                    e.to_string(),
+                ));
             }
             registered = Some(fingerprint);
         } else {
             ledger.want(entry);
         }
         (
-            "Registered",
+            ConditionType::Registered,
             true,
             "Registered",
             format!(
@@ -300,7 +306,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
     } else {
         registered = None;
         (
-            "Registered",
+            ConditionType::Registered,
             true,
             "NotRequested",
             "spec.register is false".to_owned(),
@@ -310,7 +316,12 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
     let left = ledger.revoke(ctx, ds, arm, &ledger.stale()).await?;
     let base = |o: Outcome| {
         o.pending_revocation(&left)
-            .condition("CredentialResolved", true, "Resolved", "signed in")
+            .condition(
+                ConditionType::CredentialResolved,
+                true,
+                "Resolved",
+                "signed in",
+            )
             .condition(
                 registration_cond.0,
                 registration_cond.1,
@@ -327,7 +338,12 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
                 "Registered",
                 format!("datastore {} is ready", spec.datastore_name),
             )
-            .condition("TokenIssued", true, "NotRequested", "no podAccess"),
+            .condition(
+                ConditionType::TokenIssued,
+                true,
+                "NotRequested",
+                "no podAccess",
+            ),
         )
         .requeue(Duration::from_secs(600)));
     };
@@ -498,9 +514,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
         access.secret_name,
         renewal::rfc3339(expires)
     );
-    Ok(base(
-        ready(access, expires, renewal, now).issued(&why, note),
-    ))
+    Ok(base(ready(access, expires, renewal, now).issued(why, note)))
 }
 
 /// The storage audience of identity-based access.
@@ -574,7 +588,7 @@ fn ready(access: &PodAccess, expires: i64, renewal: i64, now: i64) -> Outcome {
         renewal::rfc3339(expires)
     );
     Outcome::ready("AccessIssued", message.clone())
-        .condition("TokenIssued", true, "Issued", message)
+        .condition(ConditionType::TokenIssued, true, "Issued", message)
         .field("expiresAt", renewal::rfc3339(expires))
         .field("renewalTime", renewal::rfc3339(renewal))
         .failures_cleared()

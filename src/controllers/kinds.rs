@@ -1,6 +1,7 @@
 //! Each kind's place in the shared reconciler: its Api scope, status, the Secrets it reads, and its
 //! behaviour.
 
+use crate::api::conditions::{self, ConditionType};
 use futures::future::BoxFuture;
 use kube::{Api, Client, Resource, ResourceExt};
 
@@ -55,6 +56,7 @@ fn credential_secrets(spec: &CredentialSpec, namespace: &str) -> Vec<(String, St
 
 impl Reconciled for AzureCredential {
     type Status = CredentialStatus;
+    const CONDITIONS: &'static [ConditionType] = conditions::CREDENTIAL_CONDITIONS;
     fn status(&self) -> Option<&CredentialStatus> {
         self.status.as_ref()
     }
@@ -116,6 +118,7 @@ impl Reconciled for AzureCredential {
 
 impl Reconciled for ClusterAzureCredential {
     type Status = CredentialStatus;
+    const CONDITIONS: &'static [ConditionType] = conditions::CREDENTIAL_CONDITIONS;
     fn status(&self) -> Option<&CredentialStatus> {
         self.status.as_ref()
     }
@@ -160,6 +163,7 @@ impl Reconciled for ClusterAzureCredential {
 
 impl Reconciled for Workspace {
     type Status = WorkspaceStatus;
+    const CONDITIONS: &'static [ConditionType] = conditions::WORKSPACE_CONDITIONS;
     fn status(&self) -> Option<&WorkspaceStatus> {
         self.status.as_ref()
     }
@@ -181,6 +185,7 @@ impl Reconciled for Workspace {
 
 impl Reconciled for ComputeIdentity {
     type Status = ComputeIdentityStatus;
+    const CONDITIONS: &'static [ConditionType] = conditions::COMPUTE_IDENTITY_CONDITIONS;
     fn status(&self) -> Option<&ComputeIdentityStatus> {
         self.status.as_ref()
     }
@@ -199,6 +204,7 @@ impl Reconciled for ComputeIdentity {
 
 impl Reconciled for Datastore {
     type Status = DatastoreStatus;
+    const CONDITIONS: &'static [ConditionType] = conditions::DATASTORE_CONDITIONS;
     fn status(&self) -> Option<&DatastoreStatus> {
         self.status.as_ref()
     }
@@ -239,6 +245,7 @@ impl Reconciled for Datastore {
 
 impl Reconciled for RegistryConnection {
     type Status = RegistryConnectionStatus;
+    const CONDITIONS: &'static [ConditionType] = conditions::REGISTRY_CONNECTION_CONDITIONS;
     fn status(&self) -> Option<&RegistryConnectionStatus> {
         self.status.as_ref()
     }

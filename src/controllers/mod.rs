@@ -219,6 +219,8 @@ pub trait Reconciled:
 {
     /// The kind's status type.
     type Status: HasCommonStatus + Serialize;
+    /// Every condition type the kind reports, in order, `Ready` last.
+    const CONDITIONS: &'static [crate::api::conditions::ConditionType];
     /// The current status, if any.
     fn status(&self) -> Option<&Self::Status>;
     /// Api for objects of this kind in `namespace` (ignored for cluster-scoped kinds; `None` = all).
@@ -329,6 +331,7 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
         &current,
         &current_conditions,
         obj.meta().generation,
+        K::CONDITIONS,
         &outcome,
     ) {
         api.patch_status(
@@ -400,9 +403,13 @@ async fn finish_deletion<K: Reconciled>(
                 .map(|s| s.common().conditions.clone())
                 .unwrap_or_default();
             let current = serde_json::to_value(obj.status())?;
-            if let Some(patch) =
-                conditions::status_patch(&current, &conditions, obj.meta().generation, &waiting)
-            {
+            if let Some(patch) = conditions::status_patch(
+                &current,
+                &conditions,
+                obj.meta().generation,
+                K::CONDITIONS,
+                &waiting,
+            ) {
                 api.patch_status(
                     &obj.name_any(),
                     &PatchParams::default(),

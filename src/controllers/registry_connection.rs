@@ -4,6 +4,7 @@
 //! Secret, attached to ServiceAccounts, with the AcrPull / Managed Identity Operator grants and the
 //! workspace's `ContainerRegistry` connection.
 
+use crate::api::conditions::ConditionType;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,13 +20,13 @@ use super::credentials::{self, ResolveError};
 use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::{self, Signed, azure_failure};
 use super::revocation;
-use super::workspace;
 use super::{Cleanup, Context, Error, Outcome, Reconciled};
 use crate::api::*;
 use crate::azure::arm::ArmClient;
 use crate::azure::authorization::{Grant, roles};
 use crate::azure::models::ml_api_versions::{CONTAINER_REGISTRY, MACHINE_LEARNING};
 use crate::azure::models::{self, api_versions};
+use crate::azure::paths;
 use crate::azure::{AzureError, Cloud, Credential, acr};
 use crate::outputs::{self, Expiry};
 use crate::renewal::{self, Policy};
@@ -48,7 +49,7 @@ const SPEC_HASH: &str = "aml-identity-operator-spec";
 
 /// A workspace connection's ARM path.
 fn connection_path(ws: &WorkspaceSpec, name: &str) -> String {
-    format!("{}/connections/{name}", workspace::path(ws))
+    paths::connection(&ws.arm_id(), name)
 }
 
 /// The output Secrets of the object (removed when it may no longer act).
@@ -195,7 +196,7 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
     if let Err(e) = ledger.ensure_grants(ctx, rc, arm, &grants).await? {
         return Ok(
             azure_failure(&e, "granting the pulling identity its roles").condition(
-                "PermissionsVerified",
+                ConditionType::PermissionsVerified,
                 false,
                 e.reason(),
                 e.to_string(),
@@ -246,7 +247,7 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
                         c.name, ws.spec.workspace_name
                     ),
                 )
-                .condition("CredentialResolved", true, "Resolved", "signed in"));
+                .condition(ConditionType::CredentialResolved, true, "Resolved", "signed in"));
             }
             let entry = AzureResource::new(AzureResourceKind::WorkspaceConnection, &path);
             if metadata.is_some_and(|m| m.get(SPEC_HASH) == Some(&fingerprint)) {
@@ -269,27 +270,32 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
     };
 
     let conditions = |o: Outcome| {
-        o.condition("CredentialResolved", true, "Resolved", "signed in")
-            .condition(
-                "PermissionsVerified",
-                true,
-                "RolesGranted",
-                format!("{granted} role assignment(s) ensured"),
-            )
-            .condition(
-                "ConnectionReady",
-                true,
-                if connection.is_some() {
-                    "Connected"
-                } else {
-                    "NotRequested"
-                },
-                connection
-                    .clone()
-                    .map_or("no workspaceConnection".into(), |c| {
-                        format!("workspace connection {c}")
-                    }),
-            )
+        o.condition(
+            ConditionType::CredentialResolved,
+            true,
+            "Resolved",
+            "signed in",
+        )
+        .condition(
+            ConditionType::PermissionsVerified,
+            true,
+            "RolesGranted",
+            format!("{granted} role assignment(s) ensured"),
+        )
+        .condition(
+            ConditionType::ConnectionReady,
+            true,
+            if connection.is_some() {
+                "Connected"
+            } else {
+                "NotRequested"
+            },
+            connection
+                .clone()
+                .map_or("no workspaceConnection".into(), |c| {
+                    format!("workspace connection {c}")
+                }),
+        )
     };
     // What the spec no longer asks for: grants, a renamed or dropped connection.
     let left = ledger.revoke(ctx, rc, arm, &ledger.stale()).await?;
@@ -505,126 +511,128 @@ async fn pull_secret(
         crate::azure::jwt::claims(password)?.exp
     };
     let checked = Expiry::still_good(existing.as_ref(), rc, &fingerprint, &force, now, truth);
-    let (expires, renewal, note) = if let Ok(still) = &checked {
-        (still.expires, still.renewal, None)
-    } else {
-        let why = checked.err().unwrap_or_default();
-        let (config, expires, what) = match spec.auth.type_ {
-            RegistryAuthType::AdminUser => {
-                match arm
-                    .post::<(), models::RegistryCredentials>(
-                        &format!("{}/listCredentials", spec.registry.resource_id),
-                        CONTAINER_REGISTRY,
-                        None,
-                    )
-                    .await
-                {
-                    Ok(r) => {
-                        let creds = r.body.ok_or_else(|| {
-                            Error::Azure("listCredentials returned nothing".into())
-                        })?;
-                        let password = creds
-                            .passwords
-                            .first()
-                            .map(|p| p.value.clone())
-                            .unwrap_or_default();
-                        let auth = base64::engine::general_purpose::STANDARD
-                            .encode(format!("{}:{password}", creds.username));
-                        let config = json!({"auths": {spec.registry.login_server.clone(): {"username": creds.username, "password": password, "auth": auth}}}).to_string();
-                        (
-                            config,
-                            now + ADMIN_RECHECK,
-                            "the registry's admin user credentials".to_owned(),
+    let (expires, renewal, note) = match checked {
+        Ok(still) => (still.expires, still.renewal, None),
+        Err(why) => {
+            let (config, expires, what) = match spec.auth.type_ {
+                RegistryAuthType::AdminUser => {
+                    match arm
+                        .post::<(), models::RegistryCredentials>(
+                            &format!("{}/listCredentials", spec.registry.resource_id),
+                            CONTAINER_REGISTRY,
+                            None,
                         )
-                    }
-                    Err(e) => {
-                        return Ok(Err(failed(
-                            rc.status.as_ref().and_then(|s| s.failed_attempts),
-                            &e,
-                        )));
+                        .await
+                    {
+                        Ok(r) => {
+                            let creds = r.body.ok_or_else(|| {
+                                Error::Azure("listCredentials returned nothing".into())
+                            })?;
+                            let password = creds
+                                .passwords
+                                .first()
+                                .map(|p| p.value.clone())
+                                .unwrap_or_default();
+                            let auth = base64::engine::general_purpose::STANDARD
+                                .encode(format!("{}:{password}", creds.username));
+                            let config = json!({"auths": {spec.registry.login_server.clone(): {"username": creds.username, "password": password, "auth": auth}}}).to_string();
+                            (
+                                config,
+                                now + ADMIN_RECHECK,
+                                "the registry's admin user credentials".to_owned(),
+                            )
+                        }
+                        Err(e) => {
+                            return Ok(Err(failed(
+                                rc.status.as_ref().and_then(|s| s.failed_attempts),
+                                &e,
+                            )));
+                        }
                     }
                 }
-            }
-            _ => {
-                let Some(credential) = &puller.credential else {
-                    return Ok(Err(Outcome::not_ready(
+                _ => {
+                    let Some(credential) = &puller.credential else {
+                        return Ok(Err(Outcome::not_ready(
                         "CannotMint",
                         "minting as an identity named by clientId/resourceId is not possible from the cluster: reference a ComputeIdentity with federation (computeIdentityRef) so the operator can sign in as it",
                     )
-                    .condition("TokenIssued", false, "CannotMint", "no federated ServiceAccount for this identity")));
-                };
-                let issued_after = existing
-                    .as_ref()
-                    .and_then(Expiry::read)
-                    .map_or(i64::MIN, |e| e.issued);
-                let aad = match ctx
-                    .azure
-                    .tokens
-                    .get_newer_than(credential, acr::ACR_AUDIENCE, issued_after)
-                    .await
-                {
-                    Ok(t) => t,
-                    Err(e) => {
-                        return Ok(Err(failed(
-                            rc.status.as_ref().and_then(|s| s.failed_attempts),
-                            &e,
-                        )));
-                    }
-                };
-                match acr::exchange(http, &spec.registry.login_server, tenant, aad.secret()).await {
-                    Ok(refresh) => {
-                        let who = puller.client_id.clone().unwrap_or_default();
-                        (
-                            refresh.docker_config(&spec.registry.login_server),
-                            refresh.expires_on,
-                            format!("an ACR refresh token for identity {who}"),
-                        )
-                    }
-                    Err(e) => {
-                        return Ok(Err(failed(
-                            rc.status.as_ref().and_then(|s| s.failed_attempts),
-                            &e,
-                        )));
+                    .condition(ConditionType::TokenIssued, false, "CannotMint", "no federated ServiceAccount for this identity")));
+                    };
+                    let issued_after = existing
+                        .as_ref()
+                        .and_then(Expiry::read)
+                        .map_or(i64::MIN, |e| e.issued);
+                    let aad = match ctx
+                        .azure
+                        .tokens
+                        .get_newer_than(credential, acr::ACR_AUDIENCE, issued_after)
+                        .await
+                    {
+                        Ok(t) => t,
+                        Err(e) => {
+                            return Ok(Err(failed(
+                                rc.status.as_ref().and_then(|s| s.failed_attempts),
+                                &e,
+                            )));
+                        }
+                    };
+                    match acr::exchange(http, &spec.registry.login_server, tenant, aad.secret())
+                        .await
+                    {
+                        Ok(refresh) => {
+                            let who = puller.client_id.clone().unwrap_or_default();
+                            (
+                                refresh.docker_config(&spec.registry.login_server),
+                                refresh.expires_on,
+                                format!("an ACR refresh token for identity {who}"),
+                            )
+                        }
+                        Err(e) => {
+                            return Ok(Err(failed(
+                                rc.status.as_ref().and_then(|s| s.failed_attempts),
+                                &e,
+                            )));
+                        }
                     }
                 }
+            };
+            let renewal = renewal::renewal_time(
+                now,
+                expires,
+                Policy::default(),
+                rc.meta().uid.as_deref().unwrap_or_default(),
+            );
+            let expiry = Expiry {
+                expires,
+                renewal,
+                issued: now,
+                fingerprint,
+                force,
+            };
+            let data = BTreeMap::from([(
+                ".dockerconfigjson".to_owned(),
+                ByteString(config.into_bytes()),
+            )]);
+            if let Err(conflict) = outputs::apply_expiring(
+                &ctx.client,
+                rc,
+                &spec.target.secret_name,
+                "kubernetes.io/dockerconfigjson",
+                data,
+                &expiry,
+            )
+            .await?
+            {
+                return Ok(Err(Outcome::not_ready("TargetConflict", conflict)));
             }
-        };
-        let renewal = renewal::renewal_time(
-            now,
-            expires,
-            Policy::default(),
-            rc.meta().uid.as_deref().unwrap_or_default(),
-        );
-        let expiry = Expiry {
-            expires,
-            renewal,
-            issued: now,
-            fingerprint,
-            force,
-        };
-        let data = BTreeMap::from([(
-            ".dockerconfigjson".to_owned(),
-            ByteString(config.into_bytes()),
-        )]);
-        if let Err(conflict) = outputs::apply_expiring(
-            &ctx.client,
-            rc,
-            &spec.target.secret_name,
-            "kubernetes.io/dockerconfigjson",
-            data,
-            &expiry,
-        )
-        .await?
-        {
-            return Ok(Err(Outcome::not_ready("TargetConflict", conflict)));
+            let note = format!(
+                "{what} for {} written to Secret {}, valid until {} ({why})",
+                spec.registry.login_server,
+                spec.target.secret_name,
+                renewal::rfc3339(expires)
+            );
+            (expires, renewal, Some((why, note)))
         }
-        let note = format!(
-            "{what} for {} written to Secret {}, valid until {} ({why})",
-            spec.registry.login_server,
-            spec.target.secret_name,
-            renewal::rfc3339(expires)
-        );
-        (expires, renewal, Some((why, note)))
     };
 
     // Attach the Secret to the named ServiceAccounts: each entry recorded before it is added, so
@@ -685,14 +693,14 @@ async fn pull_secret(
         renewal::rfc3339(expires)
     );
     let mut outcome = Outcome::ready("PullSecretIssued", message.clone())
-        .condition("TokenIssued", true, "Issued", message)
+        .condition(ConditionType::TokenIssued, true, "Issued", message)
         .field("expiresAt", renewal::rfc3339(expires))
         .field("renewalTime", renewal::rfc3339(renewal))
         .failures_cleared()
         .field("imagePullSecretsAdded", json!(added))
         .requeue(Duration::from_secs((renewal - now).max(1) as u64));
     if let Some((why, note)) = note {
-        outcome = outcome.issued(&why, note);
+        outcome = outcome.issued(why, note);
     }
     Ok(Ok(outcome))
 }

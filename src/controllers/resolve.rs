@@ -3,6 +3,7 @@
 //! check that names the field of every id outside them — run before the first Azure request, so an
 //! out-of-scope object costs Azure nothing.
 
+use crate::api::conditions::ConditionType;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,7 +92,7 @@ impl Signed {
 /// `Ready=False OutOfScope`: the credential itself resolved, the object asked for too much.
 pub fn out_of_scope(granted_by: &str, message: String) -> Outcome {
     Outcome::not_ready(OUT_OF_SCOPE, message).condition(
-        "CredentialResolved",
+        ConditionType::CredentialResolved,
         true,
         "Resolved",
         format!("signed in through {granted_by}"),
@@ -117,7 +118,12 @@ pub fn credential_failure(error: ResolveError) -> Result<Outcome, Error> {
         e => {
             let message = e.to_string();
             Ok(Outcome::not_ready(e.reason(), message.clone())
-                .condition("CredentialResolved", false, e.reason(), message)
+                .condition(
+                    ConditionType::CredentialResolved,
+                    false,
+                    e.reason(),
+                    message,
+                )
                 .requeue(Duration::from_secs(300)))
         }
     }

@@ -4,6 +4,7 @@
 //! the role table for its user-assigned identity on the workspace's real associated resources, and
 //! export `config.json`. What it made is recorded; cleanup walks the record per `deletionPolicy`.
 
+use crate::api::conditions::ConditionType;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -21,17 +22,9 @@ use crate::azure::models;
 use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
 use crate::outputs::{self, OutputError};
 
-/// The workspace's ARM path.
-pub fn path(spec: &WorkspaceSpec) -> String {
-    format!(
-        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.MachineLearningServices/workspaces/{}",
-        spec.subscription_id, spec.resource_group, spec.workspace_name
-    )
-}
-
 /// Every ARM id the spec names, with its field.
 fn spec_ids(spec: &WorkspaceSpec) -> Vec<(String, String)> {
-    let workspace = path(spec);
+    let workspace = spec.arm_id();
     let mut out = ids([(
         "spec.subscriptionId/resourceGroup/workspaceName".to_owned(),
         Some(&workspace),
@@ -218,18 +211,20 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
     }
     let arm = &signed.arm;
     let mut ledger = Ledger::of(ws);
-    let path = path(spec);
-    let current: Option<models::Workspace> =
-        match arm.get(&path, MACHINE_LEARNING).await {
-            Ok(c) => c,
-            Err(e) => {
-                return Ok(azure_failure(
-                    &e,
-                    &format!("reading workspace {}", spec.workspace_name),
-                )
-                .condition("CredentialResolved", true, "Resolved", "signed in"));
-            }
-        };
+    let path = spec.arm_id();
+    let current: Option<models::Workspace> = match arm.get(&path, MACHINE_LEARNING).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(
+                azure_failure(&e, &format!("reading workspace {}", spec.workspace_name)).condition(
+                    ConditionType::CredentialResolved,
+                    true,
+                    "Resolved",
+                    "signed in",
+                ),
+            );
+        }
+    };
     let manage = spec.management == Some(Management::Manage);
     let entry = AzureResource::new(AzureResourceKind::Workspace, &path);
     let written = match current {
@@ -238,7 +233,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
                 "WorkspaceNotFound",
                 format!("workspace {} does not exist in resource group {} of subscription {}: create it, or set management: Manage", spec.workspace_name, spec.resource_group, spec.subscription_id),
             )
-            .condition("CredentialResolved", true, "Resolved", "signed in")
+            .condition(ConditionType::CredentialResolved, true, "Resolved", "signed in")
             .requeue(Duration::from_secs(300)));
         }
         Some(current) if !manage => Ok(current),
@@ -247,7 +242,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
                 "AzureTargetConflict",
                 format!("workspace {} already exists and was not created by this object: management: Manage only converges a workspace it created; use management: Adopt to read and report it", spec.workspace_name),
             )
-            .condition("CredentialResolved", true, "Resolved", "signed in"));
+            .condition(ConditionType::CredentialResolved, true, "Resolved", "signed in"));
         }
         Some(current) => {
             ledger.want(entry);
@@ -273,17 +268,19 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
             .await
         }
     };
-    let workspace =
-        match written {
-            Ok(w) => w,
-            Err(e) => {
-                return Ok(azure_failure(
-                    &e,
-                    &format!("writing workspace {}", spec.workspace_name),
-                )
-                .condition("CredentialResolved", true, "Resolved", "signed in"));
-            }
-        };
+    let workspace = match written {
+        Ok(w) => w,
+        Err(e) => {
+            return Ok(
+                azure_failure(&e, &format!("writing workspace {}", spec.workspace_name)).condition(
+                    ConditionType::CredentialResolved,
+                    true,
+                    "Resolved",
+                    "signed in",
+                ),
+            );
+        }
+    };
 
     let identity_ok = spec.identity.as_ref().is_none_or(|i| {
         identity_matches(
@@ -297,13 +294,13 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
     });
     let identity_cond = if identity_ok {
         (
-            "IdentityReady",
+            ConditionType::IdentityReady,
             true,
             "IdentityMatches",
             "the workspace identity is the one declared".to_owned(),
         )
     } else {
-        ("IdentityReady", false, "IdentityMismatch", "the workspace identity differs from spec.identity; with management: Adopt the operator does not change it".to_owned())
+        (ConditionType::IdentityReady, false, "IdentityMismatch", "the workspace identity differs from spec.identity; with management: Adopt the operator does not change it".to_owned())
     };
 
     // The role table, for the primary user-assigned identity, on what the workspace really uses.
@@ -412,7 +409,12 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
             ),
         )
     }
-    .condition("CredentialResolved", true, "Resolved", "signed in")
+    .condition(
+        ConditionType::CredentialResolved,
+        true,
+        "Resolved",
+        "signed in",
+    )
     .condition(
         identity_cond.0,
         identity_cond.1,
@@ -420,7 +422,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
         identity_cond.3,
     )
     .condition(
-        "RoleAssignmentsReady",
+        ConditionType::RoleAssignmentsReady,
         roles_ok,
         roles_reason,
         roles_message,
