@@ -29,11 +29,14 @@ if ! command -v kubectl >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
 fi
-cargo build --locked -q --workspace
+# AMLID_RELEASE=1 runs release builds (what the benchmarks measure).
+PROFILE=debug
+[ "${AMLID_RELEASE:-0}" = 1 ] && PROFILE=release
+if [ "$PROFILE" = release ]; then cargo build --locked -q --workspace --release; else cargo build --locked -q --workspace; fi
 hack/local-cluster.sh up
 [ "${DEMO_KEEP:-0}" = 1 ] || trap down EXIT
 eval "$(hack/local-cluster.sh env)"
-BIN=target/debug/aml-identity-operator
+BIN=target/$PROFILE/aml-identity-operator
 
 echo "== installing the CRDs (CEL rules stripped: this local API server is Kubernetes 1.20)"
 $BIN crdgen --strip-cel | kubectl apply -f - >/dev/null
@@ -49,7 +52,7 @@ ISSUER=$(kubectl get --raw /.well-known/openid-configuration | python3 -c 'impor
 mkdir -p "$STATE_DIR/emulator"
 sed "s|@ISSUER@|$ISSUER|" deploy/emulator/seed.json > "$STATE_DIR/emulator/seed.json"
 rm -f "$STATE_DIR/emulator/addresses.json"
-target/debug/aml-identity-emulator --dir "$STATE_DIR/emulator" --seed "$STATE_DIR/emulator/seed.json" \
+target/$PROFILE/aml-identity-emulator --dir "$STATE_DIR/emulator" --seed "$STATE_DIR/emulator/seed.json" \
   --trust "$STATE_DIR/pki/ca.crt" >"$STATE_DIR/emulator.log" 2>&1 &
 echo $! > "$STATE_DIR/emulator.pid"
 for _ in $(seq 1 50); do [ -f "$STATE_DIR/emulator/addresses.json" ] && break; sleep 0.2; done
@@ -125,6 +128,13 @@ fi
 sleep 3
 echo "the restarted operator reconciled all $OBJECTS objects ($DONE reconciles)"
 python3 hack/quiet_restart.py compare "$STATE_DIR/before-restart.json" "$EMULATOR_URL" "$STATE_DIR/emulator/ca.pem"
+
+# DEMO_BENCH_N=n: n more Datastores, timed (the small version of `make bench-datastores`).
+if [ "${DEMO_BENCH_N:-0}" -gt 0 ]; then
+  echo
+  echo "== $DEMO_BENCH_N more Datastores, timed"
+  python3 hack/bench_datastores.py operator "$DEMO_BENCH_N" "$(cat "$STATE_DIR/operator.pid")"
+fi
 
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   echo; echo "Still running. $(hack/local-cluster.sh env); stop with: hack/demo.sh down"

@@ -264,11 +264,23 @@ async fn a_user_assigned_identity_gets_grants_federation_and_a_token_secret() {
         "{note}"
     );
 
-    // A restart re-reads the Secret and mints nothing, and writes nothing to ARM: the identity,
-    // the compute's identity, the grants and the federated credential are read and found in place.
+    // A restart re-reads the Secret and mints nothing, and asks ARM nothing about the settled
+    // identity: its compute, grants and federated credential are looked at again at renewal.
     let version = secret.resource_version();
     let arm_writes = || e.requests("arm.PUT") + e.requests("arm.PATCH") + e.requests("arm.DELETE");
+    let identity_reads = || {
+        [
+            "userAssignedIdentities",
+            "federatedIdentityCredentials",
+            "computes",
+        ]
+        .iter()
+        .map(|kind| e.requests(&format!("arm.GET.{kind}")))
+        .sum::<u64>()
+    };
     let writes = arm_writes();
+    let reads = identity_reads();
+    assert!(reads > 0, "the first pass read the identity");
     assert!(operator.stop());
     let operator = Operator::start_with(&ns, "lease-ci-user", "ci-user-1", &azure_args(&azure));
     cluster::wait_until(
@@ -290,6 +302,11 @@ async fn a_user_assigned_identity_gets_grants_federation_and_a_token_secret() {
         "only the credential's own proof, no new tokens for the Secret"
     );
     assert_eq!(arm_writes(), writes, "a restart writes nothing to ARM");
+    assert_eq!(
+        identity_reads(),
+        reads,
+        "a restart reads nothing of a settled identity from ARM"
+    );
     assert_eq!(
         secrets
             .get("cpu-cluster-identity")

@@ -182,6 +182,11 @@ pub struct ComputeIdentityStatus {
     /// what revocation and cleanup remove (never the spec as edited later).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub azure_resources: Vec<AzureResource>,
+    /// What the last complete pass was made for (a hash of this object's and its workspace's
+    /// generations): while it holds and the token Secret is still good, nothing is read from ARM
+    /// until renewal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_for: Option<String>,
 }
 impl_has_common_status!(ComputeIdentityStatus);
 

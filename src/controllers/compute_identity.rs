@@ -4,7 +4,6 @@
 //! expiry, never re-minted while still valid (a restart reads the Secret back), one Entra request per
 //! identity and audience however many objects share them.
 
-use crate::api::conditions::ConditionType;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +14,12 @@ use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use super::expiring::{Minted, Output};
 use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::azure_failure;
 use super::revocation;
 use super::{Cleanup, Context, Error, Outcome};
+use crate::api::conditions::ConditionType;
 use crate::api::*;
 use crate::azure::arm::ArmClient;
 use crate::azure::authorization::{Grant, roles};
@@ -145,6 +146,90 @@ fn outputs_of(ci: &ComputeIdentity) -> Vec<&str> {
 }
 
 /// The behaviour.
+/// What a complete pass depends on besides Azure: this object's spec and its workspace's.
+fn settled_for(ci: &ComputeIdentity, ws: &Workspace) -> String {
+    outputs::fingerprint(&format!(
+        "{}|{}|{}",
+        ci.meta().generation.unwrap_or_default(),
+        ws.meta().uid.as_deref().unwrap_or_default(),
+        ws.meta().generation.unwrap_or_default()
+    ))
+}
+
+/// An object that is Ready from a complete pass over the same spec and workspace, with a token
+/// Secret that is still good, needs nothing from Azure: the identity, compute, grants and
+/// federation are looked at again by the complete pass at renewal (or when either spec changes),
+/// which is also when drift made in Azure is repaired. `None`: run the complete pass.
+async fn still_settled(
+    ci: &ComputeIdentity,
+    ctx: &Context,
+    ws: &Workspace,
+) -> Result<Option<Outcome>, Error> {
+    let (Some(tokens), Some(status)) = (&ci.spec.token_secret, &ci.status) else {
+        return Ok(None);
+    };
+    let Some(client_id) = &status.client_id else {
+        return Ok(None);
+    };
+    let ready = status.common.conditions.iter().find(|c| {
+        c.type_ == ConditionType::Ready.as_str()
+            && c.status == "True"
+            && c.observed_generation == ci.meta().generation
+    });
+    let Some(ready) = ready else {
+        return Ok(None);
+    };
+    if ci.spec.identity.type_ != ComputeIdentityType::UserAssigned
+        || status.settled_for.as_deref() != Some(settled_for(ci, ws).as_str())
+    {
+        return Ok(None);
+    }
+    let namespace = ci.namespace().unwrap_or_default();
+    let existing = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&tokens.name)
+        .await?;
+    let now = ctx.azure.tokens.now();
+    let still = outputs::Expiry::still_good(
+        existing.as_ref(),
+        ci,
+        &tokens_fingerprint(client_id, tokens),
+        &outputs::force_refresh(ci),
+        now,
+        |s| tokens_expire(tokens, s),
+    );
+    Ok(still.ok().map(|still| {
+        Outcome::ready(ready.reason.clone(), ready.message.clone())
+            .field("expiresAt", renewal::rfc3339(still.expires))
+            .field("renewalTime", renewal::rfc3339(still.renewal))
+            .requeue(Duration::from_secs((still.renewal - now).max(1) as u64))
+    }))
+}
+
+/// What a token Secret was made for: the identity, the audiences and the renewal settings.
+fn tokens_fingerprint(client_id: &str, spec: &TokenSecret) -> String {
+    outputs::fingerprint(&format!(
+        "{}|{}|{:?}|{:?}",
+        client_id,
+        spec.audiences.join(","),
+        spec.renew_before,
+        spec.renew_before_percentage
+    ))
+}
+
+/// The earliest `exp` of the tokens a Secret really holds, one per audience.
+fn tokens_expire(spec: &TokenSecret, secret: &Secret) -> Option<i64> {
+    spec.audiences
+        .iter()
+        .map(|a| {
+            outputs::data_text(secret, &format!("{}.token", audience_key(a)))
+                .and_then(crate::azure::jwt::claims)
+                .and_then(|c| c.exp)
+        })
+        .collect::<Option<Vec<i64>>>()?
+        .into_iter()
+        .min()
+}
+
 pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, Error> {
     let spec = &ci.spec;
     let namespace = ci.namespace().unwrap_or_default();
@@ -172,6 +257,9 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
         .and_then(|()| signed.check_audiences(audiences))
     {
         return revocation::refused(ctx, ci, &reference, &outputs_of(ci), refused).await;
+    }
+    if let Some(settled) = still_settled(ci, ctx, &ws).await? {
+        return Ok(settled);
     }
     let (arm, cloud) = (&signed.arm, &signed.cloud);
     let mut ledger = Ledger::of(ci);
@@ -445,7 +533,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
                 permissions.3.clone(),
             );
         o.fields.extend(outcome_fields.clone());
-        o
+        o.field("settledFor", settled_for(ci, &ws))
     };
     let Some(token_secret) = &spec.token_secret else {
         return Ok(base(
@@ -636,52 +724,39 @@ impl TokenMint<'_> {
     }
 
     fn spec_hash(&self) -> String {
-        outputs::fingerprint(&format!(
-            "{}|{}|{:?}|{:?}",
-            self.client_id,
-            self.spec.audiences.join(","),
-            self.spec.renew_before,
-            self.spec.renew_before_percentage
-        ))
+        tokens_fingerprint(self.client_id, self.spec)
     }
 
     /// Ready with the Secret's expiry and renewal, minting only when needed.
     async fn run(&self) -> Result<Result<Outcome, Outcome>, Error> {
         let now = self.ctx.azure.tokens.now();
-        let force = outputs::force_refresh(self.ci);
-        let secrets = Api::<Secret>::namespaced(self.ctx.client.clone(), self.namespace);
-        let existing = secrets.get_opt(&self.spec.name).await?;
-        // The earliest `exp` of the tokens the Secret really holds, one per audience.
-        let truth = |s: &Secret| {
-            self.spec
-                .audiences
-                .iter()
-                .map(|a| {
-                    outputs::data_text(s, &format!("{}.token", audience_key(a)))
-                        .and_then(crate::azure::jwt::claims)
-                        .and_then(|c| c.exp)
-                })
-                .collect::<Option<Vec<i64>>>()?
-                .into_iter()
-                .min()
+        let output = Output {
+            owner: self.ci,
+            secret_name: &self.spec.name,
+            secret_type: "Opaque",
+            fingerprint: self.spec_hash(),
+            policy: self.policy(),
         };
-        let why = match outputs::Expiry::still_good(
-            existing.as_ref(),
-            self.ci,
-            &self.spec_hash(),
-            &force,
-            now,
-            truth,
-        ) {
-            // Still valid: nothing to mint (this is what keeps a restart from re-minting).
-            Ok(still) => return Ok(Ok(self.ready(still.expires, still.renewal, now))),
-            Err(why) => why,
+        let written = match output
+            .refresh(
+                self.ctx,
+                now,
+                |s| tokens_expire(self.spec, s),
+                |issued_after| self.mint(issued_after, now),
+            )
+            .await?
+        {
+            Ok(w) => w,
+            Err(failed) => return Ok(Err(failed)),
         };
-        let issued_after = existing
-            .as_ref()
-            .and_then(outputs::Expiry::read)
-            .map_or(i64::MIN, |e| e.issued);
+        let e = written.expiry();
+        let ready = self.ready(e.expires, e.renewal, now);
+        Ok(Ok(written.report(ready)))
+    }
 
+    /// Tokens for every audience, through the federated ServiceAccount, none issued before
+    /// `issued_after`.
+    async fn mint(&self, issued_after: i64, now: i64) -> Result<Result<Minted, Outcome>, Error> {
         let source = Arc::new(ServiceAccountAssertion::new(
             self.ctx.client.clone(),
             self.namespace,
@@ -724,13 +799,6 @@ impl TokenMint<'_> {
             .map(|(_, t)| t.obtained_at)
             .max()
             .unwrap_or(now);
-        let renewal = renewal::renewal_time(
-            obtained,
-            expires,
-            self.policy(),
-            self.ci.meta().uid.as_deref().unwrap_or_default(),
-        );
-
         let mut data = BTreeMap::new();
         let text = |v: &str| ByteString(v.as_bytes().to_vec());
         data.insert("AZURE_CLIENT_ID".to_owned(), text(self.client_id));
@@ -751,39 +819,16 @@ impl TokenMint<'_> {
                 text(&token.expires_on.to_string()),
             );
         }
-        let expiry = outputs::Expiry {
-            expires,
-            renewal,
-            issued: obtained,
-            fingerprint: self.spec_hash(),
-            force,
-        };
-        if let Err(conflict) = outputs::apply_expiring(
-            &self.ctx.client,
-            self.ci,
-            &self.spec.name,
-            "Opaque",
+        Ok(Ok(Minted {
             data,
-            &expiry,
-        )
-        .await?
-        {
-            return Ok(Err(Outcome::not_ready("TargetConflict", conflict.clone())
-                .condition(
-                    ConditionType::TokenIssued,
-                    false,
-                    "TargetConflict",
-                    conflict,
-                )));
-        }
-        let audiences = self.spec.audiences.join(", ");
-        let note = format!(
-            "tokens for identity {} ({audiences}) written to Secret {}, valid until {} ({why})",
-            self.client_id,
-            self.spec.name,
-            renewal::rfc3339(expires)
-        );
-        Ok(Ok(self.ready(expires, renewal, now).issued(why, note)))
+            obtained,
+            expires,
+            what: format!(
+                "tokens for identity {} ({})",
+                self.client_id,
+                self.spec.audiences.join(", ")
+            ),
+        }))
     }
 
     fn ready(&self, expires: i64, renewal: i64, now: i64) -> Outcome {

@@ -2,7 +2,6 @@
 //! authorization rule for referencing one: a namespace may use its own `AzureCredential`, or a
 //! `ClusterAzureCredential` whose `allowedNamespaces` admits it — checked before any token request.
 
-use crate::api::conditions::ConditionType;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -12,6 +11,7 @@ use kube::api::Api;
 use kube::{Resource, ResourceExt};
 
 use super::Context;
+use crate::api::conditions::ConditionType;
 use crate::api::*;
 use crate::azure::credential::ManagedIdentitySelector;
 use crate::azure::scope::{Audiences, Ceiling};

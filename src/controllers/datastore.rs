@@ -3,7 +3,6 @@
 //! Secret pods use instead of the account key: a short-lived, container-scoped service SAS, or
 //! (identity-based) a storage token or user-delegation SAS minted as a ComputeIdentity.
 
-use crate::api::conditions::ConditionType;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,17 +14,19 @@ use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use super::expiring::{Minted, Output};
 use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::{self, azure_failure};
 use super::revocation;
 use super::{Cleanup, Context, Error, Outcome};
+use crate::api::conditions::ConditionType;
 use crate::api::*;
 use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
 use crate::azure::models::{self};
 use crate::azure::paths;
 use crate::azure::storage::{self, ServiceSas};
 use crate::azure::{AzureError, Cloud, Credential};
-use crate::outputs::{self, Expiry};
+use crate::outputs;
 use crate::renewal::{self, Policy};
 use crate::workload_identity::ServiceAccountAssertion;
 
@@ -350,7 +351,6 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
 
     // 2. The access Secret.
     let now = ctx.azure.tokens.now();
-    let force = outputs::force_refresh(ds);
     let fingerprint = outputs::fingerprint(&format!(
         "{:?}|{}|{}",
         access,
@@ -360,8 +360,6 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
             .map(outputs::fingerprint)
             .unwrap_or_default()
     ));
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
-    let existing = secrets.get_opt(&access.secret_name).await?;
     // What the Secret really holds: a SAS's own `se`, or a storage token's `exp`.
     let truth = |s: &Secret| match outputs::data_text(s, "AZURE_STORAGE_SAS_TOKEN") {
         Some(sas) => storage::sas_expiry(sas),
@@ -369,93 +367,53 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
             .and_then(crate::azure::jwt::claims)
             .and_then(|c| c.exp),
     };
-    let why = match Expiry::still_good(existing.as_ref(), ds, &fingerprint, &force, now, truth) {
-        Ok(still) => return Ok(base(ready(access, still.expires, still.renewal, now))),
-        Err(why) => why,
+    let output = Output {
+        owner: ds,
+        secret_name: &access.secret_name,
+        secret_type: "Opaque",
+        fingerprint,
+        policy: Policy::default(),
     };
-    let issued_after = existing
-        .as_ref()
-        .and_then(Expiry::read)
-        .map_or(i64::MIN, |e| e.issued);
-    let container = container_of(spec).unwrap_or_default().to_owned();
-    let url = account_url(ctx, spec, cloud);
-    let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
-    let text = |v: &str| ByteString(v.as_bytes().to_vec());
-    data.insert(
-        "AZURE_STORAGE_ACCOUNT".into(),
-        text(spec.account_name.as_deref().unwrap_or_default()),
-    );
-    data.insert("AZURE_STORAGE_ACCOUNT_URL".into(), text(&url));
-    data.insert("AZURE_STORAGE_CONTAINER".into(), text(&container));
-    data.insert("AZUREML_DATASTORE_URI".into(), text(&uri));
+    let (uri, signed) = (&uri, &signed);
+    let mint = |issued_after: i64| async move {
+        let container = container_of(spec).unwrap_or_default().to_owned();
+        let url = account_url(ctx, spec, cloud);
+        let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
+        let text = |v: &str| ByteString(v.as_bytes().to_vec());
+        data.insert(
+            "AZURE_STORAGE_ACCOUNT".into(),
+            text(spec.account_name.as_deref().unwrap_or_default()),
+        );
+        data.insert("AZURE_STORAGE_ACCOUNT_URL".into(), text(&url));
+        data.insert("AZURE_STORAGE_CONTAINER".into(), text(&container));
+        data.insert("AZUREML_DATASTORE_URI".into(), text(uri));
 
-    // A file-share SAS signs a different resource (`/file/...`) than the blob SAS built here.
-    if spec.type_ == DatastoreType::AzureFile {
-        return Ok(base(Outcome::not_ready(
-            "NotImplemented",
-            "podAccess for AzureFile datastores (a file-share SAS) is not implemented in this version; the datastore is registered",
-        )));
-    }
-    // SAS times come from the operator's clock (movable in tests), like every expiry decision.
-    let clock = Timestamp::from_second(now).unwrap_or_else(|_| Timestamp::now());
-    let result: Result<(i64, i64, &str), AzureError> = async {
-        if let Some(sas) = &access.sas {
-            let key = secret.clone().ok_or_else(|| {
-                AzureError::Credential("podAccess.sas needs the account key".into())
-            })?;
-            let ttl = sas
-                .ttl
-                .as_deref()
-                .and_then(crate::api::validation::parse_duration)
-                .map_or(DEFAULT_TTL, |s| s as i64);
-            let start = clock - SignedDuration::from_mins(5);
-            let expiry = clock + SignedDuration::from_secs(ttl);
-            let permissions = sas
-                .permissions
-                .clone()
-                .unwrap_or_else(|| DEFAULT_PERMISSIONS.into());
-            let token = storage::service_sas(
-                &key,
-                &ServiceSas {
-                    account: spec.account_name.clone().unwrap_or_default(),
-                    container: container.clone(),
-                    blob: None,
-                    permissions,
-                    start: Some(start),
-                    expiry,
-                    protocol: Some("https".into()),
-                },
-            )?;
-            data.insert("AZURE_STORAGE_SAS_TOKEN".into(), text(&token));
-            data.insert("expires-on".into(), text(&expiry.as_second().to_string()));
-            return Ok((now, expiry.as_second(), "sas"));
+        // A file-share SAS signs a different resource (`/file/...`) than the blob SAS built here.
+        if spec.type_ == DatastoreType::AzureFile {
+            return Ok(Err(Outcome::not_ready(
+                "NotImplemented",
+                "podAccess for AzureFile datastores (a file-share SAS) is not implemented in this version; the datastore is registered",
+            )));
         }
-        let identity = access
-            .identity
-            .as_ref()
-            .ok_or_else(|| AzureError::Credential("podAccess needs sas or identity".into()))?;
-        let token = identity_token(
-            ctx,
-            &signed,
-            &namespace,
-            &identity.compute_identity_ref.name,
-            issued_after,
-        )
-        .await?;
-        match identity.mode.unwrap_or(IdentityAccessMode::Token) {
-            IdentityAccessMode::Token => {
-                data.insert("AZURE_STORAGE_TOKEN".into(), text(token.secret()));
-                data.insert("expires-on".into(), text(&token.expires_on.to_string()));
-                Ok((token.obtained_at, token.expires_on, "a storage token"))
-            }
-            IdentityAccessMode::UserDelegationSas => {
-                let http = ctx.azure.transport.client()?;
+        // SAS times come from the operator's clock (movable in tests), like every expiry decision.
+        let clock = Timestamp::from_second(now).unwrap_or_else(|_| Timestamp::now());
+        let result: Result<(i64, i64, &str), AzureError> = async {
+            if let Some(sas) = &access.sas {
+                let key = secret.clone().ok_or_else(|| {
+                    AzureError::Credential("podAccess.sas needs the account key".into())
+                })?;
+                let ttl = sas
+                    .ttl
+                    .as_deref()
+                    .and_then(crate::api::validation::parse_duration)
+                    .map_or(DEFAULT_TTL, |s| s as i64);
                 let start = clock - SignedDuration::from_mins(5);
-                let expiry = Timestamp::from_second(token.expires_on).unwrap_or(clock);
-                let key = storage::user_delegation_key(&http, &url, token.secret(), start, expiry)
-                    .await?;
-                let permissions = DEFAULT_PERMISSIONS.to_owned();
-                let sas = storage::user_delegation_sas(
+                let expiry = clock + SignedDuration::from_secs(ttl);
+                let permissions = sas
+                    .permissions
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_PERMISSIONS.into());
+                let token = storage::service_sas(
                     &key,
                     &ServiceSas {
                         account: spec.account_name.clone().unwrap_or_default(),
@@ -467,54 +425,81 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
                         protocol: Some("https".into()),
                     },
                 )?;
-                data.insert("AZURE_STORAGE_SAS_TOKEN".into(), text(&sas));
+                data.insert("AZURE_STORAGE_SAS_TOKEN".into(), text(&token));
                 data.insert("expires-on".into(), text(&expiry.as_second().to_string()));
-                Ok((now, expiry.as_second(), "a user-delegation SAS"))
+                return Ok((now, expiry.as_second(), "sas"));
+            }
+            let identity = access
+                .identity
+                .as_ref()
+                .ok_or_else(|| AzureError::Credential("podAccess needs sas or identity".into()))?;
+            let token = identity_token(
+                ctx,
+                signed,
+                &namespace,
+                &identity.compute_identity_ref.name,
+                issued_after,
+            )
+            .await?;
+            match identity.mode.unwrap_or(IdentityAccessMode::Token) {
+                IdentityAccessMode::Token => {
+                    data.insert("AZURE_STORAGE_TOKEN".into(), text(token.secret()));
+                    data.insert("expires-on".into(), text(&token.expires_on.to_string()));
+                    Ok((token.obtained_at, token.expires_on, "a storage token"))
+                }
+                IdentityAccessMode::UserDelegationSas => {
+                    let http = ctx.azure.transport.client()?;
+                    let start = clock - SignedDuration::from_mins(5);
+                    let expiry = Timestamp::from_second(token.expires_on).unwrap_or(clock);
+                    let key =
+                        storage::user_delegation_key(&http, &url, token.secret(), start, expiry)
+                            .await?;
+                    let permissions = DEFAULT_PERMISSIONS.to_owned();
+                    let sas = storage::user_delegation_sas(
+                        &key,
+                        &ServiceSas {
+                            account: spec.account_name.clone().unwrap_or_default(),
+                            container: container.clone(),
+                            blob: None,
+                            permissions,
+                            start: Some(start),
+                            expiry,
+                            protocol: Some("https".into()),
+                        },
+                    )?;
+                    data.insert("AZURE_STORAGE_SAS_TOKEN".into(), text(&sas));
+                    data.insert("expires-on".into(), text(&expiry.as_second().to_string()));
+                    Ok((now, expiry.as_second(), "a user-delegation SAS"))
+                }
             }
         }
-    }
-    .await;
-    let (obtained, expires, what) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            return Ok(base(failed(
-                ds.status.as_ref().and_then(|s| s.failed_attempts),
-                &e,
-            )));
-        }
+        .await;
+        let (obtained, expires, what) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(Err(failed(
+                    ds.status.as_ref().and_then(|s| s.failed_attempts),
+                    &e,
+                )));
+            }
+        };
+        Ok(Ok(Minted {
+            data,
+            obtained,
+            expires,
+            what: format!(
+                "{what} for container {container} of {}",
+                spec.account_name.as_deref().unwrap_or_default()
+            ),
+        }))
     };
-    let renewal = renewal::renewal_time(
-        obtained,
-        expires,
-        Policy::default(),
-        ds.meta().uid.as_deref().unwrap_or_default(),
-    );
-    let expiry = Expiry {
-        expires,
-        renewal,
-        issued: obtained,
-        fingerprint,
-        force,
+    let written = match output.refresh(ctx, now, truth, mint).await? {
+        Ok(w) => w,
+        Err(failed) => return Ok(base(failed)),
     };
-    if let Err(conflict) = outputs::apply_expiring(
-        &ctx.client,
-        ds,
-        &access.secret_name,
-        "Opaque",
-        data,
-        &expiry,
-    )
-    .await?
-    {
-        return Ok(base(Outcome::not_ready("TargetConflict", conflict)));
-    }
-    let note = format!(
-        "{what} for container {container} of {} written to Secret {}, valid until {} ({why})",
-        spec.account_name.as_deref().unwrap_or_default(),
-        access.secret_name,
-        renewal::rfc3339(expires)
-    );
-    Ok(base(ready(access, expires, renewal, now).issued(why, note)))
+    let e = written.expiry();
+    let ready = ready(access, e.expires, e.renewal, now);
+    Ok(base(written.report(ready)))
 }
 
 /// The storage audience of identity-based access.

@@ -7,6 +7,7 @@ mod conditions;
 pub mod credentials;
 pub mod datastore;
 mod events;
+mod expiring;
 mod in_use;
 mod index;
 mod kinds;

@@ -4,7 +4,6 @@
 //! Secret, attached to ServiceAccounts, with the AcrPull / Managed Identity Operator grants and the
 //! workspace's `ContainerRegistry` connection.
 
-use crate::api::conditions::ConditionType;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +16,12 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::credentials::{self, ResolveError};
+use super::expiring::{Minted, Output};
 use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::{self, Signed, azure_failure};
 use super::revocation;
 use super::{Cleanup, Context, Error, Outcome, Reconciled};
+use crate::api::conditions::ConditionType;
 use crate::api::*;
 use crate::azure::arm::ArmClient;
 use crate::azure::authorization::{Grant, roles};
@@ -491,11 +492,8 @@ async fn pull_secret(
 ) -> Result<Result<Outcome, Outcome>, Error> {
     let spec = &rc.spec;
     let now = ctx.azure.tokens.now();
-    let force = outputs::force_refresh(rc);
     let fingerprint =
         outputs::fingerprint(&format!("{:?}|{}", spec.auth, spec.registry.login_server));
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
-    let existing = secrets.get_opt(&spec.target.secret_name).await?;
     // What the pull Secret really holds: the ACR refresh token's own `exp`; an admin password
     // never expires, so its recheck time may only be nearer than the operator's own interval.
     let admin = spec.auth.type_ == RegistryAuthType::AdminUser;
@@ -510,130 +508,105 @@ async fn pull_secret(
         let password = config["auths"][&spec.registry.login_server]["password"].as_str()?;
         crate::azure::jwt::claims(password)?.exp
     };
-    let checked = Expiry::still_good(existing.as_ref(), rc, &fingerprint, &force, now, truth);
-    let (expires, renewal, note) = match checked {
-        Ok(still) => (still.expires, still.renewal, None),
-        Err(why) => {
-            let (config, expires, what) = match spec.auth.type_ {
-                RegistryAuthType::AdminUser => {
-                    match arm
-                        .post::<(), models::RegistryCredentials>(
-                            &format!("{}/listCredentials", spec.registry.resource_id),
-                            CONTAINER_REGISTRY,
-                            None,
-                        )
-                        .await
-                    {
-                        Ok(r) => {
-                            let creds = r.body.ok_or_else(|| {
-                                Error::Azure("listCredentials returned nothing".into())
-                            })?;
-                            let password = creds
-                                .passwords
-                                .first()
-                                .map(|p| p.value.clone())
-                                .unwrap_or_default();
-                            let auth = base64::engine::general_purpose::STANDARD
-                                .encode(format!("{}:{password}", creds.username));
-                            let config = json!({"auths": {spec.registry.login_server.clone(): {"username": creds.username, "password": password, "auth": auth}}}).to_string();
-                            (
-                                config,
-                                now + ADMIN_RECHECK,
-                                "the registry's admin user credentials".to_owned(),
-                            )
-                        }
-                        Err(e) => {
-                            return Ok(Err(failed(
-                                rc.status.as_ref().and_then(|s| s.failed_attempts),
-                                &e,
-                            )));
-                        }
-                    }
-                }
-                _ => {
-                    let Some(credential) = &puller.credential else {
-                        return Ok(Err(Outcome::not_ready(
-                        "CannotMint",
-                        "minting as an identity named by clientId/resourceId is not possible from the cluster: reference a ComputeIdentity with federation (computeIdentityRef) so the operator can sign in as it",
+    let output = Output {
+        owner: rc,
+        secret_name: &spec.target.secret_name,
+        secret_type: "kubernetes.io/dockerconfigjson",
+        fingerprint,
+        policy: Policy::default(),
+    };
+    let mint = |issued_after: i64| async move {
+        let (config, expires, what) = match spec.auth.type_ {
+            RegistryAuthType::AdminUser => {
+                match arm
+                    .post::<(), models::RegistryCredentials>(
+                        &format!("{}/listCredentials", spec.registry.resource_id),
+                        CONTAINER_REGISTRY,
+                        None,
                     )
-                    .condition(ConditionType::TokenIssued, false, "CannotMint", "no federated ServiceAccount for this identity")));
-                    };
-                    let issued_after = existing
-                        .as_ref()
-                        .and_then(Expiry::read)
-                        .map_or(i64::MIN, |e| e.issued);
-                    let aad = match ctx
-                        .azure
-                        .tokens
-                        .get_newer_than(credential, acr::ACR_AUDIENCE, issued_after)
-                        .await
-                    {
-                        Ok(t) => t,
-                        Err(e) => {
-                            return Ok(Err(failed(
-                                rc.status.as_ref().and_then(|s| s.failed_attempts),
-                                &e,
-                            )));
-                        }
-                    };
-                    match acr::exchange(http, &spec.registry.login_server, tenant, aad.secret())
-                        .await
-                    {
-                        Ok(refresh) => {
-                            let who = puller.client_id.clone().unwrap_or_default();
-                            (
-                                refresh.docker_config(&spec.registry.login_server),
-                                refresh.expires_on,
-                                format!("an ACR refresh token for identity {who}"),
-                            )
-                        }
-                        Err(e) => {
-                            return Ok(Err(failed(
-                                rc.status.as_ref().and_then(|s| s.failed_attempts),
-                                &e,
-                            )));
-                        }
+                    .await
+                {
+                    Ok(r) => {
+                        let creds = r.body.ok_or_else(|| {
+                            Error::Azure("listCredentials returned nothing".into())
+                        })?;
+                        let password = creds
+                            .passwords
+                            .first()
+                            .map(|p| p.value.clone())
+                            .unwrap_or_default();
+                        let auth = base64::engine::general_purpose::STANDARD
+                            .encode(format!("{}:{password}", creds.username));
+                        let config = json!({"auths": {spec.registry.login_server.clone(): {"username": creds.username, "password": password, "auth": auth}}}).to_string();
+                        (
+                            config,
+                            now + ADMIN_RECHECK,
+                            "the registry's admin user credentials".to_owned(),
+                        )
+                    }
+                    Err(e) => {
+                        return Ok(Err(failed(
+                            rc.status.as_ref().and_then(|s| s.failed_attempts),
+                            &e,
+                        )));
                     }
                 }
-            };
-            let renewal = renewal::renewal_time(
-                now,
-                expires,
-                Policy::default(),
-                rc.meta().uid.as_deref().unwrap_or_default(),
-            );
-            let expiry = Expiry {
-                expires,
-                renewal,
-                issued: now,
-                fingerprint,
-                force,
-            };
-            let data = BTreeMap::from([(
+            }
+            _ => {
+                let Some(credential) = &puller.credential else {
+                    return Ok(Err(Outcome::not_ready(
+                    "CannotMint",
+                    "minting as an identity named by clientId/resourceId is not possible from the cluster: reference a ComputeIdentity with federation (computeIdentityRef) so the operator can sign in as it",
+                )
+                .condition(ConditionType::TokenIssued, false, "CannotMint", "no federated ServiceAccount for this identity")));
+                };
+                let aad = match ctx
+                    .azure
+                    .tokens
+                    .get_newer_than(credential, acr::ACR_AUDIENCE, issued_after)
+                    .await
+                {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return Ok(Err(failed(
+                            rc.status.as_ref().and_then(|s| s.failed_attempts),
+                            &e,
+                        )));
+                    }
+                };
+                match acr::exchange(http, &spec.registry.login_server, tenant, aad.secret()).await {
+                    Ok(refresh) => {
+                        let who = puller.client_id.clone().unwrap_or_default();
+                        (
+                            refresh.docker_config(&spec.registry.login_server),
+                            refresh.expires_on,
+                            format!("an ACR refresh token for identity {who}"),
+                        )
+                    }
+                    Err(e) => {
+                        return Ok(Err(failed(
+                            rc.status.as_ref().and_then(|s| s.failed_attempts),
+                            &e,
+                        )));
+                    }
+                }
+            }
+        };
+        Ok(Ok(Minted {
+            data: BTreeMap::from([(
                 ".dockerconfigjson".to_owned(),
                 ByteString(config.into_bytes()),
-            )]);
-            if let Err(conflict) = outputs::apply_expiring(
-                &ctx.client,
-                rc,
-                &spec.target.secret_name,
-                "kubernetes.io/dockerconfigjson",
-                data,
-                &expiry,
-            )
-            .await?
-            {
-                return Ok(Err(Outcome::not_ready("TargetConflict", conflict)));
-            }
-            let note = format!(
-                "{what} for {} written to Secret {}, valid until {} ({why})",
-                spec.registry.login_server,
-                spec.target.secret_name,
-                renewal::rfc3339(expires)
-            );
-            (expires, renewal, Some((why, note)))
-        }
+            )]),
+            obtained: now,
+            expires,
+            what: format!("{what} for {}", spec.registry.login_server),
+        }))
     };
+    let written = match output.refresh(ctx, now, truth, mint).await? {
+        Ok(w) => w,
+        Err(failed) => return Ok(Err(failed)),
+    };
+    let (expires, renewal) = (written.expiry().expires, written.expiry().renewal);
 
     // Attach the Secret to the named ServiceAccounts: each entry recorded before it is added, so
     // only entries this object added are ever taken away again.
@@ -692,17 +665,14 @@ async fn pull_secret(
         spec.registry.login_server,
         renewal::rfc3339(expires)
     );
-    let mut outcome = Outcome::ready("PullSecretIssued", message.clone())
+    let outcome = Outcome::ready("PullSecretIssued", message.clone())
         .condition(ConditionType::TokenIssued, true, "Issued", message)
         .field("expiresAt", renewal::rfc3339(expires))
         .field("renewalTime", renewal::rfc3339(renewal))
         .failures_cleared()
         .field("imagePullSecretsAdded", json!(added))
         .requeue(Duration::from_secs((renewal - now).max(1) as u64));
-    if let Some((why, note)) = note {
-        outcome = outcome.issued(why, note);
-    }
-    Ok(Ok(outcome))
+    Ok(Ok(written.report(outcome)))
 }
 
 fn failed(previous_attempts: Option<i64>, error: &AzureError) -> Outcome {

@@ -3,12 +3,12 @@
 //! check that names the field of every id outside them — run before the first Azure request, so an
 //! out-of-scope object costs Azure nothing.
 
-use crate::api::conditions::ConditionType;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::credentials::{self, Purpose, ResolveError};
 use super::{Context, Error, Outcome};
+use crate::api::conditions::ConditionType;
 use crate::api::*;
 use crate::azure::arm::ArmClient;
 use crate::azure::scope::{Audiences, Ceiling};

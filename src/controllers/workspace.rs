@@ -4,7 +4,6 @@
 //! the role table for its user-assigned identity on the workspace's real associated resources, and
 //! export `config.json`. What it made is recorded; cleanup walks the record per `deletionPolicy`.
 
-use crate::api::conditions::ConditionType;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::{self, azure_failure, ids};
 use super::revocation;
 use super::{Cleanup, Context, Error, Outcome, Reconciled};
+use crate::api::conditions::ConditionType;
 use crate::api::*;
 use crate::azure::authorization::{Grant, roles};
 use crate::azure::models;

@@ -1,0 +1,157 @@
+//! One pipeline for every Secret of expiring credentials (ComputeIdentity tokens, a Datastore's SAS
+//! or token, a RegistryConnection's pull secret): decide with the freshness rules, mint only when a
+//! rule says why, write the Secret with its expiry recorded, and hand the kind what to report.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::{Resource, ResourceExt};
+
+use super::{Context, Error, Outcome};
+use crate::api::conditions::ConditionType;
+use crate::freshness::Renew;
+use crate::outputs::{self, Expiry};
+use crate::renewal::{self, Policy};
+
+/// The Secret an object keeps of expiring credentials.
+pub struct Output<'a, O> {
+    /// The object that owns it.
+    pub owner: &'a O,
+    /// Its name, in the owner's namespace.
+    pub secret_name: &'a str,
+    /// Its `type`.
+    pub secret_type: &'a str,
+    /// A hash of what the credentials are made for.
+    pub fingerprint: String,
+    /// When to renew them.
+    pub policy: Policy,
+}
+
+/// Credentials just minted.
+pub struct Minted {
+    /// The Secret's data.
+    pub data: BTreeMap<String, ByteString>,
+    /// When they were obtained (Unix seconds).
+    pub obtained: i64,
+    /// When the earliest of them expires (Unix seconds).
+    pub expires: i64,
+    /// What they are, for the `TokenIssued` note ("a read/list SAS", "tokens for …").
+    pub what: String,
+}
+
+/// What the pipeline did.
+pub enum Written {
+    /// The Secret was still good and stays as it is.
+    Kept(Expiry),
+    /// It was written, for `why`; `note` is the `TokenIssued` Event's note.
+    Issued {
+        /// What it records now.
+        expiry: Expiry,
+        /// The freshness rule that failed.
+        why: Renew,
+        /// For the Event.
+        note: String,
+    },
+}
+
+impl Written {
+    /// The recorded expiry either way.
+    pub fn expiry(&self) -> &Expiry {
+        match self {
+            Written::Kept(e) | Written::Issued { expiry: e, .. } => e,
+        }
+    }
+
+    /// `outcome`, with the `TokenIssued` Event when the Secret was written.
+    pub fn report(self, outcome: Outcome) -> Outcome {
+        match self {
+            Written::Kept(_) => outcome,
+            Written::Issued { why, note, .. } => outcome.issued(why, note),
+        }
+    }
+}
+
+impl<O: Resource<DynamicType = ()>> Output<'_, O> {
+    /// Keeps the Secret when every freshness rule passes at `now` (`truth` reads its credentials'
+    /// own expiry); otherwise mints (`mint` gets the issue time of what the Secret holds, so a
+    /// token cache hands out nothing older) and writes. `Ok(Err(outcome))`: minting failed, or a
+    /// Secret of that name belongs to someone else.
+    pub async fn refresh<M, F>(
+        &self,
+        ctx: &Context,
+        now: i64,
+        truth: impl Fn(&Secret) -> Option<i64>,
+        mint: M,
+    ) -> Result<Result<Written, Outcome>, Error>
+    where
+        M: FnOnce(i64) -> F,
+        F: Future<Output = Result<Result<Minted, Outcome>, Error>>,
+    {
+        let namespace = self.owner.namespace().unwrap_or_default();
+        let existing = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(self.secret_name)
+            .await?;
+        let force = outputs::force_refresh(self.owner);
+        let why = match Expiry::still_good(
+            existing.as_ref(),
+            self.owner,
+            &self.fingerprint,
+            &force,
+            now,
+            truth,
+        ) {
+            // Still valid: nothing to mint (this is what keeps a restart from re-minting).
+            Ok(still) => return Ok(Ok(Written::Kept(still))),
+            Err(why) => why,
+        };
+        let issued_after = existing
+            .as_ref()
+            .and_then(Expiry::read)
+            .map_or(i64::MIN, |e| e.issued);
+        let minted = match mint(issued_after).await? {
+            Ok(m) => m,
+            Err(failed) => return Ok(Err(failed)),
+        };
+        let renewal = renewal::renewal_time(
+            minted.obtained,
+            minted.expires,
+            self.policy,
+            self.owner.meta().uid.as_deref().unwrap_or_default(),
+        );
+        let expiry = Expiry {
+            expires: minted.expires,
+            renewal,
+            issued: minted.obtained,
+            fingerprint: self.fingerprint.clone(),
+            force,
+        };
+        if let Err(conflict) = outputs::apply_expiring(
+            &ctx.client,
+            self.owner,
+            self.secret_name,
+            self.secret_type,
+            minted.data,
+            &expiry,
+        )
+        .await?
+        {
+            return Ok(Err(Outcome::not_ready("TargetConflict", conflict.clone())
+                .condition(
+                    ConditionType::TokenIssued,
+                    false,
+                    "TargetConflict",
+                    conflict,
+                )));
+        }
+        let note = format!(
+            "{} written to Secret {}, valid until {} ({why})",
+            minted.what,
+            self.secret_name,
+            renewal::rfc3339(minted.expires)
+        );
+        Ok(Ok(Written::Issued { expiry, why, note }))
+    }
+}
