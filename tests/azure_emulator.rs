@@ -71,7 +71,7 @@ async fn a_wrong_secret_is_refused_with_aadsts_7000215_and_no_secret_in_the_erro
         other => panic!("expected an Entra refusal, got {other:?}"),
     }
     assert!(!error.to_string().contains(wrong));
-    assert_eq!(error.reason(), "AuthenticationFailed");
+    assert_eq!(error.reason().as_str(), "AuthenticationFailed");
 }
 
 #[tokio::test]
@@ -249,7 +249,7 @@ async fn arm_writes_need_a_role_and_granted_roles_take_effect() {
         matches!(&refused, AzureError::Arm { status: 403, code, .. } if code == "AuthorizationFailed"),
         "{refused:?}"
     );
-    assert_eq!(refused.reason(), "PermissionDenied");
+    assert_eq!(refused.reason().as_str(), "PermissionDenied");
 
     azure.grant(&azure.resource_group_id(), "Contributor", APP_OBJECT_ID);
     let created = arm

@@ -60,26 +60,8 @@ pub enum AzureError {
     OutOfScope(String),
 }
 
+/// What an object reports for each error, and when it tries again: `controllers/failures.rs`.
 impl AzureError {
-    /// A short PascalCase category for metrics and condition reasons.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            AzureError::Entra { .. } => "AuthenticationFailed",
-            AzureError::Arm { status: 403, .. } => "PermissionDenied",
-            AzureError::Arm { status: 404, .. } => "NotFound",
-            AzureError::Arm { .. } => "AzureError",
-            AzureError::DataPlane {
-                status: 401 | 403, ..
-            } => "PermissionDenied",
-            AzureError::DataPlane { .. } => "AzureError",
-            AzureError::Throttled { .. } => "Throttled",
-            AzureError::Transport(_) => "AzureUnreachable",
-            AzureError::Credential(_) => "CredentialInvalid",
-            AzureError::Unexpected(_) => "UnexpectedResponse",
-            AzureError::OutOfScope(_) => "OutOfScope",
-        }
-    }
-
     /// Whether the same request may succeed later without a change on our side.
     pub fn is_transient(&self) -> bool {
         matches!(

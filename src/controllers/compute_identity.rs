@@ -19,7 +19,7 @@ use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::azure_failure;
 use super::revocation;
 use super::{Cleanup, Context, Error, Outcome};
-use crate::api::conditions::ConditionType;
+use crate::api::conditions::{ConditionType, Reason};
 use crate::api::*;
 use crate::azure::arm::ArmClient;
 use crate::azure::authorization::{Grant, roles};
@@ -176,7 +176,7 @@ async fn still_settled(
             && c.status == "True"
             && c.observed_generation == ci.meta().generation
     });
-    let Some(ready) = ready else {
+    let Some((ready, reason)) = ready.and_then(|c| Some((c, Reason::parse(&c.reason)?))) else {
         return Ok(None);
     };
     if ci.spec.identity.type_ != ComputeIdentityType::UserAssigned
@@ -198,7 +198,7 @@ async fn still_settled(
         |s| tokens_expire(tokens, s),
     );
     Ok(still.ok().map(|still| {
-        Outcome::ready(ready.reason.clone(), ready.message.clone())
+        Outcome::ready(reason, ready.message.clone())
             .field("expiresAt", renewal::rfc3339(still.expires))
             .field("renewalTime", renewal::rfc3339(still.renewal))
             .requeue(Duration::from_secs((still.renewal - now).max(1) as u64))
@@ -303,7 +303,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
                     }
                 }
                 (None, None) => {
-                    return Ok(Outcome::not_ready("IdentityNotFound", format!("user-assigned identity {id} does not exist: create it, or set spec.createIfMissing")).requeue(Duration::from_secs(300)));
+                    return Ok(Outcome::not_ready(Reason::IdentityNotFound, format!("user-assigned identity {id} does not exist: create it, or set spec.createIfMissing")).requeue(Duration::from_secs(300)));
                 }
             };
             default_identity.get_or_insert(identity);
@@ -319,7 +319,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
             Ok(Some(c)) => c,
             Ok(None) => {
                 return Ok(Outcome::not_ready(
-                    "ComputeNotFound",
+                    Reason::ComputeNotFound,
                     format!(
                         "compute {} does not exist in workspace {}",
                         spec.compute_name, ws.spec.workspace_name
@@ -397,7 +397,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     };
     let Some(principal) = principal_id.clone() else {
         return Ok(Outcome::not_ready(
-            "IdentityPending",
+            Reason::IdentityPending,
             "the compute reports no principal for its identity yet",
         )
         .requeue(Duration::from_secs(30)));
@@ -409,7 +409,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
         if g.acr_pull {
             match registry_of(&ws) {
                 Some(registry) => grants.push(Grant::new(registry, roles::ACR_PULL, &principal)),
-                None => return Ok(Outcome::not_ready("RegistryUnknown", "grants.acrPull needs the Workspace's spec.associatedResources.containerRegistry").requeue(Duration::from_secs(300))),
+                None => return Ok(Outcome::not_ready(Reason::RegistryUnknown, "grants.acrPull needs the Workspace's spec.associatedResources.containerRegistry").requeue(Duration::from_secs(300))),
             }
         }
         grants.extend(
@@ -436,7 +436,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     let permissions = (
         ConditionType::PermissionsVerified,
         true,
-        "RolesGranted",
+        Reason::RolesGranted,
         format!(
             "{} role assignments for principal {principal}",
             grants.len()
@@ -450,12 +450,12 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     if !user {
         let left = ledger.revoke(ctx, ci, arm, &ledger.stale()).await?;
         outcome_fields.insert("azureResources".into(), ledger.field());
-        let mut outcome = Outcome::ready("SystemAssignedReported", format!("compute {} uses its system-assigned identity (principal {principal})", spec.compute_name)).pending_revocation(&left)
-            .condition(ConditionType::CredentialResolved, true, "Resolved", "signed in")
+        let mut outcome = Outcome::ready(Reason::SystemAssignedReported, format!("compute {} uses its system-assigned identity (principal {principal})", spec.compute_name)).pending_revocation(&left)
+            .condition(ConditionType::CredentialResolved, true, Reason::Resolved, "signed in")
             .condition(permissions.0, permissions.1, permissions.2, permissions.3)
             .condition(ConditionType::TokenIssued,
                 false,
-                "SystemAssignedIdentity",
+                Reason::SystemAssignedIdentity,
                 "a system-assigned identity can be used only from inside its compute; use a UserAssigned identity with federation for a token Secret",
             );
         outcome.fields = outcome_fields;
@@ -463,13 +463,13 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     }
     let Some(identity) = default_identity else {
         return Ok(Outcome::not_ready(
-            "IdentityPending",
+            Reason::IdentityPending,
             "spec.identity.userAssignedIdentities is empty",
         ));
     };
     let Some(identity_id) = spec.identity.user_assigned_identities.first().cloned() else {
         return Ok(Outcome::not_ready(
-            "IdentityPending",
+            Reason::IdentityPending,
             "spec.identity.userAssignedIdentities is empty",
         ));
     };
@@ -502,7 +502,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     let federation = (
         ConditionType::FederationValid,
         true,
-        "Federated",
+        Reason::Federated,
         format!(
             "{} ServiceAccount(s) trusted with issuer {issuer}",
             accounts.len()
@@ -517,7 +517,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
             .condition(
                 ConditionType::CredentialResolved,
                 true,
-                "Resolved",
+                Reason::Resolved,
                 "signed in",
             )
             .condition(
@@ -537,10 +537,14 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     };
     let Some(token_secret) = &spec.token_secret else {
         return Ok(base(
-            Outcome::ready("IdentityReady", format!("identity {client_id} is ready")).condition(
+            Outcome::ready(
+                Reason::IdentityReady,
+                format!("identity {client_id} is ready"),
+            )
+            .condition(
                 ConditionType::TokenIssued,
                 true,
-                "NotRequested",
+                Reason::NotRequested,
                 "no tokenSecret",
             ),
         )
@@ -671,13 +675,13 @@ async fn federate(
             create.len()
         );
         return Ok(Err(Outcome::not_ready(
-            "FederatedCredentialLimit",
+            Reason::FederatedCredentialLimit,
             message.clone(),
         )
         .condition(
             ConditionType::FederationValid,
             false,
-            "FederatedCredentialLimit",
+            Reason::FederatedCredentialLimit,
             message,
         )
         .requeue(Duration::from_secs(1800))));
@@ -838,8 +842,8 @@ impl TokenMint<'_> {
             self.spec.audiences.join(", "),
             renewal::rfc3339(expires)
         );
-        Outcome::ready("TokensIssued", message.clone())
-            .condition(ConditionType::TokenIssued, true, "Issued", message)
+        Outcome::ready(Reason::TokensIssued, message.clone())
+            .condition(ConditionType::TokenIssued, true, Reason::Issued, message)
             .field("expiresAt", renewal::rfc3339(expires))
             .field("renewalTime", renewal::rfc3339(renewal))
             .failures_cleared()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-pub use crate::api::conditions::ConditionType;
+pub use crate::api::conditions::{ConditionType, Reason};
 use serde_json::{Map, Value};
 
 /// The condition every kind reports; it sums up the others.
@@ -19,8 +19,8 @@ pub struct Cond {
     pub type_: ConditionType,
     /// `True` or `False`.
     pub ok: bool,
-    /// PascalCase reason.
-    pub reason: String,
+    /// Why it has its status.
+    pub reason: Reason,
     /// Human-readable message; never a secret.
     pub message: String,
 }
@@ -40,12 +40,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn with_ready(ok: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
+    fn with_ready(ok: bool, reason: Reason, message: impl Into<String>) -> Self {
         Self {
             conditions: vec![Cond {
                 type_: READY,
                 ok,
-                reason: reason.into(),
+                reason,
                 message: message.into(),
             }],
             ..Default::default()
@@ -53,12 +53,12 @@ impl Outcome {
     }
 
     /// Ready.
-    pub fn ready(reason: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn ready(reason: Reason, message: impl Into<String>) -> Self {
         Self::with_ready(true, reason, message)
     }
 
     /// Not ready.
-    pub fn not_ready(reason: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn not_ready(reason: Reason, message: impl Into<String>) -> Self {
         Self::with_ready(false, reason, message)
     }
 
@@ -67,7 +67,7 @@ impl Outcome {
         mut self,
         type_: ConditionType,
         ok: bool,
-        reason: impl Into<String>,
+        reason: Reason,
         message: impl Into<String>,
     ) -> Self {
         let at = self.conditions.len().saturating_sub(1);
@@ -76,7 +76,7 @@ impl Outcome {
             Cond {
                 type_,
                 ok,
-                reason: reason.into(),
+                reason,
                 message: message.into(),
             },
         );
@@ -120,7 +120,7 @@ impl Outcome {
     pub fn mint_failed(
         previous_attempts: Option<i64>,
         what: &str,
-        reason: &str,
+        reason: Reason,
         error: &str,
     ) -> Outcome {
         // The count comes from status, which someone may have edited: bounded.
@@ -143,14 +143,14 @@ impl Outcome {
 
     /// A `Ready` outcome turned into `Ready=False` with `reason` and `message` (everything else
     /// kept), looked at again within a minute; a not-ready outcome is returned as it is.
-    pub fn demoted(mut self, reason: &str, message: impl Into<String>) -> Self {
+    pub fn demoted(mut self, reason: Reason, message: impl Into<String>) -> Self {
         if let Some(ready) = self
             .conditions
             .iter_mut()
             .find(|c| c.type_ == READY && c.ok)
         {
             ready.ok = false;
-            ready.reason = reason.to_owned();
+            ready.reason = reason;
             ready.message = message.into();
             let soon = Duration::from_secs(60);
             self.requeue = Some(self.requeue.map_or(soon, |r| r.min(soon)));
@@ -165,7 +165,7 @@ impl Outcome {
             return self;
         }
         self.demoted(
-            "RevocationPending",
+            Reason::RevocationPending,
             format!(
                 "removing what the spec no longer asks for: {}",
                 left.join("; ")
@@ -214,7 +214,7 @@ pub fn conditions(
                 return previous.cloned().unwrap_or_else(|| Condition {
                     type_: type_.as_str().into(),
                     status: "Unknown".into(),
-                    reason: "NotReached".into(),
+                    reason: Reason::NotReached.as_str().into(),
                     message: "an earlier step has not succeeded yet".into(),
                     observed_generation: generation,
                     last_transition_time: Time(jiff::Timestamp::now()),
@@ -228,7 +228,7 @@ pub fn conditions(
             Condition {
                 type_: type_.as_str().into(),
                 status: status.into(),
-                reason: d.reason.clone(),
+                reason: d.reason.as_str().into(),
                 message: capped(&d.message, MESSAGE_LIMIT),
                 observed_generation: generation,
                 last_transition_time,
@@ -285,7 +285,7 @@ mod tests {
     #[test]
     fn messages_are_capped_at_a_character_boundary() {
         let long = "é".repeat(5000);
-        let outcome = Outcome::not_ready("InvalidSpec", long.clone());
+        let outcome = Outcome::not_ready(Reason::InvalidSpec, long.clone());
         let written = conditions(&[], Some(1), CREDENTIAL_CONDITIONS, &outcome.conditions);
         let ready = of(&written, READY);
         assert!(ready.message.len() <= MESSAGE_LIMIT);
@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn every_condition_of_the_kind_is_present_unknown_until_reached() {
-        let outcome = Outcome::not_ready("InvalidSpec", "spec.identity: bad");
+        let outcome = Outcome::not_ready(Reason::InvalidSpec, "spec.identity: bad");
         let written = conditions(
             &[],
             Some(1),
@@ -319,26 +319,36 @@ mod tests {
     #[test]
     fn a_transient_failure_of_an_earlier_step_keeps_later_conditions_and_their_times() {
         let all = COMPUTE_IDENTITY_CONDITIONS;
-        let settled = Outcome::ready("IdentityReady", "ok")
+        let settled = Outcome::ready(Reason::IdentityReady, "ok")
             .condition(
                 ConditionType::CredentialResolved,
                 true,
-                "Resolved",
+                Reason::Resolved,
                 "signed in",
             )
-            .condition(ConditionType::PermissionsVerified, true, "Granted", "ok")
-            .condition(ConditionType::FederationValid, true, "Federated", "ok")
-            .condition(ConditionType::TokenIssued, true, "Issued", "ok");
+            .condition(
+                ConditionType::PermissionsVerified,
+                true,
+                Reason::Granted,
+                "ok",
+            )
+            .condition(
+                ConditionType::FederationValid,
+                true,
+                Reason::Federated,
+                "ok",
+            )
+            .condition(ConditionType::TokenIssued, true, Reason::Issued, "ok");
         let first = status_patch(&Value::Null, &[], Some(1), all, &settled).unwrap();
         let before = written(&first);
         std::thread::sleep(std::time::Duration::from_millis(1100));
 
         // Entra ID is down: the sign-in step fails and nothing after it runs.
-        let outage = Outcome::not_ready("TemporarilyUnavailable", "Entra ID answered 503")
+        let outage = Outcome::not_ready(Reason::TemporarilyUnavailable, "Entra ID answered 503")
             .condition(
                 ConditionType::CredentialResolved,
                 false,
-                "TemporarilyUnavailable",
+                Reason::TemporarilyUnavailable,
                 "503",
             );
         let second = status_patch(&first["status"], &before, Some(1), all, &outage).unwrap();
@@ -367,7 +377,7 @@ mod tests {
     #[test]
     fn same_outcome_writes_nothing_and_a_flip_moves_the_transition_time() {
         let all = CREDENTIAL_CONDITIONS;
-        let outcome = Outcome::not_ready("InvalidSpec", "spec.tenantId: bad");
+        let outcome = Outcome::not_ready(Reason::InvalidSpec, "spec.tenantId: bad");
         let patch = status_patch(&Value::Null, &[], Some(1), all, &outcome).expect("first write");
         let status = patch["status"].clone();
         let conditions = written(&patch);
@@ -386,8 +396,13 @@ mod tests {
         );
 
         std::thread::sleep(std::time::Duration::from_millis(1100));
-        let fixed = Outcome::ready("Authenticated", "ok")
-            .condition(ConditionType::CredentialResolved, true, "Resolved", "ok")
+        let fixed = Outcome::ready(Reason::Authenticated, "ok")
+            .condition(
+                ConditionType::CredentialResolved,
+                true,
+                Reason::Resolved,
+                "ok",
+            )
             .field("objectId", "x");
         let patch = status_patch(&next["status"], &again, Some(3), all, &fixed).unwrap();
         let flipped = written(&patch);

@@ -11,7 +11,7 @@ use kube::api::Api;
 use kube::{Resource, ResourceExt};
 
 use super::Context;
-use crate::api::conditions::ConditionType;
+use crate::api::conditions::{ConditionType, Reason};
 use crate::api::*;
 use crate::azure::credential::ManagedIdentitySelector;
 use crate::azure::scope::{Audiences, Ceiling};
@@ -39,20 +39,6 @@ pub enum ResolveError {
     /// The API server failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-}
-
-impl ResolveError {
-    /// Condition reason.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            ResolveError::Denied(_) => "Denied",
-            ResolveError::NotFound(_) => "CredentialNotFound",
-            ResolveError::Invalid(_) => "CredentialInvalid",
-            ResolveError::NotImplemented(_) => "NotImplemented",
-            ResolveError::CustomCloudNotAllowed(_) => "CustomCloudNotAllowed",
-            ResolveError::Kube(_) => "KubernetesApiError",
-        }
-    }
 }
 
 /// A credential ready to request tokens, with its cloud.
@@ -518,13 +504,13 @@ pub async fn prove(
             let appid = token.claims.appid.clone().unwrap_or_default();
             let stale_in = token.stale_at() - jiff::Timestamp::now().as_second();
             Ok(Outcome::ready(
-                "Authenticated",
+                Reason::Authenticated,
                 format!(
                     "signed in to tenant {} with {description}: client id {appid}, object id {oid}",
                     spec.tenant_id
                 ),
             )
-            .condition(RESOLVED, true, "Resolved", description)
+            .condition(RESOLVED, true, Reason::Resolved, description)
             .field("objectId", oid)
             .field("appId", appid)
             .requeue(Duration::from_secs(stale_in.max(60) as u64)))
@@ -533,7 +519,7 @@ pub async fn prove(
             let retry = if e.is_transient() { 30 } else { 300 };
             Ok(
                 Outcome::not_ready(e.reason(), format!("{description}: {e}"))
-                    .condition(RESOLVED, true, "Resolved", description)
+                    .condition(RESOLVED, true, Reason::Resolved, description)
                     .field("objectId", serde_json::Value::Null)
                     .field("appId", serde_json::Value::Null)
                     .requeue(Duration::from_secs(retry)),

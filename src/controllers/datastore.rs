@@ -19,7 +19,7 @@ use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::{self, azure_failure};
 use super::revocation;
 use super::{Cleanup, Context, Error, Outcome};
-use crate::api::conditions::ConditionType;
+use crate::api::conditions::{ConditionType, Reason};
 use crate::api::*;
 use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
 use crate::azure::models::{self};
@@ -75,7 +75,7 @@ async fn secret_key(
     Ok(match value {
         Some(v) if !v.is_empty() => Ok(v),
         _ => Err(Outcome::not_ready(
-            "CredentialNotFound",
+            Reason::CredentialNotFound,
             format!("Secret {namespace}/{} has no key {:?}", r.name, r.key),
         )
         .requeue(Duration::from_secs(120))),
@@ -266,13 +266,13 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
             && current.properties.tags.get(OWNER_TAG) != Some(&uid)
         {
             return Ok(Outcome::not_ready(
-                "AzureTargetConflict",
+                Reason::AzureTargetConflict,
                 format!(
                     "datastore {} already exists in workspace {} and was not registered by this object: choose another spec.datastoreName",
                     spec.datastore_name, ws.spec.workspace_name
                 ),
             )
-            .condition(ConditionType::CredentialResolved, true, "Resolved", "signed in"));
+            .condition(ConditionType::CredentialResolved, true, Reason::Resolved, "signed in"));
         }
         if current.is_none() || registered.as_deref() != Some(fingerprint.as_str()) {
             ledger.record(ctx, ds, &[entry]).await?;
@@ -298,7 +298,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
         (
             ConditionType::Registered,
             true,
-            "Registered",
+            Reason::Registered,
             format!(
                 "datastore {} is registered in workspace {}",
                 spec.datastore_name, ws.spec.workspace_name
@@ -309,7 +309,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
         (
             ConditionType::Registered,
             true,
-            "NotRequested",
+            Reason::NotRequested,
             "spec.register is false".to_owned(),
         )
     };
@@ -320,7 +320,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
             .condition(
                 ConditionType::CredentialResolved,
                 true,
-                "Resolved",
+                Reason::Resolved,
                 "signed in",
             )
             .condition(
@@ -336,13 +336,13 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
     let Some(access) = &spec.pod_access else {
         return Ok(base(
             Outcome::ready(
-                "Registered",
+                Reason::Registered,
                 format!("datastore {} is ready", spec.datastore_name),
             )
             .condition(
                 ConditionType::TokenIssued,
                 true,
-                "NotRequested",
+                Reason::NotRequested,
                 "no podAccess",
             ),
         )
@@ -391,7 +391,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
         // A file-share SAS signs a different resource (`/file/...`) than the blob SAS built here.
         if spec.type_ == DatastoreType::AzureFile {
             return Ok(Err(Outcome::not_ready(
-                "NotImplemented",
+                Reason::NotImplemented,
                 "podAccess for AzureFile datastores (a file-share SAS) is not implemented in this version; the datastore is registered",
             )));
         }
@@ -572,8 +572,8 @@ fn ready(access: &PodAccess, expires: i64, renewal: i64, now: i64) -> Outcome {
         access.secret_name,
         renewal::rfc3339(expires)
     );
-    Outcome::ready("AccessIssued", message.clone())
-        .condition(ConditionType::TokenIssued, true, "Issued", message)
+    Outcome::ready(Reason::AccessIssued, message.clone())
+        .condition(ConditionType::TokenIssued, true, Reason::Issued, message)
         .field("expiresAt", renewal::rfc3339(expires))
         .field("renewalTime", renewal::rfc3339(renewal))
         .failures_cleared()

@@ -11,7 +11,7 @@ use kube::api::Api;
 use kube::{Resource, ResourceExt};
 
 use super::{Context, Error, Outcome};
-use crate::api::conditions::ConditionType;
+use crate::api::conditions::{ConditionType, Reason};
 use crate::freshness::Renew;
 use crate::outputs::{self, Expiry};
 use crate::renewal::{self, Policy};
@@ -138,13 +138,16 @@ impl<O: Resource<DynamicType = ()>> Output<'_, O> {
         )
         .await?
         {
-            return Ok(Err(Outcome::not_ready("TargetConflict", conflict.clone())
-                .condition(
-                    ConditionType::TokenIssued,
-                    false,
-                    "TargetConflict",
-                    conflict,
-                )));
+            return Ok(Err(Outcome::not_ready(
+                Reason::TargetConflict,
+                conflict.clone(),
+            )
+            .condition(
+                ConditionType::TokenIssued,
+                false,
+                Reason::TargetConflict,
+                conflict,
+            )));
         }
         let note = format!(
             "{} written to Secret {}, valid until {} ({why})",

@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod datastore;
 mod events;
 mod expiring;
+mod failures;
 mod in_use;
 mod index;
 mod kinds;
@@ -34,6 +35,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::api::conditions::Reason;
 use crate::api::{AzureResource, HasCommonStatus, Validate, Violation};
 use crate::azure::arm::Budget;
 use crate::azure::{TokenCache, Transport};
@@ -280,7 +282,7 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
         match tokio::time::timeout(RECONCILE_DEADLINE, obj.behaviour(&ctx)).await {
             Ok(outcome) => outcome?,
             Err(_) => Outcome::not_ready(
-                "Timeout",
+                Reason::Timeout,
                 format!(
                     "reconciling took longer than {} s; looking again later",
                     RECONCILE_DEADLINE.as_secs()
@@ -346,7 +348,7 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
         if let Some(ready) = outcome.ready_condition() {
             let now = (
                 if ready.ok { "True" } else { "False" }.to_owned(),
-                ready.reason.clone(),
+                ready.reason.as_str().to_owned(),
             );
             // A new Ready verdict is an Event: a Warning when it says what is wrong.
             if before.as_ref() != Some(&now) {
@@ -355,7 +357,7 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
                 } else {
                     EventType::Warning
                 };
-                publish(&ctx, &*obj, type_, &ready.reason, &ready.message).await;
+                publish(&ctx, &*obj, type_, ready.reason.as_str(), &ready.message).await;
             }
         }
         tracing::info!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), reason = outcome.ready_condition().map(|c| c.reason.as_str()).unwrap_or_default(), "status updated");
@@ -398,7 +400,7 @@ async fn finish_deletion<K: Reconciled>(
         Ok(Cleanup::Waiting(why)) => {
             tracing::debug!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), %why, "cleanup waits");
             // Say why it stays Terminating (written only when the reason changes).
-            let waiting = Outcome::not_ready("WaitingForDependents", why);
+            let waiting = Outcome::not_ready(Reason::WaitingForDependents, why);
             let conditions = obj
                 .status()
                 .map(|s| s.common().conditions.clone())
@@ -478,7 +480,7 @@ fn invalid_spec(violations: &[Violation]) -> Outcome {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ");
-    Outcome::not_ready("InvalidSpec", message)
+    Outcome::not_ready(Reason::InvalidSpec, message)
 }
 
 async fn publish<K: Reconciled>(

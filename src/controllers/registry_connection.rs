@@ -21,7 +21,7 @@ use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::{self, Signed, azure_failure};
 use super::revocation;
 use super::{Cleanup, Context, Error, Outcome, Reconciled};
-use crate::api::conditions::ConditionType;
+use crate::api::conditions::{ConditionType, Reason};
 use crate::api::*;
 use crate::azure::arm::ArmClient;
 use crate::azure::authorization::{Grant, roles};
@@ -117,7 +117,7 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
             Some(ws) => Some(ws),
             None => {
                 return Ok(Outcome::not_ready(
-                    "WorkspaceNotFound",
+                    Reason::WorkspaceNotFound,
                     format!("Workspace {namespace}/{} does not exist", w.name),
                 )
                 .requeue(Duration::from_secs(60)));
@@ -130,7 +130,7 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
         (Some(ws), None) => ws.spec.credential_ref.clone(),
         (None, None) => {
             return Ok(Outcome::not_ready(
-                "InvalidSpec",
+                Reason::InvalidSpec,
                 "set workspaceRef or credentialRef",
             ));
         }
@@ -163,7 +163,7 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
     if grant_spec.acr_pull {
         let Some(principal) = &puller.principal_id else {
             return Ok(Outcome::not_ready(
-                "PrincipalUnknown",
+                Reason::PrincipalUnknown,
                 "grants.acrPull needs the pulling identity's principal id",
             )
             .requeue(Duration::from_secs(60)));
@@ -187,7 +187,7 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
             )),
             _ => {
                 return Ok(Outcome::not_ready(
-                    "WorkspaceIdentityUnknown",
+                    Reason::WorkspaceIdentityUnknown,
                     "grants.managedIdentityOperator needs the Workspace's identity (system-assigned, or its primary user-assigned one) and a user-assigned pulling identity",
                 )
                 .requeue(Duration::from_secs(60)));
@@ -212,7 +212,7 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
             let (Some(client_id), Some(resource_id)) = (&puller.client_id, &puller.resource_id)
             else {
                 return Ok(Outcome::not_ready(
-                    "IdentityUnknown",
+                    Reason::IdentityUnknown,
                     "the workspace connection needs the pulling identity's client and resource ids",
                 )
                 .requeue(Duration::from_secs(60)));
@@ -242,13 +242,13 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
             let metadata = current.as_ref().map(|c| &c.properties.metadata);
             if metadata.is_some_and(|m| m.get(OWNER_TAG) != Some(&uid)) {
                 return Ok(Outcome::not_ready(
-                    "AzureTargetConflict",
+                    Reason::AzureTargetConflict,
                     format!(
                         "workspace connection {} already exists in workspace {} and was not made by this object: choose another spec.workspaceConnection.name",
                         c.name, ws.spec.workspace_name
                     ),
                 )
-                .condition(ConditionType::CredentialResolved, true, "Resolved", "signed in"));
+                .condition(ConditionType::CredentialResolved, true, Reason::Resolved, "signed in"));
             }
             let entry = AzureResource::new(AzureResourceKind::WorkspaceConnection, &path);
             if metadata.is_some_and(|m| m.get(SPEC_HASH) == Some(&fingerprint)) {
@@ -274,22 +274,22 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
         o.condition(
             ConditionType::CredentialResolved,
             true,
-            "Resolved",
+            Reason::Resolved,
             "signed in",
         )
         .condition(
             ConditionType::PermissionsVerified,
             true,
-            "RolesGranted",
+            Reason::RolesGranted,
             format!("{granted} role assignment(s) ensured"),
         )
         .condition(
             ConditionType::ConnectionReady,
             true,
             if connection.is_some() {
-                "Connected"
+                Reason::Connected
             } else {
-                "NotRequested"
+                Reason::NotRequested
             },
             connection
                 .clone()
@@ -353,7 +353,7 @@ async fn puller(
         RegistryAuthType::ServicePrincipal => {
             let Some(sp) = &auth.service_principal else {
                 return Ok(Err(Outcome::not_ready(
-                    "InvalidSpec",
+                    Reason::InvalidSpec,
                     "auth.servicePrincipal is missing",
                 )));
             };
@@ -388,7 +388,7 @@ async fn puller(
         RegistryAuthType::ManagedIdentity => {
             let Some(mi) = &auth.managed_identity else {
                 return Ok(Err(Outcome::not_ready(
-                    "InvalidSpec",
+                    Reason::InvalidSpec,
                     "auth.managedIdentity is missing",
                 )));
             };
@@ -398,7 +398,7 @@ async fn puller(
                     .await?
                 else {
                     return Ok(Err(Outcome::not_ready(
-                        "ComputeIdentityNotFound",
+                        Reason::ComputeIdentityNotFound,
                         format!(
                             "ComputeIdentity {namespace}/{} does not exist",
                             reference.name
@@ -411,7 +411,7 @@ async fn puller(
                     (status.client_id.clone(), status.principal_id.clone())
                 else {
                     return Ok(Err(Outcome::not_ready(
-                        "ComputeIdentityPending",
+                        Reason::ComputeIdentityPending,
                         format!("ComputeIdentity {} reports no identity yet", reference.name),
                     )
                     .requeue(Duration::from_secs(30))));
@@ -555,10 +555,10 @@ async fn pull_secret(
             _ => {
                 let Some(credential) = &puller.credential else {
                     return Ok(Err(Outcome::not_ready(
-                    "CannotMint",
+                    Reason::CannotMint,
                     "minting as an identity named by clientId/resourceId is not possible from the cluster: reference a ComputeIdentity with federation (computeIdentityRef) so the operator can sign in as it",
                 )
-                .condition(ConditionType::TokenIssued, false, "CannotMint", "no federated ServiceAccount for this identity")));
+                .condition(ConditionType::TokenIssued, false, Reason::CannotMint, "no federated ServiceAccount for this identity")));
                 };
                 let aad = match ctx
                     .azure
@@ -619,7 +619,7 @@ async fn pull_secret(
     for name in &spec.target.service_accounts {
         let Some(sa) = accounts.get_opt(name).await? else {
             return Ok(Err(Outcome::not_ready(
-                "ServiceAccountNotFound",
+                Reason::ServiceAccountNotFound,
                 format!("ServiceAccount {namespace}/{name} does not exist"),
             )
             .requeue(Duration::from_secs(60))));
@@ -665,8 +665,8 @@ async fn pull_secret(
         spec.registry.login_server,
         renewal::rfc3339(expires)
     );
-    let outcome = Outcome::ready("PullSecretIssued", message.clone())
-        .condition(ConditionType::TokenIssued, true, "Issued", message)
+    let outcome = Outcome::ready(Reason::PullSecretIssued, message.clone())
+        .condition(ConditionType::TokenIssued, true, Reason::Issued, message)
         .field("expiresAt", renewal::rfc3339(expires))
         .field("renewalTime", renewal::rfc3339(renewal))
         .failures_cleared()

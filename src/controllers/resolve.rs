@@ -8,14 +8,11 @@ use std::time::Duration;
 
 use super::credentials::{self, Purpose, ResolveError};
 use super::{Context, Error, Outcome};
-use crate::api::conditions::ConditionType;
+use crate::api::conditions::{ConditionType, Reason};
 use crate::api::*;
 use crate::azure::arm::ArmClient;
 use crate::azure::scope::{Audiences, Ceiling};
 use crate::azure::{AzureError, Cloud};
-
-/// Condition reason of an object that names something its credential does not allow.
-pub const OUT_OF_SCOPE: &str = "OutOfScope";
 
 /// Signed in for one object: an ARM client bounded by the object's ceiling, and the limits.
 #[derive(Clone)]
@@ -91,24 +88,17 @@ impl Signed {
 
 /// `Ready=False OutOfScope`: the credential itself resolved, the object asked for too much.
 pub fn out_of_scope(granted_by: &str, message: String) -> Outcome {
-    Outcome::not_ready(OUT_OF_SCOPE, message).condition(
+    Outcome::not_ready(Reason::OutOfScope, message).condition(
         ConditionType::CredentialResolved,
         true,
-        "Resolved",
+        Reason::Resolved,
         format!("signed in through {granted_by}"),
     )
 }
 
 /// The outcome of an Azure call that failed: its reason, and when to look again.
 pub fn azure_failure(error: &AzureError, what: &str) -> Outcome {
-    let after = match error {
-        AzureError::Throttled { retry_after, .. } => *retry_after,
-        AzureError::OutOfScope(_) => 3600,
-        e if e.is_transient() => 30,
-        _ => 300,
-    };
-    Outcome::not_ready(error.reason(), format!("{what}: {error}"))
-        .requeue(Duration::from_secs(after))
+    Outcome::not_ready(error.reason(), format!("{what}: {error}")).requeue(error.retry())
 }
 
 /// The outcome when the credential cannot be used (including `Denied`, before any token request).
@@ -124,7 +114,7 @@ pub fn credential_failure(error: ResolveError) -> Result<Outcome, Error> {
                     e.reason(),
                     message,
                 )
-                .requeue(Duration::from_secs(300)))
+                .requeue(e.retry()))
         }
     }
 }
@@ -192,7 +182,7 @@ pub async fn find_workspace(
     {
         Some(ws) => Ok(Ok(ws)),
         None => Ok(Err(Outcome::not_ready(
-            "WorkspaceNotFound",
+            Reason::WorkspaceNotFound,
             format!("Workspace {namespace}/{name} does not exist"),
         )
         .requeue(Duration::from_secs(60)))),

@@ -9,6 +9,7 @@ use super::credentials::Purpose;
 use super::ledger::Ledger;
 use super::resolve::{self, Signed};
 use super::{Cleanup, Context, Error, Outcome, Reconciled};
+use crate::api::conditions::Reason;
 use crate::api::*;
 
 /// The Workspace `name` an object uses, signed in through the Workspace's credential. When the
@@ -135,11 +136,8 @@ pub async fn refused<K: Reconciled>(
     secrets: &[&str],
     outcome: Outcome,
 ) -> Result<Outcome, Error> {
-    let reason = outcome.ready_condition().map(|c| c.reason.clone());
-    if !matches!(
-        reason.as_deref(),
-        Some("Denied") | Some(resolve::OUT_OF_SCOPE)
-    ) {
+    let reason = outcome.ready_condition().map(|c| c.reason);
+    if !matches!(reason, Some(Reason::Denied | Reason::OutOfScope)) {
         return Ok(outcome);
     }
     let notes = withdraw(ctx, obj, reference, secrets).await?;

@@ -15,7 +15,7 @@ use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::{self, azure_failure, ids};
 use super::revocation;
 use super::{Cleanup, Context, Error, Outcome, Reconciled};
-use crate::api::conditions::ConditionType;
+use crate::api::conditions::{ConditionType, Reason};
 use crate::api::*;
 use crate::azure::authorization::{Grant, roles};
 use crate::azure::models;
@@ -219,7 +219,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
                 azure_failure(&e, &format!("reading workspace {}", spec.workspace_name)).condition(
                     ConditionType::CredentialResolved,
                     true,
-                    "Resolved",
+                    Reason::Resolved,
                     "signed in",
                 ),
             );
@@ -230,19 +230,19 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
     let written = match current {
         None if !manage => {
             return Ok(Outcome::not_ready(
-                "WorkspaceNotFound",
+                Reason::WorkspaceNotFound,
                 format!("workspace {} does not exist in resource group {} of subscription {}: create it, or set management: Manage", spec.workspace_name, spec.resource_group, spec.subscription_id),
             )
-            .condition(ConditionType::CredentialResolved, true, "Resolved", "signed in")
+            .condition(ConditionType::CredentialResolved, true, Reason::Resolved, "signed in")
             .requeue(Duration::from_secs(300)));
         }
         Some(current) if !manage => Ok(current),
         Some(current) if current.tags.get(OWNER_TAG) != Some(&uid) => {
             return Ok(Outcome::not_ready(
-                "AzureTargetConflict",
+                Reason::AzureTargetConflict,
                 format!("workspace {} already exists and was not created by this object: management: Manage only converges a workspace it created; use management: Adopt to read and report it", spec.workspace_name),
             )
-            .condition(ConditionType::CredentialResolved, true, "Resolved", "signed in"));
+            .condition(ConditionType::CredentialResolved, true, Reason::Resolved, "signed in"));
         }
         Some(current) => {
             ledger.want(entry);
@@ -275,7 +275,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
                 azure_failure(&e, &format!("writing workspace {}", spec.workspace_name)).condition(
                     ConditionType::CredentialResolved,
                     true,
-                    "Resolved",
+                    Reason::Resolved,
                     "signed in",
                 ),
             );
@@ -296,11 +296,11 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
         (
             ConditionType::IdentityReady,
             true,
-            "IdentityMatches",
+            Reason::IdentityMatches,
             "the workspace identity is the one declared".to_owned(),
         )
     } else {
-        (ConditionType::IdentityReady, false, "IdentityMismatch", "the workspace identity differs from spec.identity; with management: Adopt the operator does not change it".to_owned())
+        (ConditionType::IdentityReady, false, Reason::IdentityMismatch, "the workspace identity differs from spec.identity; with management: Adopt the operator does not change it".to_owned())
     };
 
     // The role table, for the primary user-assigned identity, on what the workspace really uses.
@@ -308,7 +308,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
         Some(RoleAssignmentsMode::Ensure) => match primary_principal(&workspace) {
             None => (
                 false,
-                "PrimaryIdentityUnknown".to_owned(),
+                Reason::PrimaryIdentityUnknown,
                 "the workspace reports no principal for its primary user-assigned identity"
                     .to_owned(),
             ),
@@ -322,7 +322,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
                     Err(outcome) => {
                         let c = outcome.ready_condition().cloned();
                         let message = c.map(|c| c.message).unwrap_or_default();
-                        (false, resolve::OUT_OF_SCOPE.to_owned(), message)
+                        (false, Reason::OutOfScope, message)
                     }
                     Ok(()) => {
                         let grants: Vec<Grant> = table
@@ -332,7 +332,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
                         match ledger.ensure_grants(ctx, ws, arm, &grants).await? {
                             Ok(()) => (
                                 true,
-                                "RoleAssignmentsEnsured".to_owned(),
+                                Reason::RoleAssignmentsEnsured,
                                 format!(
                                     "{} role assignments for principal {principal}",
                                     grants.len()
@@ -340,7 +340,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
                             ),
                             Err(e) => (
                                 false,
-                                e.reason().to_owned(),
+                                e.reason(),
                                 format!("granting the workspace identity its roles: {e}"),
                             ),
                         }
@@ -350,7 +350,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
         },
         _ => (
             true,
-            "NotRequested".to_owned(),
+            Reason::NotRequested,
             "spec.roleAssignments is None".to_owned(),
         ),
     };
@@ -393,14 +393,14 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
         }
     };
     let outcome = if let Some(conflict) = conflict {
-        Outcome::not_ready("TargetConflict", conflict)
+        Outcome::not_ready(Reason::TargetConflict, conflict)
     } else if !roles_ok {
-        Outcome::not_ready(roles_reason.clone(), roles_message.clone())
+        Outcome::not_ready(roles_reason, roles_message.clone())
     } else if !identity_ok {
         Outcome::not_ready(identity_cond.2, identity_cond.3.clone())
     } else {
         Outcome::ready(
-            "WorkspaceReady",
+            Reason::WorkspaceReady,
             format!(
                 "workspace {} ({}) is {}",
                 spec.workspace_name,
@@ -412,7 +412,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
     .condition(
         ConditionType::CredentialResolved,
         true,
-        "Resolved",
+        Reason::Resolved,
         "signed in",
     )
     .condition(
