@@ -62,3 +62,57 @@ fn crds_directory_matches_crdgen() {
         "crds/ holds files crdgen does not produce"
     );
 }
+
+/// Every status field a controller writes is in its kind's status schema: the API server prunes
+/// what the schema does not declare, and a pruned field would be rewritten on every reconcile.
+#[test]
+fn every_status_field_written_is_in_the_schema() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/controllers");
+    let expiring = ["ComputeIdentity", "Datastore", "RegistryConnection"];
+    let credentials = ["AzureCredential", "ClusterAzureCredential"];
+    let all = [
+        "AzureCredential",
+        "ClusterAzureCredential",
+        "Workspace",
+        "ComputeIdentity",
+        "Datastore",
+        "RegistryConnection",
+    ];
+    let writers: &[(&str, &[&str])] = &[
+        ("compute_identity.rs", &["ComputeIdentity"]),
+        ("datastore.rs", &["Datastore"]),
+        ("registry_connection.rs", &["RegistryConnection"]),
+        ("workspace.rs", &["Workspace"]),
+        ("credentials.rs", &credentials),
+        ("kinds.rs", &credentials),
+        ("conditions.rs", &expiring),
+        ("mod.rs", &all),
+    ];
+    let field =
+        regex::Regex::new(r#"(?:\.field\(|outcome_fields\.insert\()\s*"([A-Za-z]+)""#).unwrap();
+    let mut checked = 0;
+    for (file, kinds) in writers {
+        let text = std::fs::read_to_string(src.join(file)).unwrap();
+        // Unit tests write made-up fields.
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        for name in field.captures_iter(code).map(|c| c[1].to_owned()) {
+            for kind in *kinds {
+                let crd = aml_identity_operator::crd::all()
+                    .into_iter()
+                    .find(|c| c.spec.names.kind == *kind)
+                    .unwrap();
+                let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+                let status = &schema["openAPIV3Schema"]["properties"]["status"]["properties"];
+                assert!(
+                    status.get(&name).is_some(),
+                    "src/controllers/{file} writes status.{name}, which {kind}'s schema lacks"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} fields found: the scan missed the writers"
+    );
+}
