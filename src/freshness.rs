@@ -27,6 +27,8 @@ pub enum Renew {
     CredentialsUnreadable,
     /// The credentials have expired.
     Expired,
+    /// The credentials claim a longer life than any the operator writes (a forged expiry).
+    ImplausibleLife,
     /// The expires-at annotation is not the credentials' own expiry.
     ExpiryMismatch,
     /// The renewal-time annotation lies outside the credentials' life.
@@ -47,6 +49,7 @@ impl Renew {
             Renew::NotOurs
             | Renew::AnnotationsUnreadable
             | Renew::CredentialsUnreadable
+            | Renew::ImplausibleLife
             | Renew::ExpiryMismatch
             | Renew::RenewalOutsideLife => "Repair",
         }
@@ -63,6 +66,9 @@ impl fmt::Display for Renew {
             Renew::ForceRefresh => "a force-refresh was asked for",
             Renew::CredentialsUnreadable => "the Secret's credentials are missing or unreadable",
             Renew::Expired => "the Secret's credentials have expired",
+            Renew::ImplausibleLife => {
+                "the Secret's credentials claim a longer life than any the operator writes"
+            }
             Renew::ExpiryMismatch => {
                 "the Secret's expires-at annotation does not match its credentials"
             }
@@ -140,6 +146,17 @@ fn not_expired(_: &Wanted, o: &Observed, now: i64) -> Result<(), Renew> {
     }
 }
 
+/// Nothing the operator writes lives longer than a day, so an expiry further ahead was written by
+/// someone else (a SAS or token with a made-up expiry and matching annotations).
+fn plausible_life(_: &Wanted, o: &Observed, now: i64) -> Result<(), Renew> {
+    match o.credentials_expire {
+        Some(real) if real > now.saturating_add(crate::azure::limits::MAX_LIFETIME) => {
+            Err(Renew::ImplausibleLife)
+        }
+        _ => Ok(()),
+    }
+}
+
 fn annotation_tells_the_truth(_: &Wanted, o: &Observed, _: i64) -> Result<(), Renew> {
     match (&o.expiry, o.credentials_expire) {
         (Some(e), Some(real)) if e.expires != real => Err(Renew::ExpiryMismatch),
@@ -175,6 +192,7 @@ const RULES: &[Rule] = &[
     answered_force_refresh,
     credentials_read,
     not_expired,
+    plausible_life,
     annotation_tells_the_truth,
     renewal_within_life,
     not_due,
@@ -252,6 +270,15 @@ mod tests {
             ),
             // The credentials expired while the annotations claim they are fine.
             (edited(|o| o.credentials_expire = Some(NOW)), Renew::Expired),
+            // A forged SAS or token whose expiry and annotations agree, years ahead.
+            (
+                edited(|o| {
+                    o.credentials_expire = Some(NOW + 10 * 365 * 86_400);
+                    expiry(o).expires = NOW + 10 * 365 * 86_400;
+                    expiry(o).renewal = NOW + 10 * 365 * 86_400 - 3600;
+                }),
+                Renew::ImplausibleLife,
+            ),
             // An expiry annotation moved to year 9999: believed by nothing.
             (
                 edited(|o| expiry(o).expires = 253_402_300_799),

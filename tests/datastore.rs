@@ -289,3 +289,116 @@ async fn identity_based_access_mints_as_a_compute_identity() {
     }
     cluster::delete_namespace(&client, &ns).await;
 }
+
+/// Anyone who can edit Secrets in the namespace (or a restore from backup) can change the access
+/// Secret: each forged annotation and data key is repaired from the SAS's own `se`, and status
+/// and the expiry metric say what is true.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_access_secret_is_repaired_from_the_sas_itself() {
+    use kube::ResourceExt;
+    use kube::api::{Patch, PatchParams};
+    let (client, azure, ns) = setup("ds-forged").await;
+    let blob = Blob::new();
+    let container = blob.prepare().await;
+    let operator = Operator::start_with(
+        &ns,
+        "lease-ds-forged",
+        "ds-forged-0",
+        &operator_args(&azure, &blob, 0),
+    );
+    let name = apply(&client, &ns, datastore("forged", &container)).await;
+    ready_reason(&client, "Datastore", &ns, &name, "AccessIssued").await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let api = cluster::dynamic_api(&client, &kind("Datastore"), &ns);
+    let se = |s: &Secret| {
+        let sas =
+            String::from_utf8(s.data.as_ref()?.get("AZURE_STORAGE_SAS_TOKEN")?.0.clone()).ok()?;
+        aml_identity_operator::azure::storage::sas_expiry(&sas)
+    };
+    // A SAS and annotations that agree with each other, ten years ahead: nothing the operator
+    // writes lives that long.
+    let decade = aml_identity_operator::renewal::rfc3339(
+        jiff::Timestamp::now().as_second() + 10 * 365 * 86_400,
+    );
+    let consistent = serde_json::json!({
+        "metadata": {"annotations": {"amlidentity.io/expires-at": decade, "amlidentity.io/renewal-time": decade}},
+        "stringData": {"AZURE_STORAGE_SAS_TOKEN": format!("sv=2025-07-05&se={}&sr=c&sp=rl&sig=forged", decade.replace(':', "%3A"))},
+    });
+    let edits: [(&str, serde_json::Value); 7] = [
+        ("a consistent forgery ten years ahead", consistent),
+        (
+            "expires-at in 9999",
+            serde_json::json!({"metadata": {"annotations": {"amlidentity.io/expires-at": "9999-12-01T00:00:00Z", "amlidentity.io/renewal-time": "9999-12-01T00:00:00Z"}}}),
+        ),
+        (
+            "expires-at in the past",
+            serde_json::json!({"metadata": {"annotations": {"amlidentity.io/expires-at": "2000-01-01T00:00:00Z"}}}),
+        ),
+        (
+            "garbage annotations",
+            serde_json::json!({"metadata": {"annotations": {"amlidentity.io/expires-at": "soon", "amlidentity.io/issued-at": "x"}}}),
+        ),
+        (
+            "a SAS that claims year 9999",
+            serde_json::json!({"stringData": {"AZURE_STORAGE_SAS_TOKEN": "sv=2025-07-05&se=9999-12-01T00%3A00%3A00Z&sr=c&sp=rl&sig=forged"}}),
+        ),
+        (
+            "the SAS deleted",
+            serde_json::json!({"data": {"AZURE_STORAGE_SAS_TOKEN": null}}),
+        ),
+        (
+            "annotations deleted",
+            serde_json::json!({"metadata": {"annotations": {"amlidentity.io/expires-at": null, "amlidentity.io/renewal-time": null}}}),
+        ),
+    ];
+    for (what, edit) in edits {
+        let before = secrets.get("forged-access").await.unwrap();
+        secrets
+            .patch(
+                "forged-access",
+                &PatchParams::default(),
+                &Patch::Merge(edit),
+            )
+            .await
+            .unwrap();
+        let repaired = cluster::wait_until(
+            std::time::Duration::from_secs(30),
+            &format!("the access Secret repaired after {what}"),
+            || {
+                let secrets = secrets.clone();
+                let before = before.resource_version();
+                async move {
+                    let s = secrets.get("forged-access").await.ok()?;
+                    let annotated = s.annotations().get("amlidentity.io/expires-at")?.clone();
+                    let real = se(&s)?;
+                    (s.resource_version() != before
+                        && annotated == aml_identity_operator::renewal::rfc3339(real)
+                        && real < jiff::Timestamp::now().as_second() + 2 * 3600)
+                        .then_some((s, annotated))
+                }
+            },
+        )
+        .await;
+        let (secret, annotated) = repaired;
+        // The repaired SAS works for the training pod.
+        let read = pod(&blob, &secret_data(&client, &ns, &secret.name_any()).await);
+        assert_eq!(read["read"], azurite::BLOB.1, "{what}: {read}");
+        let status = api.get(&name).await.unwrap().data["status"].clone();
+        assert_eq!(
+            status["expiresAt"], annotated,
+            "status tells the truth after {what}"
+        );
+        let gauge = operator
+            .metric_sum(
+                "aml_identity_operator_credential_expiry_timestamp_seconds{kind=\"Datastore\"",
+            )
+            .await;
+        assert_eq!(
+            gauge,
+            Some(se(&secret).unwrap() as f64),
+            "the metric tells the truth after {what}"
+        );
+    }
+    assert!(!operator.logs().contains("panicked"));
+    cluster::delete_namespace(&client, &ns).await;
+}
