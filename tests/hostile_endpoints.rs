@@ -225,3 +225,163 @@ async fn a_redirect_elsewhere_is_not_followed_and_a_huge_body_not_read() {
         "{refused:?}"
     );
 }
+
+/// The operator end to end, two namespaces on one subscription: while ARM answers one team's
+/// workspace with each hostile answer in turn, that workspace gets a reason, the other team's keeps
+/// converging, and nothing panics.
+#[tokio::test]
+async fn one_teams_hostile_answers_never_stall_another_team() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, Patch, PatchParams};
+    use support::cluster::{self, Operator};
+    use support::e2e::{apply, azure_args, secret};
+
+    const LABEL: &str = "amlidentity.io/hostile-test";
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let azure = Azure::start(vec![]).await;
+    azure.grant(&azure.resource_group_id(), "Contributor", APP_OBJECT_ID);
+    let id = |name: &str| {
+        format!(
+            "{}/providers/Microsoft.MachineLearningServices/workspaces/{name}",
+            azure.resource_group_id()
+        )
+    };
+    azure
+        .emulator()
+        .seed(aml_identity_emulator::Seed {
+            resources: ["mlw-hostile", "mlw-calm"]
+                .iter()
+                .map(|n| serde_json::json!({"id": id(n), "name": n, "location": "eastus", "properties": {"provisioningState": "Succeeded"}}))
+                .collect(),
+            ..Default::default()
+        })
+        .unwrap();
+    let a = cluster::namespace(&client, "hostile-a").await;
+    let b = cluster::namespace(&client, "hostile-b").await;
+    let operator = Operator::start_across(
+        &a,
+        &format!("{LABEL}={a}"),
+        &format!("lease-{a}"),
+        "hostile-0",
+        &azure_args(&azure),
+    );
+    for (ns, workspace) in [(&a, "mlw-hostile"), (&b, "mlw-calm")] {
+        secret(&client, ns, "sp", "clientSecret", APP_SECRET).await;
+        apply(&client, ns, serde_json::json!({
+            "apiVersion": "amlidentity.io/v1alpha1", "kind": "AzureCredential",
+            "metadata": {"name": "team", "labels": {LABEL: a}},
+            "spec": {"tenantId": TENANT, "servicePrincipal": {"clientId": APP_CLIENT_ID, "clientSecretRef": {"name": "sp", "key": "clientSecret"}}},
+        }))
+        .await;
+        apply(&client, ns, serde_json::json!({
+            "apiVersion": "amlidentity.io/v1alpha1", "kind": "Workspace",
+            "metadata": {"name": "ws", "labels": {LABEL: a}},
+            "spec": {"credentialRef": {"name": "team"}, "subscriptionId": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP, "workspaceName": workspace, "configMapName": "cfg-0"},
+        }))
+        .await;
+        support::e2e::ready_reason(&client, "Workspace", ns, "ws", "WorkspaceReady").await;
+    }
+    let workspaces = |ns: &str| cluster::dynamic_api(&client, &support::e2e::kind("Workspace"), ns);
+    // The 429 comes last: it pauses that team's principal for the capped five minutes.
+    let hostile: [(&str, Fault, &[&str]); 3] = [
+        (
+            "302 to another host",
+            Fault {
+                status: Some(302),
+                location: Some("https://collector.attacker.example/x".into()),
+                ..Fault::on("arm.GET")
+            },
+            &["UnexpectedResponse", "AzureError"],
+        ),
+        (
+            "a 50 MB body",
+            Fault {
+                status: Some(200),
+                body_bytes: Some(50 << 20),
+                ..Fault::on("arm.GET")
+            },
+            &["UnexpectedResponse"],
+        ),
+        (
+            "429 with Retry-After 2^64-1",
+            Fault {
+                status: Some(429),
+                retry_after: Some(u64::MAX),
+                ..Fault::on("arm.GET")
+            },
+            &["Throttled"],
+        ),
+    ];
+    let poke = |ns: &str, round: String| {
+        let api = workspaces(ns);
+        async move {
+            api.patch(
+                "ws",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    serde_json::json!({"metadata": {"annotations": {"test/poke": round}}}),
+                ),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let ready_is = |ns: &str, want: &'static str| {
+        let api = workspaces(ns);
+        async move {
+            let obj = api.get("ws").await.ok()?;
+            let (status, reason, _, _) = cluster::ready_condition(&obj)?;
+            (status == want).then_some(reason)
+        }
+    };
+    for (round, (what, fault, reasons)) in hostile.into_iter().enumerate() {
+        // Healthy again first, so the reason below is this round's.
+        azure.emulator().clear_faults();
+        poke(&a, format!("{round}-calm")).await;
+        cluster::wait_until(
+            Duration::from_secs(30),
+            "team a's workspace to recover",
+            || ready_is(&a, "True"),
+        )
+        .await;
+        azure.emulator().inject(Fault {
+            path_contains: Some("mlw-hostile".into()),
+            ..fault
+        });
+        // The hostile team's workspace is looked at again and gets a reason, not a hang.
+        poke(&a, format!("{round}-hostile")).await;
+        let reason = cluster::wait_until(
+            Duration::from_secs(30),
+            &format!("a reason for {what}"),
+            || ready_is(&a, "False"),
+        )
+        .await;
+        assert!(reasons.contains(&reason.as_str()), "{what}: {reason}");
+        // Meanwhile the other team's workspace converges on a change: its new config.json.
+        let name = format!("cfg-{}", round + 1);
+        workspaces(&b)
+            .patch(
+                "ws",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"configMapName": name}})),
+            )
+            .await
+            .unwrap();
+        let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &b);
+        cluster::wait_until(
+            Duration::from_secs(30),
+            &format!("team b's workspace during {what}"),
+            || {
+                let (config_maps, name) = (config_maps.clone(), name.clone());
+                async move { config_maps.get_opt(&name).await.ok()?.map(|_| ()) }
+            },
+        )
+        .await;
+    }
+    azure.emulator().clear_faults();
+    assert!(!operator.logs().contains("panicked"), "{}", operator.logs());
+    drop(operator);
+    cluster::delete_namespace(&client, &b).await;
+    cluster::delete_namespace(&client, &a).await;
+}
