@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -184,25 +183,43 @@ async fn still_settled(
     {
         return Ok(None);
     }
-    let namespace = ci.namespace().unwrap_or_default();
-    let existing = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&tokens.name)
-        .await?;
     let now = ctx.azure.tokens.now();
-    let still = outputs::Expiry::still_good(
-        existing.as_ref(),
-        ci,
-        &tokens_fingerprint(client_id, tokens),
-        &outputs::force_refresh(ci),
-        now,
-        |s| tokens_expire(tokens, s),
-    );
+    let (_, still) = token_output(ci, tokens, client_id)
+        .check(ctx, now, |s| tokens_expire(tokens, s))
+        .await?;
     Ok(still.ok().map(|still| {
         Outcome::ready(reason, ready.message.clone())
             .field("expiresAt", renewal::rfc3339(still.expires))
             .field("renewalTime", renewal::rfc3339(still.renewal))
             .requeue(Duration::from_secs((still.renewal - now).max(1) as u64))
     }))
+}
+
+/// The token Secret of `ci`, minted for `client_id`.
+fn token_output<'a>(
+    ci: &'a ComputeIdentity,
+    spec: &'a TokenSecret,
+    client_id: &str,
+) -> Output<'a, ComputeIdentity> {
+    Output {
+        owner: ci,
+        secret_name: &spec.name,
+        secret_type: "Opaque",
+        fingerprint: tokens_fingerprint(client_id, spec),
+        policy: renewal_policy(spec),
+    }
+}
+
+/// When a token Secret is renewed.
+fn renewal_policy(spec: &TokenSecret) -> Policy {
+    Policy {
+        renew_before: spec
+            .renew_before
+            .as_deref()
+            .and_then(crate::api::validation::parse_duration)
+            .map(|s| s as i64),
+        renew_before_percentage: spec.renew_before_percentage,
+    }
 }
 
 /// What a token Secret was made for: the identity, the audiences and the renewal settings.
@@ -451,7 +468,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
         let left = ledger.revoke(ctx, ci, arm, &ledger.stale()).await?;
         outcome_fields.insert("azureResources".into(), ledger.field());
         let mut outcome = Outcome::ready(Reason::SystemAssignedReported, format!("compute {} uses its system-assigned identity (principal {principal})", spec.compute_name)).pending_revocation(&left)
-            .condition(ConditionType::CredentialResolved, true, Reason::Resolved, "signed in")
+            .signed_in()
             .condition(permissions.0, permissions.1, permissions.2, permissions.3)
             .condition(ConditionType::TokenIssued,
                 false,
@@ -514,12 +531,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     let base = |ready: Outcome| {
         let mut o = ready
             .pending_revocation(&left)
-            .condition(
-                ConditionType::CredentialResolved,
-                true,
-                Reason::Resolved,
-                "signed in",
-            )
+            .signed_in()
             .condition(
                 federation.0,
                 federation.1,
@@ -715,33 +727,10 @@ struct TokenMint<'a> {
 }
 
 impl TokenMint<'_> {
-    fn policy(&self) -> Policy {
-        Policy {
-            renew_before: self
-                .spec
-                .renew_before
-                .as_deref()
-                .and_then(crate::api::validation::parse_duration)
-                .map(|s| s as i64),
-            renew_before_percentage: self.spec.renew_before_percentage,
-        }
-    }
-
-    fn spec_hash(&self) -> String {
-        tokens_fingerprint(self.client_id, self.spec)
-    }
-
     /// Ready with the Secret's expiry and renewal, minting only when needed.
     async fn run(&self) -> Result<Result<Outcome, Outcome>, Error> {
         let now = self.ctx.azure.tokens.now();
-        let output = Output {
-            owner: self.ci,
-            secret_name: &self.spec.name,
-            secret_type: "Opaque",
-            fingerprint: self.spec_hash(),
-            policy: self.policy(),
-        };
-        let written = match output
+        let written = match token_output(self.ci, self.spec, self.client_id)
             .refresh(
                 self.ctx,
                 now,

@@ -83,6 +83,16 @@ impl Outcome {
         self
     }
 
+    /// `CredentialResolved=True`: the object's credential signed in for it.
+    pub fn signed_in(self) -> Self {
+        self.condition(
+            ConditionType::CredentialResolved,
+            true,
+            Reason::Resolved,
+            "signed in",
+        )
+    }
+
     /// Sets a status field.
     pub fn field(mut self, name: &str, value: impl Into<Value>) -> Self {
         self.fields.insert(name.to_owned(), value.into());
@@ -320,12 +330,7 @@ mod tests {
     fn a_transient_failure_of_an_earlier_step_keeps_later_conditions_and_their_times() {
         let all = COMPUTE_IDENTITY_CONDITIONS;
         let settled = Outcome::ready(Reason::IdentityReady, "ok")
-            .condition(
-                ConditionType::CredentialResolved,
-                true,
-                Reason::Resolved,
-                "signed in",
-            )
+            .signed_in()
             .condition(
                 ConditionType::PermissionsVerified,
                 true,

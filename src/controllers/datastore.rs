@@ -272,7 +272,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
                     spec.datastore_name, ws.spec.workspace_name
                 ),
             )
-            .condition(ConditionType::CredentialResolved, true, Reason::Resolved, "signed in"));
+            .signed_in());
         }
         if current.is_none() || registered.as_deref() != Some(fingerprint.as_str()) {
             ledger.record(ctx, ds, &[entry]).await?;
@@ -317,12 +317,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
     let left = ledger.revoke(ctx, ds, arm, &ledger.stale()).await?;
     let base = |o: Outcome| {
         o.pending_revocation(&left)
-            .condition(
-                ConditionType::CredentialResolved,
-                true,
-                Reason::Resolved,
-                "signed in",
-            )
+            .signed_in()
             .condition(
                 registration_cond.0,
                 registration_cond.1,
@@ -377,6 +372,16 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
     let (uri, signed) = (&uri, &signed);
     let mint = |issued_after: i64| async move {
         let container = container_of(spec).unwrap_or_default().to_owned();
+        // Either kind of SAS: the whole container, over https only.
+        let container_sas = |permissions: String, start: Timestamp, expiry: Timestamp| ServiceSas {
+            account: spec.account_name.clone().unwrap_or_default(),
+            container: container.clone(),
+            blob: None,
+            permissions,
+            start: Some(start),
+            expiry,
+            protocol: Some("https".into()),
+        };
         let url = account_url(ctx, spec, cloud);
         let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
         let text = |v: &str| ByteString(v.as_bytes().to_vec());
@@ -413,21 +418,10 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
                     .permissions
                     .clone()
                     .unwrap_or_else(|| DEFAULT_PERMISSIONS.into());
-                let token = storage::service_sas(
-                    &key,
-                    &ServiceSas {
-                        account: spec.account_name.clone().unwrap_or_default(),
-                        container: container.clone(),
-                        blob: None,
-                        permissions,
-                        start: Some(start),
-                        expiry,
-                        protocol: Some("https".into()),
-                    },
-                )?;
+                let token = storage::service_sas(&key, &container_sas(permissions, start, expiry))?;
                 data.insert("AZURE_STORAGE_SAS_TOKEN".into(), text(&token));
                 data.insert("expires-on".into(), text(&expiry.as_second().to_string()));
-                return Ok((now, expiry.as_second(), "sas"));
+                return Ok((now, expiry.as_second(), "a service SAS"));
             }
             let identity = access
                 .identity
@@ -454,18 +448,9 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
                     let key =
                         storage::user_delegation_key(&http, &url, token.secret(), start, expiry)
                             .await?;
-                    let permissions = DEFAULT_PERMISSIONS.to_owned();
                     let sas = storage::user_delegation_sas(
                         &key,
-                        &ServiceSas {
-                            account: spec.account_name.clone().unwrap_or_default(),
-                            container: container.clone(),
-                            blob: None,
-                            permissions,
-                            start: Some(start),
-                            expiry,
-                            protocol: Some("https".into()),
-                        },
+                        &container_sas(DEFAULT_PERMISSIONS.to_owned(), start, expiry),
                     )?;
                     data.insert("AZURE_STORAGE_SAS_TOKEN".into(), text(&sas));
                     data.insert("expires-on".into(), text(&expiry.as_second().to_string()));

@@ -75,6 +75,29 @@ impl Written {
 }
 
 impl<O: Resource<DynamicType = ()>> Output<'_, O> {
+    /// The current Secret, and its expiry when every freshness rule passes at `now` (`truth`
+    /// reads its credentials' own expiry) or the first reason to write it again.
+    pub async fn check(
+        &self,
+        ctx: &Context,
+        now: i64,
+        truth: impl Fn(&Secret) -> Option<i64>,
+    ) -> Result<(Option<Secret>, Result<Expiry, Renew>), Error> {
+        let namespace = self.owner.namespace().unwrap_or_default();
+        let existing = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(self.secret_name)
+            .await?;
+        let checked = Expiry::still_good(
+            existing.as_ref(),
+            self.owner,
+            &self.fingerprint,
+            &outputs::force_refresh(self.owner),
+            now,
+            truth,
+        );
+        Ok((existing, checked))
+    }
+
     /// Keeps the Secret when every freshness rule passes at `now` (`truth` reads its credentials'
     /// own expiry); otherwise mints (`mint` gets the issue time of what the Secret holds, so a
     /// token cache hands out nothing older) and writes. `Ok(Err(outcome))`: minting failed, or a
@@ -90,19 +113,8 @@ impl<O: Resource<DynamicType = ()>> Output<'_, O> {
         M: FnOnce(i64) -> F,
         F: Future<Output = Result<Result<Minted, Outcome>, Error>>,
     {
-        let namespace = self.owner.namespace().unwrap_or_default();
-        let existing = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-            .get_opt(self.secret_name)
-            .await?;
-        let force = outputs::force_refresh(self.owner);
-        let why = match Expiry::still_good(
-            existing.as_ref(),
-            self.owner,
-            &self.fingerprint,
-            &force,
-            now,
-            truth,
-        ) {
+        let (existing, checked) = self.check(ctx, now, truth).await?;
+        let why = match checked {
             // Still valid: nothing to mint (this is what keeps a restart from re-minting).
             Ok(still) => return Ok(Ok(Written::Kept(still))),
             Err(why) => why,
@@ -111,6 +123,7 @@ impl<O: Resource<DynamicType = ()>> Output<'_, O> {
             .as_ref()
             .and_then(Expiry::read)
             .map_or(i64::MIN, |e| e.issued);
+        let force = outputs::force_refresh(self.owner);
         let minted = match mint(issued_after).await? {
             Ok(m) => m,
             Err(failed) => return Ok(Err(failed)),

@@ -254,6 +254,35 @@ pub trait Reconciled:
 }
 
 /// Reconciles one object: the shape every kind shares.
+/// Writes what `outcome` says into `obj`'s status, only if that changes something; whether it did.
+async fn write_status<K: Reconciled>(
+    api: &Api<K>,
+    obj: &K,
+    outcome: &Outcome,
+) -> Result<bool, Error> {
+    let current_conditions = obj
+        .status()
+        .map(|s| s.common().conditions.clone())
+        .unwrap_or_default();
+    let current = serde_json::to_value(obj.status())?;
+    let Some(patch) = conditions::status_patch(
+        &current,
+        &current_conditions,
+        obj.meta().generation,
+        K::CONDITIONS,
+        outcome,
+    ) else {
+        return Ok(false);
+    };
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
 async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let kind = K::kind(&());
     let _timer = ctx.metrics.start(&kind);
@@ -329,20 +358,7 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
         .status()
         .map(|s| s.common().conditions.clone())
         .unwrap_or_default();
-    let current = serde_json::to_value(obj.status())?;
-    if let Some(patch) = conditions::status_patch(
-        &current,
-        &current_conditions,
-        obj.meta().generation,
-        K::CONDITIONS,
-        &outcome,
-    ) {
-        api.patch_status(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+    if write_status(&api, &*obj, &outcome).await? {
         let before =
             conditions::ready_of(&current_conditions).map(|(s, r, _)| (s.to_owned(), r.to_owned()));
         if let Some(ready) = outcome.ready_condition() {
@@ -401,25 +417,7 @@ async fn finish_deletion<K: Reconciled>(
             tracing::debug!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), %why, "cleanup waits");
             // Say why it stays Terminating (written only when the reason changes).
             let waiting = Outcome::not_ready(Reason::WaitingForDependents, why);
-            let conditions = obj
-                .status()
-                .map(|s| s.common().conditions.clone())
-                .unwrap_or_default();
-            let current = serde_json::to_value(obj.status())?;
-            if let Some(patch) = conditions::status_patch(
-                &current,
-                &conditions,
-                obj.meta().generation,
-                K::CONDITIONS,
-                &waiting,
-            ) {
-                api.patch_status(
-                    &obj.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await?;
-            }
+            write_status(api, obj, &waiting).await?;
             // Soon at first (a namespace deletion finishes in seconds), rarely if it lasts.
             let after = ctx
                 .backoff

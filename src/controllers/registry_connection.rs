@@ -248,7 +248,7 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
                         c.name, ws.spec.workspace_name
                     ),
                 )
-                .condition(ConditionType::CredentialResolved, true, Reason::Resolved, "signed in"));
+                .signed_in());
             }
             let entry = AzureResource::new(AzureResourceKind::WorkspaceConnection, &path);
             if metadata.is_some_and(|m| m.get(SPEC_HASH) == Some(&fingerprint)) {
@@ -271,32 +271,27 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
     };
 
     let conditions = |o: Outcome| {
-        o.condition(
-            ConditionType::CredentialResolved,
-            true,
-            Reason::Resolved,
-            "signed in",
-        )
-        .condition(
-            ConditionType::PermissionsVerified,
-            true,
-            Reason::RolesGranted,
-            format!("{granted} role assignment(s) ensured"),
-        )
-        .condition(
-            ConditionType::ConnectionReady,
-            true,
-            if connection.is_some() {
-                Reason::Connected
-            } else {
-                Reason::NotRequested
-            },
-            connection
-                .clone()
-                .map_or("no workspaceConnection".into(), |c| {
-                    format!("workspace connection {c}")
-                }),
-        )
+        o.signed_in()
+            .condition(
+                ConditionType::PermissionsVerified,
+                true,
+                Reason::RolesGranted,
+                format!("{granted} role assignment(s) ensured"),
+            )
+            .condition(
+                ConditionType::ConnectionReady,
+                true,
+                if connection.is_some() {
+                    Reason::Connected
+                } else {
+                    Reason::NotRequested
+                },
+                connection
+                    .clone()
+                    .map_or("no workspaceConnection".into(), |c| {
+                        format!("workspace connection {c}")
+                    }),
+            )
     };
     // What the spec no longer asks for: grants, a renamed or dropped connection.
     let left = ledger.revoke(ctx, rc, arm, &ledger.stale()).await?;

@@ -216,12 +216,8 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
         Ok(c) => c,
         Err(e) => {
             return Ok(
-                azure_failure(&e, &format!("reading workspace {}", spec.workspace_name)).condition(
-                    ConditionType::CredentialResolved,
-                    true,
-                    Reason::Resolved,
-                    "signed in",
-                ),
+                azure_failure(&e, &format!("reading workspace {}", spec.workspace_name))
+                    .signed_in(),
             );
         }
     };
@@ -233,7 +229,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
                 Reason::WorkspaceNotFound,
                 format!("workspace {} does not exist in resource group {} of subscription {}: create it, or set management: Manage", spec.workspace_name, spec.resource_group, spec.subscription_id),
             )
-            .condition(ConditionType::CredentialResolved, true, Reason::Resolved, "signed in")
+            .signed_in()
             .requeue(Duration::from_secs(300)));
         }
         Some(current) if !manage => Ok(current),
@@ -242,7 +238,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
                 Reason::AzureTargetConflict,
                 format!("workspace {} already exists and was not created by this object: management: Manage only converges a workspace it created; use management: Adopt to read and report it", spec.workspace_name),
             )
-            .condition(ConditionType::CredentialResolved, true, Reason::Resolved, "signed in"));
+            .signed_in());
         }
         Some(current) => {
             ledger.want(entry);
@@ -272,12 +268,8 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
         Ok(w) => w,
         Err(e) => {
             return Ok(
-                azure_failure(&e, &format!("writing workspace {}", spec.workspace_name)).condition(
-                    ConditionType::CredentialResolved,
-                    true,
-                    Reason::Resolved,
-                    "signed in",
-                ),
+                azure_failure(&e, &format!("writing workspace {}", spec.workspace_name))
+                    .signed_in(),
             );
         }
     };
@@ -409,12 +401,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
             ),
         )
     }
-    .condition(
-        ConditionType::CredentialResolved,
-        true,
-        Reason::Resolved,
-        "signed in",
-    )
+    .signed_in()
     .condition(
         identity_cond.0,
         identity_cond.1,
