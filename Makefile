@@ -1,5 +1,5 @@
 # The two set-up commands of the README: `make demo` and `make test`.
-.PHONY: demo test bench-datastores crds build cluster-up cluster-down
+.PHONY: demo test bench-datastores crds deploy-base chart-readme build cluster-up cluster-down
 
 demo:
 	hack/demo.sh
@@ -11,11 +11,21 @@ test:
 bench-datastores:
 	hack/bench-datastores.sh
 
+# deploy/base from the chart's default render (a test keeps them equal).
+deploy-base:
+	AMLID_PYTHON=$$(hack/python-env.sh) AMLID_KUSTOMIZE=$$(hack/kustomize.sh) AMLID_BLESS=1 \
+		cargo nextest run --locked --test chart -E 'test(the_kustomize_base_is_the_default_render)'
+
+# The values table of the chart's README from values.schema.json and values.yaml.
+chart-readme:
+	AMLID_PYTHON=$$(hack/python-env.sh) AMLID_BLESS=1 \
+		cargo nextest run --locked --test chart -E 'test(the_chart_readme_lists_every_value)'
+
 build:
 	cargo build --locked
 
 crds:
-	cargo run --locked -q -- crdgen --out crds
+	cargo run --locked -q -- crdgen --out crds --chart charts/aml-identity-operator/templates/crds
 
 cluster-up:
 	hack/local-cluster.sh up

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command (`make test`): installs what is missing (nextest, the Python venv, Azurite, the
-# Kubernetes binaries, docker-registry and skopeo), starts one local control plane and one Azurite for the whole run, runs every
+# The test command (`make test`): installs what is missing (nextest, the Python venv, Azurite,
+# kustomize, the Kubernetes binaries, docker-registry and skopeo), starts one local control plane and one Azurite for the whole run, runs every
 # test, stops what it started, and prints how long it took. Emulators start inside the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,8 @@ fi
 
 AMLID_PYTHON=$(hack/python-env.sh)
 export AMLID_PYTHON
+AMLID_KUSTOMIZE=$(hack/kustomize.sh)
+export AMLID_KUSTOMIZE
 trap 'hack/azurite.sh down; hack/local-cluster.sh down' EXIT
 hack/local-cluster.sh up
 eval "$(hack/local-cluster.sh env)"
@@ -29,6 +31,9 @@ eval "$(hack/azurite.sh env)"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Every operator the tests start signs in as the chart's ServiceAccount with the chart's RBAC.
+export AMLID_OPERATOR_KUBECONFIG="${TMPDIR:-/tmp}/aml-identity-operator-cluster/operator.kubeconfig"
+cargo nextest run --locked --test chart --run-ignored only
 cargo nextest run --workspace --locked --no-fail-fast
 
 echo "make test took $(( $(date +%s) - start ))s"

@@ -29,6 +29,10 @@ enum Command {
         /// Directory to write `<name>.yaml` files into (e.g. `crds/`).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+        /// Also write the Helm chart's CRD templates into this directory
+        /// (`charts/aml-identity-operator/templates/crds`).
+        #[arg(long)]
+        chart: Option<std::path::PathBuf>,
         /// Leave out the CEL rules (`x-kubernetes-validations`), for API servers older than 1.25.
         #[arg(long)]
         strip_cel: bool,
@@ -46,8 +50,15 @@ fn main() -> anyhow::Result<()> {
         LogFormat::Text => logs.init(),
     }
     match cli.command {
-        Command::Crdgen { out, strip_cel } => {
-            aml_identity_operator::crd::generate(out.as_deref(), strip_cel)?
+        Command::Crdgen {
+            out,
+            chart,
+            strip_cel,
+        } => {
+            aml_identity_operator::crd::generate(out.as_deref(), strip_cel)?;
+            if let Some(chart) = chart {
+                aml_identity_operator::crd::generate_chart(&chart)?;
+            }
         }
         Command::Run(opts) => {
             // One rustls crypto provider for the whole process (kube now, reqwest/azure_core later).

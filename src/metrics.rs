@@ -57,6 +57,10 @@ pub struct Metrics {
     pub leader: Gauge,
     /// When the credentials an object wrote expire (Unix seconds).
     pub expiry: Family<ObjectLabels, Gauge>,
+    /// 1 while an object is Ready, 0 while it is not (for alerting on objects stuck not Ready).
+    pub ready: Family<ObjectLabels, Gauge>,
+    /// Renewals of an object's credential that failed in a row (absent while the last one worked).
+    pub renewal_failures: Family<ObjectLabels, Gauge>,
     /// Azure responses by service and status.
     pub azure_requests: Family<AzureLabels, Counter>,
     /// Objects released on delete although their cleanup in Azure could not finish, per kind: what
@@ -75,6 +79,18 @@ impl Default for Metrics {
         let leader = Gauge::default();
         let expiry = Family::<ObjectLabels, Gauge>::default();
         let azure_requests = Family::<AzureLabels, Counter>::default();
+        let ready = Family::<ObjectLabels, Gauge>::default();
+        let renewal_failures = Family::<ObjectLabels, Gauge>::default();
+        registry.register(
+            "ready",
+            "1 while an object is Ready, 0 while it is not",
+            ready.clone(),
+        );
+        registry.register(
+            "renewal_failed_attempts",
+            "Failed renewals of an object's credential in a row",
+            renewal_failures.clone(),
+        );
         let cleanup_abandoned = Family::<KindLabels, Counter>::default();
         registry.register(
             "cleanup_abandoned",
@@ -114,6 +130,8 @@ impl Default for Metrics {
             duration,
             leader,
             expiry,
+            ready,
+            renewal_failures,
             azure_requests,
             cleanup_abandoned,
         }
@@ -149,6 +167,13 @@ impl Metrics {
             namespace: namespace.unwrap_or_default(),
             name,
         }
+    }
+
+    /// Forgets an object that is gone: its series would otherwise alert for ever.
+    pub fn forget(&self, labels: &ObjectLabels) {
+        self.expiry.remove(labels);
+        self.ready.remove(labels);
+        self.renewal_failures.remove(labels);
     }
 
     /// Counts a reconciliation and returns a guard that records its duration when dropped.

@@ -37,9 +37,11 @@ pub struct RunOptions {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "aml-identity-operator")]
     pub lease_name: String,
-    /// Namespace of the leader-election Lease (the operator's own namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    pub lease_namespace: String,
+    /// The operator's own namespace: its Lease, and by default the Secrets of
+    /// ClusterAzureCredentials. Without it, the pod's ServiceAccount namespace; the operator refuses
+    /// to start when it cannot tell.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
     /// This instance's identity in the Lease and in Events (defaults to the host name and PID).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -85,8 +87,46 @@ pub struct RunOptions {
     pub cluster_resource_namespace: Option<String>,
 }
 
+/// Where a pod's ServiceAccount namespace is mounted.
+const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The operator's own namespace: the flag (or `POD_NAMESPACE`), else the mounted ServiceAccount
+/// namespace. Never a guess: a Lease or ClusterAzureCredential Secrets in a namespace the platform
+/// team did not choose would be a silent fault.
+pub fn own_namespace(flag: Option<&str>, mounted: Option<&str>) -> anyhow::Result<String> {
+    let valid = |n: &str| {
+        let n = n.trim();
+        (!n.is_empty()
+            && n.len() <= 63
+            && regex::Regex::new(crate::api::common::NAMESPACE_PATTERN)
+                .expect("a valid pattern")
+                .is_match(n))
+        .then(|| n.to_owned())
+    };
+    match (flag, mounted) {
+        (Some(flag), _) => valid(flag).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--lease-namespace (POD_NAMESPACE) is {}, which is not a namespace name: set it to the operator's own namespace",
+                crate::api::validation::shown(flag)
+            )
+        }),
+        (None, Some(mounted)) => valid(mounted).ok_or_else(|| {
+            anyhow::anyhow!("{POD_NAMESPACE_FILE} does not hold a namespace name: set POD_NAMESPACE")
+        }),
+        (None, None) => anyhow::bail!(
+            "cannot tell the operator's own namespace: set POD_NAMESPACE (the Helm chart sets it from the downward API) or --lease-namespace"
+        ),
+    }
+}
+
 /// Runs until SIGTERM or SIGINT; returns an error if leadership is lost (the process should restart).
-pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+pub async fn run(mut opts: RunOptions) -> anyhow::Result<()> {
+    let mounted = std::fs::read_to_string(POD_NAMESPACE_FILE).ok();
+    opts.lease_namespace = Some(own_namespace(
+        opts.lease_namespace.as_deref(),
+        mounted.as_deref(),
+    )?);
+    let own_namespace = opts.lease_namespace.clone().unwrap_or_default();
     let client = Client::try_default().await?;
     let identity = opts.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -123,7 +163,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let cluster_namespace = opts
         .cluster_resource_namespace
         .clone()
-        .unwrap_or_else(|| opts.lease_namespace.clone());
+        .unwrap_or_else(|| own_namespace.clone());
     let mut azure = AzureSettings::with_clock_offset(
         transport,
         &opts.imds_endpoint,
@@ -178,7 +218,7 @@ async fn run_as_leader(
 ) -> anyhow::Result<()> {
     let grace = std::time::Duration::from_secs(opts.shutdown_grace_seconds);
     let manager = LeaseManagerBuilder::new(client, &opts.lease_name)
-        .with_namespace(&opts.lease_namespace)
+        .with_namespace(opts.lease_namespace.as_deref().unwrap_or_default())
         .with_identity(&identity)
         .with_duration(opts.lease_duration)
         .with_grace(opts.lease_duration.div_ceil(3))
@@ -241,5 +281,23 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_namespace;
+
+    #[test]
+    fn the_own_namespace_is_told_never_guessed() {
+        assert_eq!(own_namespace(Some("ops"), Some("other")).unwrap(), "ops");
+        assert_eq!(own_namespace(None, Some("ops\n")).unwrap(), "ops");
+        let none = own_namespace(None, None).unwrap_err().to_string();
+        assert!(none.contains("POD_NAMESPACE"), "{none}");
+        for bad in ["", "Ops", "a/b", &"a".repeat(64)] {
+            let e = own_namespace(Some(bad), None).unwrap_err().to_string();
+            assert!(e.contains("--lease-namespace"), "{bad}: {e}");
+        }
+        assert!(own_namespace(None, Some("")).is_err());
     }
 }

@@ -177,9 +177,12 @@ pub const RULE_SELECTOR_VALUES: CelRule = CelRule {
 
 /// A label selector as Kubernetes validates one: known operators, label keys and values, bounded.
 fn namespace_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    let value = serde_json::json!({
-        "type": "string", "pattern": LABEL_VALUE_PATTERN, "maxLength": 63
-    });
+    let value = |description: &str| {
+        serde_json::json!({
+            "type": "string", "pattern": LABEL_VALUE_PATTERN, "maxLength": 63,
+            "description": description,
+        })
+    };
     let mut schema = schemars::json_schema!({
         "type": "object",
         "description": "Namespaces admitted by their labels. An empty selector ({}) admits every namespace.",
@@ -188,7 +191,7 @@ fn namespace_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Sch
                 "type": "object",
                 "description": "Labels a namespace must carry, every one of them.",
                 "maxProperties": 32,
-                "additionalProperties": value,
+                "additionalProperties": value("The value the label must have."),
             },
             "matchExpressions": {
                 "type": "array",
@@ -196,11 +199,22 @@ fn namespace_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Sch
                 "maxItems": 16,
                 "items": {
                     "type": "object",
+                    "description": "One requirement: a label key, an operator and, for In and NotIn, values.",
                     "required": ["key", "operator"],
                     "properties": {
-                        "key": {"type": "string", "pattern": LABEL_KEY_PATTERN, "maxLength": 317},
-                        "operator": {"type": "string", "enum": SELECTOR_OPERATORS},
-                        "values": {"type": "array", "maxItems": 64, "items": value},
+                        "key": {
+                            "type": "string", "pattern": LABEL_KEY_PATTERN, "maxLength": 317,
+                            "description": "The label key the requirement is about.",
+                        },
+                        "operator": {
+                            "type": "string", "enum": SELECTOR_OPERATORS,
+                            "description": "In, NotIn, Exists or DoesNotExist.",
+                        },
+                        "values": {
+                            "type": "array", "maxItems": 64,
+                            "description": "Label values for In and NotIn; empty for Exists and DoesNotExist.",
+                            "items": value("One label value."),
+                        },
                     },
                 },
             },

@@ -393,6 +393,25 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
             ctx.metrics.expiry.remove(&labels);
         }
     }
+    ctx.metrics
+        .ready
+        .get_or_create(&labels)
+        .set(i64::from(ready));
+    match outcome
+        .fields
+        .get("failedAttempts")
+        .and_then(|v| v.as_i64())
+    {
+        Some(failed) => {
+            ctx.metrics
+                .renewal_failures
+                .get_or_create(&labels)
+                .set(failed);
+        }
+        None => {
+            ctx.metrics.renewal_failures.remove(&labels);
+        }
+    }
     for (reason, action, note) in &outcome.events {
         publish_as(&ctx, &*obj, EventType::Normal, reason, action, note).await;
     }
@@ -409,6 +428,8 @@ async fn finish_deletion<K: Reconciled>(
 ) -> Result<Action, Error> {
     let kind = K::kind(&());
     if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+        ctx.metrics
+            .forget(&Metrics::object(&kind, obj.namespace(), obj.name_any()));
         return Ok(Action::await_change());
     }
     match obj.cleanup(ctx).await {
@@ -458,8 +479,7 @@ async fn finish_deletion<K: Reconciled>(
         }
     }
     ctx.metrics
-        .expiry
-        .remove(&Metrics::object(&kind, obj.namespace(), obj.name_any()));
+        .forget(&Metrics::object(&kind, obj.namespace(), obj.name_any()));
     remove_finalizer(api, obj).await?;
     ctx.backoff.reset(key);
     for (kind, name) in obj.references() {

@@ -297,12 +297,47 @@ impl Operator {
         Self::spawn(home, lease, identity, &args)
     }
 
+    /// An operator signed in with the kubeconfig at `kubeconfig` (e.g. a ServiceAccount's, to test
+    /// its RBAC), its Lease `lease` in `home`, with `args`.
+    pub fn start_as(
+        kubeconfig: &std::path::Path,
+        home: &str,
+        lease: &str,
+        identity: &str,
+        args: &[String],
+    ) -> Operator {
+        Self::spawn_as(Some(kubeconfig), home, lease, identity, args)
+    }
+
     fn spawn(namespace: &str, lease: &str, identity: &str, args: &[String]) -> Operator {
+        let suite = std::env::var_os("AMLID_OPERATOR_KUBECONFIG").map(std::path::PathBuf::from);
+        if let Some(path) = &suite {
+            assert!(
+                path.exists(),
+                "AMLID_OPERATOR_KUBECONFIG names {path:?}, which does not exist: `make test` writes it first"
+            );
+        }
+        Self::spawn_as(suite.as_deref(), namespace, lease, identity, args)
+    }
+
+    fn spawn_as(
+        kubeconfig: Option<&std::path::Path>,
+        namespace: &str,
+        lease: &str,
+        identity: &str,
+        args: &[String],
+    ) -> Operator {
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("operator.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let health_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_aml-identity-operator"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_aml-identity-operator"));
+        // Under `make test` the operator signs in as the chart's ServiceAccount, so every test
+        // also proves the chart's RBAC is enough.
+        if let Some(path) = kubeconfig {
+            command.env("KUBECONFIG", path);
+        }
+        let child = command
             .args(["run", "--lease-namespace", namespace, "--lease-name", lease])
             .args(["--identity", identity, "--lease-duration", "6"])
             .args(["--health-addr", &format!("127.0.0.1:{health_port}")])

@@ -3,6 +3,7 @@
 
 pub mod azure;
 pub mod azurite;
+pub mod chart;
 pub mod cluster;
 pub mod e2e;
 pub mod samples;
