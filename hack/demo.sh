@@ -107,6 +107,12 @@ kubectl -n "$NS" get secrets,configmaps -l app.kubernetes.io/managed-by=aml-iden
 echo
 echo "== conditions"
 kubectl get aml -A -o json | python3 hack/conditions.py
+echo
+echo "== kubectl amlid status: one object, the identity it signs in through, its Secret and Events"
+PATH="$PWD/target/$PROFILE:$PATH" kubectl amlid -n "$NS" status computeidentity/cpu-cluster
+echo
+echo "== kubectl amlid inspect secret: what the token Secret holds (claims, never a token)"
+PATH="$PWD/target/$PROFILE:$PATH" kubectl amlid -n "$NS" inspect secret cpu-cluster-identity
 
 # A restart of a settled operator: it reads everything again and should write nothing.
 echo

@@ -31,6 +31,10 @@ eval "$(hack/azurite.sh env)"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The image's binaries, built as the Dockerfile builds them (tests/image.rs checks what they need).
+image_build=$(sed -n 's/^RUN \(cargo build --release .*\)$/\1/p' Dockerfile)
+[ -n "$image_build" ] || { echo "the Dockerfile has no 'RUN cargo build --release' line" >&2; exit 1; }
+$image_build
 # Every operator the tests start signs in as the chart's ServiceAccount with the chart's RBAC.
 export AMLID_OPERATOR_KUBECONFIG="${TMPDIR:-/tmp}/aml-identity-operator-cluster/operator.kubeconfig"
 cargo nextest run --locked --test chart --run-ignored only

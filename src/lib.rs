@@ -7,6 +7,7 @@ pub mod crd;
 pub mod freshness;
 pub mod metrics;
 pub mod outputs;
+pub mod plugin;
 pub mod renewal;
 pub mod run;
 pub mod server;

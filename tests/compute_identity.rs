@@ -709,3 +709,154 @@ async fn a_hundred_objects_sharing_an_identity_cause_one_token_request() {
     );
     cluster::delete_namespace(&client, &ns).await;
 }
+
+/// `kubectl amlid` as a user runs it (the binary, with the user's kubeconfig): `status` shows the
+/// verdict, the identity chain, the output Secret and the Events; `inspect secret` decodes the
+/// token Secret without a byte of any token; `renew` makes the operator mint again.
+#[tokio::test]
+async fn the_kubectl_plugin_reports_inspects_and_renews() {
+    let (client, azure, ns) = setup("ci-plugin").await;
+    let _operator =
+        Operator::start_with(&ns, "lease-ci-plugin", "ci-plugin-0", &azure_args(&azure));
+    let name = apply(&client, &ns, storage_tokens("plugged", "plugged-tokens")).await;
+    ready_reason(&client, "ComputeIdentity", &ns, &name, "TokensIssued").await;
+    let amlid = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-amlid"))
+            .args(args)
+            .output()
+            .expect("running kubectl-amlid");
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+
+    let (ok, table, err) = amlid(&["status", "-n", &ns]);
+    assert!(ok, "{err}");
+    let row = table
+        .lines()
+        .find(|l| l.contains("plugged"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.starts_with("ComputeIdentity")
+            && row.contains("True")
+            && row.contains("TokensIssued")
+            && row.contains("in "),
+        "{table}"
+    );
+    assert!(
+        table.contains("Workspace") && table.contains("AzureCredential"),
+        "{table}"
+    );
+
+    let (ok, detail, err) = amlid(&["status", "-n", &ns, "amlci/plugged"]);
+    assert!(ok, "{err}");
+    for expected in [
+        "Ready=True (TokensIssued)",
+        &format!("spec.workspaceRef -> Workspace/{ns}/ml-workspace"),
+        &format!("spec.credentialRef -> AzureCredential/{ns}/team-a: True (Authenticated)"),
+        "plugged-tokens (Opaque)",
+        "Events:",
+    ] {
+        assert!(detail.contains(expected), "{expected} not in:\n{detail}");
+    }
+    let (ok, json, _) = amlid(&[
+        "status",
+        "-n",
+        &ns,
+        "computeidentities",
+        "plugged",
+        "-o",
+        "json",
+    ]);
+    assert!(ok);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let object = &report["objects"][0];
+    assert_eq!(object["ready"], "True");
+    assert!(
+        object["expiresAt"].is_string() && !object["events"].as_array().unwrap().is_empty(),
+        "{object}"
+    );
+    let (ok, yaml, _) = amlid(&["status", "-A", "ComputeIdentity", "-o", "yaml"]);
+    assert!(ok);
+    let all: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+    assert!(
+        all["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["namespace"] == ns.as_str() && o["name"] == "plugged")
+    );
+
+    // inspect secret: the claims, never the token.
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("plugged-tokens")
+        .await
+        .unwrap();
+    let token = String::from_utf8(
+        secret.data.as_ref().unwrap()["storage.azure.com.token"]
+            .0
+            .clone(),
+    )
+    .unwrap();
+    for format in ["text", "json", "yaml"] {
+        let (ok, shown, err) = amlid(&[
+            "inspect",
+            "secret",
+            "plugged-tokens",
+            "-n",
+            &ns,
+            "-o",
+            format,
+        ]);
+        assert!(ok, "{err}");
+        assert!(
+            shown.contains("https://storage.azure.com")
+                && shown.contains("ComputeIdentity/plugged"),
+            "{shown}"
+        );
+        for part in token.split('.') {
+            assert!(
+                !shown.contains(part),
+                "inspect secret -o {format} printed part of the token:\n{shown}"
+            );
+        }
+    }
+
+    // renew: a new token is minted.
+    let (ok, said, err) = amlid(&["renew", "-n", &ns, "computeidentity/plugged"]);
+    assert!(
+        ok && said.contains(&format!("ComputeIdentity {ns}/plugged")),
+        "{said}{err}"
+    );
+    cluster::wait_until(
+        std::time::Duration::from_secs(30),
+        "a renewed token",
+        || {
+            let client = client.clone();
+            let (ns, token) = (ns.clone(), token.clone());
+            async move {
+                let s = Api::<Secret>::namespaced(client, &ns)
+                    .get("plugged-tokens")
+                    .await
+                    .ok()?;
+                let now = String::from_utf8(s.data.as_ref()?["storage.azure.com.token"].0.clone())
+                    .ok()?;
+                (now != token).then_some(())
+            }
+        },
+    )
+    .await;
+    let (ok, said, _) = amlid(&["renew", "-n", &ns, "datastore", "--all"]);
+    assert!(ok && said.contains("No objects matched"), "{said}");
+
+    // Mistakes get a message saying what to do.
+    let (ok, _, err) = amlid(&["renew", "-n", &ns, "workspace/ml-workspace"]);
+    assert!(!ok && err.contains("writes nothing that expires"), "{err}");
+    let (ok, _, err) = amlid(&["status", "-n", &ns, "certificates"]);
+    assert!(!ok && err.contains("computeidentity"), "{err}");
+    let (ok, _, err) = amlid(&["renew", "-n", &ns, "amlci"]);
+    assert!(!ok && err.contains("-l SELECTOR or --all"), "{err}");
+    cluster::delete_namespace(&client, &ns).await;
+}

@@ -60,6 +60,16 @@ fn the_demo_shows_every_sample_ready_with_its_outputs() {
             && l.contains("spec.identity.userAssignedIdentities[0]")),
         "{stdout}"
     );
+    // The plugin, as kubectl runs it from the PATH.
+    for shown in [
+        "ComputeIdentity cpu-cluster in team-a: Ready=True (TokensIssued)",
+        "spec.workspaceRef -> Workspace/team-a/ml-workspace: True",
+        "cpu-cluster-identity (Opaque), expires in",
+        "Written by: ComputeIdentity/cpu-cluster",
+        "aud: https://storage.azure.com",
+    ] {
+        assert!(stdout.contains(shown), "{shown} not in:\n{stdout}");
+    }
     // A restart of the settled operator, with every kind present, costs nothing: counted at the
     // emulator and in the resourceVersions of what the operator writes.
     assert!(

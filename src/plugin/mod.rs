@@ -1,0 +1,192 @@
+//! `kubectl amlid`: the operator's objects as a platform engineer asks about them — status with
+//! conditions, Events, expiry and the identity chain; what a written Secret holds (never the
+//! credential itself); force-renewal.
+
+pub mod inspect;
+pub mod kinds;
+pub mod renew;
+pub mod status;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::Client;
+
+/// kubectl plugin of aml-identity-operator.
+#[derive(Parser, Debug)]
+#[command(name = "kubectl amlid", version, about)]
+pub struct Cli {
+    /// Namespace (default: the kubeconfig context's).
+    #[arg(short, long, global = true)]
+    pub namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long, global = true)]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Text, global = true)]
+    pub output: Format,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people.
+    Text,
+    /// For programs.
+    Json,
+    /// For programs and people.
+    Yaml,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Conditions, expiry, the identity chain and Events of objects: `status`, `status datastore`,
+    /// `status computeidentity/cpu-cluster`.
+    Status {
+        /// A kind (`computeidentity`, `ci`, `datastores`…), `kind/name`, or nothing for every kind.
+        target: Option<String>,
+        /// With a kind: the object's name.
+        name: Option<String>,
+    },
+    /// What a Secret holds, decoded: token claims, SAS fields, registry logins — never the token.
+    Inspect {
+        #[command(subcommand)]
+        what: Inspect,
+    },
+    /// Renews objects' credentials now (sets `amlidentity.io/force-refresh`).
+    Renew {
+        /// `kind/name`, or a kind with `-l` or `--all`.
+        target: String,
+        /// With a kind: the object's name.
+        name: Option<String>,
+        /// Objects of the kind whose labels match.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// Every object of the kind.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// `inspect` targets.
+#[derive(Subcommand, Debug)]
+pub enum Inspect {
+    /// A Secret of the namespace.
+    Secret {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// A plugin failure, printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Talking to the API server failed.
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+    /// The command line names something that is not there.
+    #[error("{0}")]
+    Usage(String),
+    /// Reading the kubeconfig failed.
+    #[error("kubeconfig: {0}")]
+    Config(String),
+}
+
+/// Runs the plugin; what it prints goes to `out`.
+pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), Error> {
+    let options = kube::config::KubeConfigOptions {
+        context: cli.context.clone(),
+        ..Default::default()
+    };
+    let config = match kube::Config::from_kubeconfig(&options).await {
+        Ok(c) => c,
+        Err(e) if cli.context.is_none() => {
+            kube::Config::incluster().map_err(|_| Error::Config(e.to_string()))?
+        }
+        Err(e) => return Err(Error::Config(e.to_string())),
+    };
+    let default_namespace = config.default_namespace.clone();
+    let client = Client::try_from(config)?;
+    let namespace = if cli.all_namespaces {
+        None
+    } else {
+        Some(cli.namespace.clone().unwrap_or(default_namespace))
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let write = |out: &mut dyn std::io::Write, text: String| {
+        out.write_all(text.as_bytes())
+            .map_err(|e| Error::Usage(format!("writing output: {e}")))
+    };
+    match &cli.command {
+        Command::Status { target, name } => {
+            let report = status::collect(
+                &client,
+                namespace.as_deref(),
+                target.as_deref(),
+                name.as_deref(),
+                now,
+            )
+            .await?;
+            write(out, render(cli.output, &report, status::text))?;
+        }
+        Command::Inspect {
+            what: Inspect::Secret { name },
+        } => {
+            let namespace = namespace.ok_or_else(|| {
+                Error::Usage("inspect secret takes one namespace (-n), not -A".into())
+            })?;
+            let api =
+                kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, &namespace);
+            let secret = api.get(name).await?;
+            let report = status::SecretReport::of(&secret, now);
+            write(out, render(cli.output, &report, status::SecretReport::text))?;
+        }
+        Command::Renew {
+            target,
+            name,
+            selector,
+            all,
+        } => {
+            let renewed = renew::renew(
+                &client,
+                namespace.as_deref(),
+                target,
+                name.as_deref(),
+                selector.as_deref(),
+                *all,
+                now,
+            )
+            .await?;
+            write(out, render(cli.output, &renewed, renew::text))?;
+        }
+    }
+    Ok(())
+}
+
+fn render<T: serde::Serialize>(format: Format, value: &T, text: fn(&T) -> String) -> String {
+    match format {
+        Format::Text => text(value),
+        Format::Json => serde_json::to_string_pretty(value).expect("a report serializes") + "\n",
+        Format::Yaml => serde_yaml::to_string(value).expect("a report serializes"),
+    }
+}
+
+/// `3h 2m`, `45s`: a duration for people.
+pub fn duration(seconds: i64) -> String {
+    let (d, h, m, s) = (
+        seconds / 86400,
+        seconds % 86400 / 3600,
+        seconds % 3600 / 60,
+        seconds % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
