@@ -1326,3 +1326,194 @@ async fn narrowing_the_scopes_withdraws_what_lay_outside_them() {
     assert!(secrets.get_opt("tokens").await.unwrap().is_none());
     t.finish().await;
 }
+
+/// `kubectl amlid` on the shared setup: `audit access` flags the identity and the principal two
+/// namespaces can both have used; `doctor` finds the out-of-scope id (naming the field and the
+/// scopes), a federated ServiceAccount that does not exist, and a workload-identity credential
+/// whose federated credential trusts another subject (printing what Entra ID must trust);
+/// `whoami` says which credential a namespace may use and why.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_plugin_audits_who_reaches_what_and_doctor_finds_the_broken_link() {
+    let t = Tenancy::start(&[]).await;
+    let (a, b) = (&t.a, &t.b);
+    let (issuer, _) = cluster::issuer_and_ca(&t.client).await;
+    let wi_client = uuid::Uuid::new_v4().to_string();
+    t.azure
+        .emulator()
+        .seed(Seed {
+            user_assigned_identities: vec![UserAssignedIdentity {
+                id: a.identity("id-wi"),
+                location: "eastus".into(),
+                tenant_id: TENANT.into(),
+                client_id: wi_client.clone(),
+                principal_id: uuid::Uuid::new_v4().to_string(),
+                tags: Default::default(),
+                federated_credentials: vec![aml_identity_emulator::state::FederatedCredential {
+                    name: "wrong-subject".into(),
+                    issuer: issuer.clone(),
+                    subject: format!("system:serviceaccount:{}:someone-else", a.ns),
+                    audiences: vec!["api://AzureADTokenExchange".into()],
+                }],
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+    t.apply(
+        &a.ns,
+        object(
+            "ComputeIdentity",
+            "own",
+            compute_identity(&[a.identity("id-shared")], &["training", "missing-sa"]),
+        ),
+    )
+    .await;
+    t.apply(
+        &b.ns,
+        object(
+            "ComputeIdentity",
+            "steal",
+            compute_identity(&[a.identity("id-shared")], &["training"]),
+        ),
+    )
+    .await;
+    t.apply(&a.ns, object("AzureCredential", "wi", serde_json::json!({"tenantId": TENANT, "workloadIdentity": {"clientId": wi_client, "serviceAccountName": "training"}}))).await;
+    t.reason("ComputeIdentity", &b.ns, "steal", "OutOfScope")
+        .await;
+    ready_reason(
+        &t.client,
+        "AzureCredential",
+        &a.ns,
+        "wi",
+        "AuthenticationFailed",
+    )
+    .await;
+
+    let amlid = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-amlid"))
+            .args(args)
+            .output()
+            .expect("running kubectl-amlid");
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+
+    // audit access: team-a's identity is reachable from both namespaces, and so is the shared
+    // principal.
+    let (ok, json, err) = amlid(&["audit", "access", "-o", "json"]);
+    assert!(ok, "{err}");
+    let audit: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let admitted: Vec<&str> = audit["clusterCredentials"][&t.credential]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        admitted.contains(&a.ns.as_str()) && admitted.contains(&b.ns.as_str()),
+        "{audit}"
+    );
+    let identity = audit["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["identity"] == a.identity("id-shared").to_ascii_lowercase())
+        .unwrap_or_else(|| panic!("{audit}"));
+    assert_eq!(identity["shared"], true);
+    let mut both = vec![a.ns.clone(), b.ns.clone()];
+    both.sort();
+    assert_eq!(identity["namespaces"], serde_json::json!(both));
+    let principal = audit["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["identity"] == format!("client {APP_CLIENT_ID}"))
+        .unwrap();
+    assert_eq!(principal["shared"], true);
+    let (ok, text, _) = amlid(&["audit", "access"]);
+    assert!(
+        ok && text.contains(&format!(
+            "SHARED {}",
+            a.identity("id-shared").to_ascii_lowercase()
+        )),
+        "{text}"
+    );
+
+    // doctor: the out-of-scope id, by field, with the scopes and the fix.
+    let (ok, json, _) = amlid(&["doctor", "-n", &b.ns, "computeidentity/steal", "-o", "json"]);
+    assert!(!ok, "doctor must fail on a broken object");
+    let diagnosis: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let scope = diagnosis["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "scope" && c["verdict"] == "fail")
+        .unwrap_or_else(|| panic!("{diagnosis}"));
+    assert!(
+        scope["detail"]
+            .as_str()
+            .unwrap()
+            .contains("spec.identity.userAssignedIdentities[0]"),
+        "{scope}"
+    );
+    assert!(
+        scope["detail"].as_str().unwrap().contains(&b.rg)
+            && scope["fix"].as_str().unwrap().contains("allowedScopes"),
+        "{scope}"
+    );
+    assert!(
+        diagnosis["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["check"] == "admission" && c["verdict"] == "ok"),
+        "{diagnosis}"
+    );
+
+    // doctor: a federated ServiceAccount that does not exist.
+    let (ok, text, _) = amlid(&["doctor", "-n", &a.ns, "amlci", "own"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("[FAIL] federation")
+            && text.contains(&format!(
+                "kubectl -n {} create serviceaccount missing-sa",
+                a.ns
+            )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("subject system:serviceaccount:{}:training", a.ns)),
+        "{text}"
+    );
+
+    // doctor: the workload-identity credential's federated credential trusts another subject.
+    let (ok, text, _) = amlid(&["doctor", "-n", &a.ns, "azcred/wi"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("[FAIL] sign-in") && text.contains("federated credential does not match"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("must trust issuer {issuer}, subject system:serviceaccount:{}:training, audience api://AzureADTokenExchange", a.ns)), "{text}");
+
+    // whoami: which credential, and why the namespace may use it.
+    let (ok, text, err) = amlid(&["whoami", "-n", &b.ns, "--operator-namespace", &t.home]);
+    assert!(ok, "{err}");
+    assert!(
+        text.contains(&format!(
+            "ClusterAzureCredential/{}: servicePrincipal {APP_CLIENT_ID}",
+            t.credential
+        )) && text.contains("named in allowedNamespaces.names"),
+        "{text}"
+    );
+    let (ok, text, _) = amlid(&["whoami", "-n", &a.ns, "amlci/own"]);
+    assert!(
+        ok && text.contains("spec.workspaceRef -> Workspace")
+            && text.contains(&format!(
+                "AzureCredential/{}/wi: workloadIdentity {wi_client} as ServiceAccount {}/training",
+                a.ns, a.ns
+            )),
+        "{text}"
+    );
+}

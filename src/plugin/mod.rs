@@ -2,6 +2,8 @@
 //! conditions, Events, expiry and the identity chain; what a written Secret holds (never the
 //! credential itself); force-renewal.
 
+pub mod access;
+pub mod doctor;
 pub mod inspect;
 pub mod kinds;
 pub mod renew;
@@ -57,6 +59,29 @@ pub enum Command {
         #[command(subcommand)]
         what: Inspect,
     },
+    /// Which credential and identity a namespace, or an object in it, would use.
+    Whoami {
+        /// `kind/name`, or nothing for the namespace.
+        target: Option<String>,
+        /// With a kind: the object's name.
+        name: Option<String>,
+        /// Where the operator keeps ClusterAzureCredentials' ServiceAccounts (its namespace).
+        #[arg(long, default_value = "aml-identity-system")]
+        operator_namespace: String,
+    },
+    /// Checks the whole chain of one object, each link with a verdict and a fix; exits 1 when a
+    /// check fails.
+    Doctor {
+        /// `kind/name`.
+        target: String,
+        /// With a kind: the object's name.
+        name: Option<String>,
+    },
+    /// Audits the cluster.
+    Audit {
+        #[command(subcommand)]
+        what: Audit,
+    },
     /// Renews objects' credentials now (sets `amlidentity.io/force-refresh`).
     Renew {
         /// `kind/name`, or a kind with `-l` or `--all`.
@@ -70,6 +95,14 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+}
+
+/// `audit` subjects.
+#[derive(Subcommand, Debug)]
+pub enum Audit {
+    /// Which namespaces can cause which identities and shared principals to be used; flags the
+    /// ones reachable from more than one namespace.
+    Access,
 }
 
 /// `inspect` targets.
@@ -91,6 +124,9 @@ pub enum Error {
     /// The command line names something that is not there.
     #[error("{0}")]
     Usage(String),
+    /// `doctor` found failing checks (already printed).
+    #[error("{0}")]
+    Unhealthy(String),
     /// Reading the kubeconfig failed.
     #[error("kubeconfig: {0}")]
     Config(String),
@@ -144,6 +180,44 @@ pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), Error> {
             let secret = api.get(name).await?;
             let report = status::SecretReport::of(&secret, now);
             write(out, render(cli.output, &report, status::SecretReport::text))?;
+        }
+        Command::Whoami {
+            target,
+            name,
+            operator_namespace,
+        } => {
+            let namespace = namespace
+                .ok_or_else(|| Error::Usage("whoami takes one namespace (-n), not -A".into()))?;
+            let report = access::whoami(
+                &client,
+                &namespace,
+                target.as_deref(),
+                name.as_deref(),
+                operator_namespace,
+            )
+            .await?;
+            write(out, render(cli.output, &report, access::whoami_text))?;
+        }
+        Command::Doctor { target, name } => {
+            let namespace = namespace
+                .ok_or_else(|| Error::Usage("doctor takes one namespace (-n), not -A".into()))?;
+            let diagnosis =
+                doctor::diagnose(&client, &namespace, target, name.as_deref(), now).await?;
+            write(out, render(cli.output, &diagnosis, doctor::text))?;
+            let failed = diagnosis
+                .checks
+                .iter()
+                .filter(|c| c.verdict == doctor::Verdict::Fail)
+                .count();
+            if failed > 0 {
+                return Err(Error::Unhealthy(format!("{failed} check(s) failed")));
+            }
+        }
+        Command::Audit {
+            what: Audit::Access,
+        } => {
+            let report = access::audit(&client).await?;
+            write(out, render(cli.output, &report, access::audit_text))?;
         }
         Command::Renew {
             target,

@@ -243,16 +243,15 @@ pub async fn chain(client: &Client, namespace: Option<&str>, value: &Value) -> V
         let spec = &current["spec"];
         let next = [
             ("spec.credentialRef", &spec["credentialRef"]),
+            (
+                "spec.podAccess.identity.computeIdentityRef",
+                &spec["podAccess"]["identity"]["computeIdentityRef"],
+            ),
+            (
+                "spec.auth.managedIdentity.computeIdentityRef",
+                &spec["auth"]["managedIdentity"]["computeIdentityRef"],
+            ),
             ("spec.workspaceRef", &spec["workspaceRef"]),
-            ("spec.computeIdentityRef", &spec["computeIdentityRef"]),
-            (
-                "spec.access.computeIdentityRef",
-                &spec["access"]["computeIdentityRef"],
-            ),
-            (
-                "spec.identity.computeIdentityRef",
-                &spec["identity"]["computeIdentityRef"],
-            ),
         ]
         .into_iter()
         .find(|(_, r)| r["name"].is_string());
