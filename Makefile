@@ -25,7 +25,7 @@ build:
 	cargo build --locked
 
 crds:
-	cargo run --locked -q -- crdgen --out crds --chart charts/aml-identity-operator/templates/crds
+	cargo run --locked -q -- crdgen --out crds --chart charts/aml-identity-operator/templates/crds --docs docs/api
 
 cluster-up:
 	hack/local-cluster.sh up

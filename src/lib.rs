@@ -4,6 +4,7 @@ pub mod api;
 pub mod azure;
 pub mod controllers;
 pub mod crd;
+pub mod crd_docs;
 pub mod freshness;
 pub mod metrics;
 pub mod outputs;

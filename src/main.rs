@@ -33,6 +33,10 @@ enum Command {
         /// (`charts/aml-identity-operator/templates/crds`).
         #[arg(long)]
         chart: Option<std::path::PathBuf>,
+        /// Also write the API reference, one Markdown page per kind, into this directory
+        /// (`docs/api`).
+        #[arg(long)]
+        docs: Option<std::path::PathBuf>,
         /// Leave out the CEL rules (`x-kubernetes-validations`), for API servers older than 1.25.
         #[arg(long)]
         strip_cel: bool,
@@ -53,11 +57,15 @@ fn main() -> anyhow::Result<()> {
         Command::Crdgen {
             out,
             chart,
+            docs,
             strip_cel,
         } => {
             aml_identity_operator::crd::generate(out.as_deref(), strip_cel)?;
             if let Some(chart) = chart {
                 aml_identity_operator::crd::generate_chart(&chart)?;
+            }
+            if let Some(docs) = docs {
+                aml_identity_operator::crd_docs::generate(&docs)?;
             }
         }
         Command::Run(opts) => {
