@@ -625,43 +625,7 @@ fn every_alert_parses_and_reads_metrics_the_operator_exports() {
         &json!({"metrics": {"prometheusRule": {"enabled": true}}}),
     );
     let rule = &of_kind(&objects, "PrometheusRule")[0];
-    // A family shows in the exposition once it has a series: give each one.
-    use aml_identity_operator::metrics::{AzureLabels, ErrorLabels, KindLabels, Metrics};
-    let metrics = Metrics::default();
-    let object = Metrics::object("Datastore", Some("ns".into()), "x".into());
-    let kind = KindLabels {
-        kind: "Datastore".into(),
-    };
-    metrics.expiry.get_or_create(&object).set(1);
-    metrics.ready.get_or_create(&object).set(1);
-    metrics.renewal_failures.get_or_create(&object).set(1);
-    metrics.cleanup_abandoned.get_or_create(&kind).inc();
-    metrics.reconciles.get_or_create(&kind).inc();
-    metrics.duration.get_or_create(&kind).observe(1.0);
-    metrics
-        .errors
-        .get_or_create(&ErrorLabels {
-            kind: "Datastore".into(),
-            reason: "X".into(),
-        })
-        .inc();
-    metrics
-        .azure_requests
-        .get_or_create(&AzureLabels {
-            service: "arm".into(),
-            code: "429".into(),
-        })
-        .inc();
-    let exported = metrics.encode();
-    let mut families = BTreeSet::new();
-    for line in exported.lines().filter(|l| l.starts_with("# TYPE ")) {
-        let mut parts = line.split_whitespace().skip(2);
-        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
-        families.insert(name.to_owned());
-        if kind == "counter" {
-            families.insert(format!("{name}_total"));
-        }
-    }
+    let families = support::plugin::exported_metrics();
     let mut alerts = BTreeSet::new();
     for r in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
         let name = r["alert"].as_str().unwrap();
@@ -727,27 +691,18 @@ async fn the_render_applies_to_the_api_server() {
     let release = format!("amlid-{}", support::cluster::unique());
     let values = json!({"networkPolicy": {"enabled": true}, "crds": {"enabled": false}});
     let objects = render(&release, &ns, &values);
-    let applicable: Vec<Value> = objects
-        .into_iter()
-        .filter(|o| !["ServiceMonitor", "PrometheusRule"].contains(&o["kind"].as_str().unwrap()))
-        .map(|mut o| {
-            // policy/v1 arrived in 1.21 (the chart's minimum); the local server is 1.20, whose
-            // v1beta1 has the same fields.
-            if o["apiVersion"] == "policy/v1" {
-                o["apiVersion"] = "policy/v1beta1".into();
-            }
-            o
-        })
-        .collect();
+    let applicable = chart::for_local_server(
+        objects
+            .into_iter()
+            .filter(|o| {
+                !["ServiceMonitor", "PrometheusRule"].contains(&o["kind"].as_str().unwrap())
+            })
+            .collect(),
+    );
     assert!(applicable.len() >= 10, "{}", applicable.len());
     chart::apply(&client, &applicable).await;
     // Cluster-scoped objects are this test's to remove.
-    let cluster_scoped: Vec<Value> = applicable
-        .iter()
-        .filter(|o| o["metadata"]["namespace"].is_null())
-        .cloned()
-        .collect();
-    chart::delete(&client, &cluster_scoped).await;
+    chart::delete_cluster_scoped(&client, &applicable).await;
     support::cluster::delete_namespace(&client, &ns).await;
 }
 
@@ -936,13 +891,10 @@ async fn the_aks_overlay_survives_a_namespace_override_and_applies() {
 
     let client = support::cluster::client().await;
     support::cluster::install_crds(&client).await;
-    let objects: Vec<Value> = built
+    let objects: Vec<Value> = chart::for_local_server(built)
         .into_iter()
         .filter(|o| o["kind"] != "CustomResourceDefinition")
         .map(|mut o| {
-            if o["apiVersion"] == "policy/v1" {
-                o["apiVersion"] = "policy/v1beta1".into();
-            }
             // Cluster-scoped: kustomize cannot know the custom kind is, and sets a namespace.
             if o["kind"] == "ClusterAzureCredential" {
                 o["metadata"].as_object_mut().unwrap().remove("namespace");
@@ -951,12 +903,7 @@ async fn the_aks_overlay_survives_a_namespace_override_and_applies() {
         })
         .collect();
     chart::apply(&client, &objects).await;
-    let cluster_scoped: Vec<Value> = objects
-        .iter()
-        .filter(|o| o["metadata"]["namespace"].is_null() && o["kind"] != "Namespace")
-        .cloned()
-        .collect();
-    chart::delete(&client, &cluster_scoped).await;
+    chart::delete_cluster_scoped(&client, &objects).await;
     support::cluster::delete_namespace(&client, target).await;
 }
 
@@ -1262,12 +1209,7 @@ async fn namespaced_rbac_runs_the_operator_and_refuses_everything_else() {
         "the operator was refused something it needs:\n{logs}"
     );
     drop(operator);
-    let cluster_scoped: Vec<Value> = rbac
-        .iter()
-        .filter(|o| o["metadata"]["namespace"].is_null())
-        .cloned()
-        .collect();
-    chart::delete(&client, &cluster_scoped).await;
+    chart::delete_cluster_scoped(&client, &rbac).await;
     for ns in [&team, &other, &home] {
         support::cluster::delete_namespace(&client, ns).await;
     }

@@ -720,17 +720,7 @@ async fn the_kubectl_plugin_reports_inspects_and_renews() {
         Operator::start_with(&ns, "lease-ci-plugin", "ci-plugin-0", &azure_args(&azure));
     let name = apply(&client, &ns, storage_tokens("plugged", "plugged-tokens")).await;
     ready_reason(&client, "ComputeIdentity", &ns, &name, "TokensIssued").await;
-    let amlid = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-amlid"))
-            .args(args)
-            .output()
-            .expect("running kubectl-amlid");
-        (
-            out.status.success(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    };
+    use support::plugin::amlid;
 
     let (ok, table, err) = amlid(&["status", "-n", &ns]);
     assert!(ok, "{err}");

@@ -132,12 +132,7 @@ async fn every_yaml_snippet_is_valid_and_accepted_by_the_api_server() {
     }
     objects.sort_by_key(|o| o["kind"] != "Namespace");
     support::chart::apply(&client, &objects).await;
-    let cluster_scoped: Vec<Value> = objects
-        .iter()
-        .filter(|o| o["metadata"]["namespace"].is_null() && o["kind"] != "Namespace")
-        .cloned()
-        .collect();
-    support::chart::delete(&client, &cluster_scoped).await;
+    support::chart::delete_cluster_scoped(&client, &objects).await;
     for o in objects.iter().filter(|o| o["kind"] == "Namespace") {
         support::cluster::delete_namespace(&client, o["metadata"]["name"].as_str().unwrap()).await;
     }
@@ -145,47 +140,7 @@ async fn every_yaml_snippet_is_valid_and_accepted_by_the_api_server() {
 
 #[test]
 fn the_metrics_page_names_what_the_operator_exports() {
-    use aml_identity_operator::metrics::{AzureLabels, ErrorLabels, KindLabels, Metrics};
-    let metrics = Metrics::default();
-    let object = Metrics::object("Datastore", Some("ns".into()), "x".into());
-    let kind = KindLabels {
-        kind: "Datastore".into(),
-    };
-    metrics.expiry.get_or_create(&object).set(1);
-    metrics.ready.get_or_create(&object).set(1);
-    metrics.renewal_failures.get_or_create(&object).set(1);
-    metrics.cleanup_abandoned.get_or_create(&kind).inc();
-    metrics.reconciles.get_or_create(&kind).inc();
-    metrics.duration.get_or_create(&kind).observe(1.0);
-    metrics
-        .errors
-        .get_or_create(&ErrorLabels {
-            kind: "Datastore".into(),
-            reason: "X".into(),
-        })
-        .inc();
-    metrics
-        .azure_requests
-        .get_or_create(&AzureLabels {
-            service: "arm".into(),
-            code: "200".into(),
-        })
-        .inc();
-    metrics.leader.set(1);
-    let mut exported = BTreeSet::new();
-    for line in metrics
-        .encode()
-        .lines()
-        .filter(|l| l.starts_with("# TYPE "))
-    {
-        let mut parts = line.split_whitespace().skip(2);
-        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
-        exported.insert(if kind == "counter" {
-            format!("{name}_total")
-        } else {
-            name.to_owned()
-        });
-    }
+    let exported = support::plugin::exported_metrics();
     let page = std::fs::read_to_string(docs().join("metrics.md")).unwrap();
     let documented: BTreeSet<String> = page
         .lines()

@@ -1388,17 +1388,7 @@ async fn the_plugin_audits_who_reaches_what_and_doctor_finds_the_broken_link() {
     )
     .await;
 
-    let amlid = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-amlid"))
-            .args(args)
-            .output()
-            .expect("running kubectl-amlid");
-        (
-            out.status.success(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    };
+    use support::plugin::amlid;
 
     // audit access: team-a's identity is reachable from both namespaces, and so is the shared
     // principal.

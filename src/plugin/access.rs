@@ -179,11 +179,7 @@ pub fn whoami_text(r: &WhoAmI) -> String {
     if let Some(o) = &r.object {
         out.push_str(&format!("{o} signs in through:\n"));
         for l in &r.chain {
-            let ids: Vec<String> = l.ids.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            out.push_str(
-                format!("  {} -> {}: {} {}", l.via, l.object, l.ready, ids.join(" ")).trim_end(),
-            );
-            out.push('\n');
+            out.push_str(&format!("  {}\n", l.line()));
         }
         if let Some(p) = &r.pods_get {
             out.push_str(&format!("Pods get {p}\n"));

@@ -79,6 +79,21 @@ pub struct Link {
     pub ids: BTreeMap<String, String>,
 }
 
+impl Link {
+    /// `via -> object: ready ids…`, for people.
+    pub fn line(&self) -> String {
+        let ids: Vec<String> = self.ids.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let line = format!(
+            "{} -> {}: {} {}",
+            self.via,
+            self.object,
+            self.ready,
+            ids.join(" ")
+        );
+        line.trim_end().to_owned()
+    }
+}
+
 /// An output Secret, as its annotations describe it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -396,10 +411,7 @@ pub fn text(report: &Report) -> String {
     if !o.chain.is_empty() {
         out.push_str("Signs in through:\n");
         for l in &o.chain {
-            let ids: Vec<String> = l.ids.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let line = format!("  {} -> {}: {} {}", l.via, l.object, l.ready, ids.join(" "));
-            out.push_str(line.trim_end());
-            out.push('\n');
+            out.push_str(&format!("  {}\n", l.line()));
         }
     }
     if !o.secrets.is_empty() {

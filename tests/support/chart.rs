@@ -135,6 +135,31 @@ pub async fn apply(client: &Client, objects: &[Value]) {
     }
 }
 
+/// Deletes the cluster-scoped objects among `objects` (but namespaces), which deleting a test's
+/// namespace does not remove.
+pub async fn delete_cluster_scoped(client: &Client, objects: &[Value]) {
+    let cluster_scoped: Vec<Value> = objects
+        .iter()
+        .filter(|o| o["metadata"]["namespace"].is_null() && o["kind"] != "Namespace")
+        .cloned()
+        .collect();
+    delete(client, &cluster_scoped).await;
+}
+
+/// Objects as the local 1.20 API server takes them: policy/v1 (1.21, the chart's minimum) as
+/// policy/v1beta1, whose fields are the same.
+pub fn for_local_server(objects: Vec<Value>) -> Vec<Value> {
+    objects
+        .into_iter()
+        .map(|mut o| {
+            if o["apiVersion"] == "policy/v1" {
+                o["apiVersion"] = "policy/v1beta1".into();
+            }
+            o
+        })
+        .collect()
+}
+
 /// Deletes each object, ignoring those already gone.
 pub async fn delete(client: &Client, objects: &[Value]) {
     for object in objects {

@@ -6,4 +6,5 @@ pub mod azurite;
 pub mod chart;
 pub mod cluster;
 pub mod e2e;
+pub mod plugin;
 pub mod samples;
