@@ -226,17 +226,20 @@ fn the_deployment_is_highly_available_and_knows_its_namespace() {
     let objects = defaults();
     let deployment = find(&objects, "Deployment", RELEASE);
     assert_eq!(deployment["spec"]["replicas"], 2);
-    let args = args(&objects);
-    assert!(args.contains(&"--leader-elect=true".to_owned()), "{args:?}");
+    let flags = args(&objects);
     assert!(
-        args.contains(&format!("--lease-name={RELEASE}")),
-        "{args:?}"
+        flags.contains(&"--leader-elect=true".to_owned()),
+        "{flags:?}"
     );
     assert!(
-        !args
+        flags.contains(&format!("--lease-name={RELEASE}")),
+        "{flags:?}"
+    );
+    assert!(
+        !flags
             .iter()
             .any(|a| a.starts_with("--namespace") || a.starts_with("--cluster-resource-namespace")),
-        "the defaults follow the pod's own namespace, so a kustomize namespace override holds: {args:?}"
+        "the defaults follow the pod's own namespace, so a kustomize namespace override holds: {flags:?}"
     );
     let env = &container(&objects)["env"];
     assert_eq!(env[0]["name"], "POD_NAMESPACE");
@@ -273,7 +276,7 @@ fn the_deployment_is_highly_available_and_knows_its_namespace() {
         NAMESPACE,
         &json!({"replicaCount": 1, "leaderElection": {"enabled": false}}),
     );
-    assert!(args_of(&single).contains(&"--leader-elect=false".to_owned()));
+    assert!(args(&single).contains(&"--leader-elect=false".to_owned()));
     let err = try_render(
         RELEASE,
         NAMESPACE,
@@ -281,10 +284,6 @@ fn the_deployment_is_highly_available_and_knows_its_namespace() {
     )
     .unwrap_err();
     assert!(err.contains("needs leaderElection.enabled"), "{err}");
-}
-
-fn args_of(objects: &[Value]) -> Vec<String> {
-    args(objects)
 }
 
 #[test]
@@ -750,6 +749,22 @@ async fn operator_identity_for_the_suite() {
     );
     chart::apply(&client, &identity).await;
     chart::kubeconfig_for(&client, home, RELEASE, std::path::Path::new(&path)).await;
+    // The API server's authorizer learns new bindings asynchronously: the suite starts once they
+    // hold.
+    let operator = chart::client_from(std::path::Path::new(&path)).await;
+    support::cluster::wait_until(
+        std::time::Duration::from_secs(10),
+        "the chart's ClusterRole to take effect",
+        || {
+            let operator = operator.clone();
+            async move {
+                allowed(&operator, "list", "secrets", None)
+                    .await
+                    .then_some(())
+            }
+        },
+    )
+    .await;
 }
 
 fn kustomize(dir: &str) -> (String, Vec<Value>) {
@@ -907,6 +922,16 @@ async fn the_aks_overlay_survives_a_namespace_override_and_applies() {
     support::cluster::delete_namespace(&client, target).await;
 }
 
+/// `values.schema.json` and `values.yaml` of the chart.
+fn schema_and_defaults() -> (Value, Value) {
+    let dir = chart::chart_dir();
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    (
+        serde_json::from_str(&read("values.schema.json")).unwrap(),
+        serde_yaml::from_str(&read("values.yaml")).unwrap(),
+    )
+}
+
 /// The values table of the chart README: every leaf of `values.schema.json`, its type, its default
 /// from `values.yaml` and its description.
 fn values_table() -> String {
@@ -947,12 +972,7 @@ fn values_table() -> String {
             walk(child, &defaults[name], &at, rows);
         }
     }
-    let dir = chart::chart_dir();
-    let schema: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("values.schema.json")).unwrap())
-            .unwrap();
-    let defaults: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join("values.yaml")).unwrap()).unwrap();
+    let (schema, defaults) = schema_and_defaults();
     let mut rows = vec![
         "| Value | Type | Default | Description |".to_owned(),
         "|---|---|---|---|".to_owned(),
@@ -966,11 +986,7 @@ fn values_table() -> String {
 #[test]
 fn the_chart_readme_lists_every_value() {
     let dir = chart::chart_dir();
-    let schema: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("values.schema.json")).unwrap())
-            .unwrap();
-    let defaults: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join("values.yaml")).unwrap()).unwrap();
+    let (schema, defaults) = schema_and_defaults();
     fn leaves(schema: &Value, defaults: &Value, path: &str, missing: &mut Vec<String>) {
         for (name, child) in schema["properties"].as_object().into_iter().flatten() {
             let at = format!("{path}{name}");
@@ -1038,6 +1054,7 @@ async fn allowed(
             .create_token_request("default", &Default::default(), &serde_json::from_value(json!({"spec": {"audiences": ["api://AzureADTokenExchange"]}})).unwrap())
             .await
             .map(|_| ()),
+        ("get", "namespaces") => Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).get(ns).await.map(|_| ()),
         ("list", "pods") => Api::<k8s_openapi::api::core::v1::Pod>::all(client.clone()).list(&ListParams::default()).await.map(|_| ()),
         ("list", "clusterroles") => Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone()).list(&ListParams::default()).await.map(|_| ()),
         ("delete", "namespaces") => Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).delete(ns, &Default::default()).await.map(|_| ()),
@@ -1125,7 +1142,39 @@ async fn namespaced_rbac_runs_the_operator_and_refuses_everything_else() {
         );
     }
     // What it must.
-    assert!(allowed(&operator_client, "list", "secrets", Some(&team)).await);
+    // What it must — once the API server's authorizer has seen the new bindings, which it
+    // learns asynchronously (an operator started earlier is refused at first, and retries).
+    for (verb, resource, ns) in [
+        ("list", "secrets", &team),
+        ("list", "secrets", &home),
+        ("get", "namespaces", &team),
+    ] {
+        support::cluster::wait_until(
+            std::time::Duration::from_secs(10),
+            &format!("{verb} {resource} in {ns} to be allowed"),
+            || {
+                let operator_client = operator_client.clone();
+                async move {
+                    allowed(&operator_client, verb, resource, Some(ns))
+                        .await
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+    let leases = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        operator_client.clone(),
+        &home,
+    );
+    support::cluster::wait_until(std::time::Duration::from_secs(10), "its Lease to be allowed", || {
+        let (leases, fullname) = (leases.clone(), fullname.clone());
+        async move {
+            let refused = matches!(leases.get(&fullname).await, Err(kube::Error::Api(e)) if e.code == 403);
+            (!refused).then_some(())
+        }
+    })
+    .await;
 
     let (issuer, ca) = support::cluster::issuer_and_ca(&client).await;
     let azure = Azure::start(vec![ca]).await;

@@ -850,3 +850,79 @@ async fn the_kubectl_plugin_reports_inspects_and_renews() {
     assert!(!ok && err.contains("-l SELECTOR or --all"), "{err}");
     cluster::delete_namespace(&client, &ns).await;
 }
+
+/// The per-object series the chart's alerts read: `ready` is 1 for a Ready object and 0 for a
+/// refused one, the expiry is exported while a Secret holds credentials, and every series of an
+/// object leaves with it — also for an object that never got the finalizer (an invalid spec),
+/// whose series would otherwise alert for ever.
+#[tokio::test]
+async fn per_object_metrics_follow_the_object_and_leave_with_it() {
+    let (client, azure, ns) = setup("ci-metrics").await;
+    let operator =
+        Operator::start_with(&ns, "lease-ci-metrics", "ci-metrics-0", &azure_args(&azure));
+    let good = apply(&client, &ns, storage_tokens("measured", "measured-tokens")).await;
+    let mut invalid = storage_tokens("refused", "refused-tokens");
+    // A rule only the operator enforces here (the 1.20 API server runs no CEL).
+    invalid["spec"]["identity"] = serde_json::json!({"type": "SystemAssigned"});
+    let bad = apply(&client, &ns, invalid).await;
+    ready_reason(&client, "ComputeIdentity", &ns, &good, "TokensIssued").await;
+    ready_reason(&client, "ComputeIdentity", &ns, &bad, "InvalidSpec").await;
+    let series = |text: &str, metric: &str, name: &str| -> Option<f64> {
+        let labels = format!("kind=\"ComputeIdentity\",namespace=\"{ns}\",name=\"{name}\"");
+        text.lines()
+            .find(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&labels))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let text = cluster::wait_until(Duration::from_secs(20), "the per-object series", || async {
+        let text = operator.metrics().await?;
+        (series(&text, "aml_identity_operator_ready", "refused").is_some()
+            && series(&text, "aml_identity_operator_ready", "measured").is_some())
+        .then_some(text)
+    })
+    .await;
+    assert_eq!(
+        series(&text, "aml_identity_operator_ready", "measured"),
+        Some(1.0)
+    );
+    assert_eq!(
+        series(&text, "aml_identity_operator_ready", "refused"),
+        Some(0.0)
+    );
+    let expiry = series(
+        &text,
+        "aml_identity_operator_credential_expiry_timestamp_seconds",
+        "measured",
+    )
+    .expect("the expiry of the token Secret");
+    assert!(expiry > jiff::Timestamp::now().as_second() as f64);
+    assert!(
+        series(
+            &text,
+            "aml_identity_operator_credential_expiry_timestamp_seconds",
+            "refused"
+        )
+        .is_none()
+    );
+
+    for name in [&good, &bad] {
+        delete_and_wait(&client, "ComputeIdentity", &ns, name).await;
+    }
+    cluster::wait_until(
+        Duration::from_secs(20),
+        "the deleted objects' series to go",
+        || async {
+            let text = operator.metrics().await?;
+            let left: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("aml_identity_operator_")
+                        && l.contains(&format!("namespace=\"{ns}\""))
+                        && l.contains("kind=\"ComputeIdentity\"")
+                })
+                .collect();
+            left.is_empty().then_some(())
+        },
+    )
+    .await;
+    cluster::delete_namespace(&client, &ns).await;
+}

@@ -428,8 +428,6 @@ async fn finish_deletion<K: Reconciled>(
 ) -> Result<Action, Error> {
     let kind = K::kind(&());
     if !obj.finalizers().iter().any(|f| f == FINALIZER) {
-        ctx.metrics
-            .forget(&Metrics::object(&kind, obj.namespace(), obj.name_any()));
         return Ok(Action::await_change());
     }
     match obj.cleanup(ctx).await {
@@ -681,12 +679,19 @@ async fn run_one<K: Reconciled>(
         &ctx.azure.cluster_resource_namespace,
     ));
     let indexed = index.clone();
+    let metrics = ctx.metrics.clone();
+    let kind = K::kind(&()).into_owned();
     let trigger = watcher(api, config)
         .default_backoff()
         .reflect(writer)
         .inspect(move |event| {
             if let Ok(event) = event {
                 indexed.observe(event);
+                // An object deleted without the finalizer (one never valid) is never reconciled
+                // again: its series go here, or they would alert for ever.
+                if let watcher::Event::Delete(gone) = event {
+                    metrics.forget(&Metrics::object(&kind, gone.namespace(), gone.name_any()));
+                }
             }
         })
         .applied_objects()

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::kinds::{Kind, parse_target};
+use super::{name_of, namespace_of};
 use crate::api::ClusterAzureCredential;
 
 /// A credential a namespace may use.
@@ -91,20 +92,13 @@ fn admits(
 async fn list_cluster_credentials(
     client: &Client,
 ) -> Result<Vec<(ClusterAzureCredential, Value)>, super::Error> {
-    let kind = Kind::find("ClusterAzureCredential").expect("a kind");
-    let mut out = Vec::new();
-    for o in kind
-        .api(client, None)
-        .list(&ListParams::default())
-        .await?
-        .items
-    {
-        let value = serde_json::to_value(&o).unwrap_or_default();
-        if let Ok(typed) = serde_json::from_value(value.clone()) {
-            out.push((typed, value));
-        }
-    }
-    Ok(out)
+    let all = Kind::named("ClusterAzureCredential")
+        .list(client, None)
+        .await?;
+    Ok(all
+        .into_iter()
+        .filter_map(|v| Some((serde_json::from_value(v.clone()).ok()?, v)))
+        .collect())
 }
 
 /// Who signs in for `namespace`, or for the object `target` in it.
@@ -137,16 +131,12 @@ pub async fn whoami(
                 .map(|c| format!("identity {c} (DEFAULT_IDENTITY_CLIENT_ID)"));
         }
     }
-    let own = Kind::find("AzureCredential").expect("a kind");
-    for c in own
-        .api(client, Some(namespace))
-        .list(&ListParams::default())
+    for v in Kind::named("AzureCredential")
+        .list(client, Some(namespace))
         .await?
-        .items
     {
-        let v = serde_json::to_value(&c).unwrap_or_default();
         report.credentials.push(Usable {
-            credential: format!("AzureCredential/{namespace}/{}", c.name_any()),
+            credential: format!("AzureCredential/{namespace}/{}", name_of(&v)),
             signs_in_as: signs_in_as(&v["spec"], namespace),
             object_id: v["status"]["objectId"].as_str().map(str::to_owned),
             because: "it is in the namespace".into(),
@@ -257,73 +247,33 @@ pub async fn audit(client: &Client) -> Result<Audit, super::Error> {
         }
         cluster_credentials.insert(cred.name_any(), admitted);
     }
-    let own = Kind::find("AzureCredential").expect("a kind");
-    for c in own
-        .api(client, None)
-        .list(&ListParams::default())
-        .await?
-        .items
-    {
-        let v = serde_json::to_value(&c).unwrap_or_default();
-        let ns = c.namespace().unwrap_or_default();
-        add(
-            principal_of(&v["spec"]),
-            ns.clone(),
-            format!("AzureCredential/{ns}/{}", c.name_any()),
-        );
+    for v in Kind::named("AzureCredential").list(client, None).await? {
+        let ns = namespace_of(&v).to_owned();
+        let how = format!("AzureCredential/{ns}/{}", name_of(&v));
+        add(principal_of(&v["spec"]), ns, how);
     }
-    let ci = Kind::find("ComputeIdentity").expect("a kind");
-    for o in ci
-        .api(client, None)
-        .list(&ListParams::default())
-        .await?
-        .items
-    {
-        let v = serde_json::to_value(&o).unwrap_or_default();
-        let ns = o.namespace().unwrap_or_default();
-        let accounts: Vec<&str> = v["spec"]["federation"]["serviceAccounts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        for id in v["spec"]["identity"]["userAssignedIdentities"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            let how = if accounts.is_empty() {
-                format!("ComputeIdentity/{ns}/{}", o.name_any())
-            } else {
-                format!(
-                    "ComputeIdentity/{ns}/{} federates {}",
-                    o.name_any(),
-                    accounts
-                        .iter()
-                        .map(|a| format!("{ns}/{a}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
-            add(id.to_ascii_lowercase(), ns.clone(), how);
+    for v in Kind::named("ComputeIdentity").list(client, None).await? {
+        let ns = namespace_of(&v).to_owned();
+        let accounts = super::strings(&v["spec"]["federation"]["serviceAccounts"]);
+        let how = if accounts.is_empty() {
+            format!("ComputeIdentity/{ns}/{}", name_of(&v))
+        } else {
+            let accounts: Vec<String> = accounts.iter().map(|a| format!("{ns}/{a}")).collect();
+            format!(
+                "ComputeIdentity/{ns}/{} federates {}",
+                name_of(&v),
+                accounts.join(", ")
+            )
+        };
+        for id in super::strings(&v["spec"]["identity"]["userAssignedIdentities"]) {
+            add(id.to_ascii_lowercase(), ns.clone(), how.clone());
         }
     }
-    let rc = Kind::find("RegistryConnection").expect("a kind");
-    for o in rc
-        .api(client, None)
-        .list(&ListParams::default())
-        .await?
-        .items
-    {
-        let v = serde_json::to_value(&o).unwrap_or_default();
-        let ns = o.namespace().unwrap_or_default();
+    for v in Kind::named("RegistryConnection").list(client, None).await? {
+        let ns = namespace_of(&v).to_owned();
         if let Some(id) = v["spec"]["auth"]["managedIdentity"]["resourceId"].as_str() {
-            add(
-                id.to_ascii_lowercase(),
-                ns.clone(),
-                format!("RegistryConnection/{ns}/{}", o.name_any()),
-            );
+            let how = format!("RegistryConnection/{ns}/{}", name_of(&v));
+            add(id.to_ascii_lowercase(), ns, how);
         }
     }
     let mut identities: Vec<Reachable> = identities

@@ -7,11 +7,12 @@
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::Client;
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject};
+use kube::api::Api;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::kinds::{Kind, parse_target};
+use super::kinds::parse_target;
+use super::name_of;
 use crate::api::ClusterAzureCredential;
 use crate::azure::scope::{Audiences, Ceiling};
 
@@ -118,16 +119,27 @@ pub async fn diagnose(
     };
 
     // The operator's own verdict on the object.
-    match condition(&value, "Ready") {
-        Some(c) if c["status"] == "True" => d.push("ready", Verdict::Ok, format!("{}: {}", c["reason"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or("")), ""),
-        Some(c) => d.push("ready", Verdict::Fail, format!("{}: {}", c["reason"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or("")), "the checks below say which link is broken"),
-        None => d.push("ready", Verdict::Warn, "not reconciled yet", "is the operator running and does it serve this namespace (operator.namespace, operator.labelSelector)?"),
+    let (ready, reason, message) = super::status::ready_of(&value);
+    match ready.as_str() {
+        "True" => d.push("ready", Verdict::Ok, format!("{reason}: {message}"), ""),
+        "False" => d.push(
+            "ready",
+            Verdict::Fail,
+            format!("{reason}: {message}"),
+            "the checks below say which link is broken",
+        ),
+        _ => d.push(
+            "ready",
+            Verdict::Warn,
+            "not reconciled yet",
+            "is the operator running and does it serve this namespace (operator.namespace, operator.labelSelector)?",
+        ),
     }
 
     // The chain, down to the credential.
     let chain = super::status::chain(client, Some(namespace), &value).await;
     let mut workspace: Option<Value> = None;
-    let mut credential: Option<(Kind, DynamicObject)> = None;
+    let mut credential: Option<(String, Value)> = None;
     for link in &chain {
         if link.ready == "NotFound" {
             d.push(
@@ -156,25 +168,16 @@ pub async fn diagnose(
                 )
             },
         );
-        let mut parts = link.object.split('/');
-        let (k, n) = (
-            parts.next().unwrap_or_default(),
-            parts.next_back().unwrap_or_default(),
-        );
-        if let Some(k) = Kind::find(k) {
-            let ns = k.namespaced.then_some(namespace);
-            if let Ok(o) = k.api(client, ns).get(n).await {
-                if k.kind == "Workspace" {
-                    workspace = Some(serde_json::to_value(&o).unwrap_or_default());
-                }
-                if k.kind.ends_with("AzureCredential") {
-                    credential = Some((k, o));
-                }
+        match (link.kind.as_str(), &link.found) {
+            ("Workspace", Some(found)) => workspace = Some(found.clone()),
+            (k, Some(found)) if k.ends_with("AzureCredential") => {
+                credential = Some((k.to_owned(), found.clone()));
             }
+            _ => {}
         }
     }
     if kind.kind.ends_with("AzureCredential") {
-        credential = Some((kind.clone(), object.clone()));
+        credential = Some((kind.kind.clone(), value.clone()));
     }
 
     // The Azure ids the object would touch.
@@ -194,37 +197,36 @@ pub async fn diagnose(
 
     // A cluster credential: admission, scopes, audiences.
     match &credential {
-        Some((k, c)) if k.kind == "ClusterAzureCredential" => {
-            let typed: Result<ClusterAzureCredential, _> = serde_json::from_value(serde_json::to_value(c).unwrap_or_default());
+        Some((k, c)) if k == "ClusterAzureCredential" => {
+            let typed: Result<ClusterAzureCredential, _> = serde_json::from_value(c.clone());
             match typed {
                 Ok(cred) => cluster_credential_checks(client, &mut d, &cred, namespace, &ids, &value).await?,
-                Err(e) => d.push("credential", Verdict::Fail, format!("ClusterAzureCredential {} does not parse: {e}", c.name_any()), "fix its spec"),
+                Err(e) => d.push("credential", Verdict::Fail, format!("ClusterAzureCredential {} does not parse: {e}", name_of(c)), "fix its spec"),
             }
         }
-        Some((_, c)) => d.push("admission", Verdict::Ok, format!("AzureCredential {} of the namespace itself: its principal's own Azure RBAC bounds what it can do", c.name_any()), ""),
+        Some((_, c)) => d.push("admission", Verdict::Ok, format!("AzureCredential {} of the namespace itself: its principal's own Azure RBAC bounds what it can do", name_of(c)), ""),
         None => d.push("credential", Verdict::Warn, "no credential found in the chain", "set spec.credentialRef on the Workspace (or the object)"),
     }
 
     // Workload identity: what Entra ID must trust.
     let issuer = cluster_issuer(client).await;
     if let Some((_, c)) = &credential {
-        let spec = serde_json::to_value(c).unwrap_or_default()["spec"].clone();
+        let spec = &c["spec"];
         if let Some(sa) = spec["workloadIdentity"]["serviceAccountName"].as_str() {
-            let home = c
-                .namespace()
-                .unwrap_or_else(|| "<the operator's namespace>".into());
+            let home = c["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("<the operator's namespace>");
             federation_checks(
                 client,
                 &mut d,
-                &home,
+                home,
                 &[sa.to_owned()],
                 spec["workloadIdentity"]["clientId"].as_str().unwrap_or("?"),
                 issuer.as_deref(),
             )
             .await;
         }
-        let cv = serde_json::to_value(c).unwrap_or_default();
-        if let Some(cond) = condition(&cv, "Ready").filter(|c| c["status"] != "True") {
+        if let Some(cond) = condition(c, "Ready").filter(|c| c["status"] != "True") {
             let message = cond["message"].as_str().unwrap_or("");
             let fix = if message.contains("AADSTS700211")
                 || message.contains("AADSTS70021")
@@ -243,11 +245,9 @@ pub async fn diagnose(
         }
     }
     if kind.kind == "ComputeIdentity" {
-        let accounts: Vec<String> = value["spec"]["federation"]["serviceAccounts"]
-            .as_array()
+        let accounts: Vec<String> = super::strings(&value["spec"]["federation"]["serviceAccounts"])
             .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_str().map(str::to_owned))
+            .map(str::to_owned)
             .collect();
         if !accounts.is_empty() {
             let client_id = value["status"]["clientId"]
@@ -379,12 +379,7 @@ async fn cluster_credential_checks(
         ),
     }
     let audiences = Audiences::new(cred.spec.allowed_audiences.as_deref());
-    let wanted: Vec<&str> = object["spec"]["tokenSecret"]["audiences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let wanted = super::strings(&object["spec"]["tokenSecret"]["audiences"]);
     for audience in wanted {
         if audiences.admits(audience) {
             d.push(

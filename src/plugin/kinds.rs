@@ -52,6 +52,28 @@ impl Kind {
             })
     }
 
+    /// Every object of this kind in `namespace` (every namespace when `None`), as JSON.
+    pub async fn list(
+        &self,
+        client: &Client,
+        namespace: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>, kube::Error> {
+        let objects = self
+            .api(client, namespace)
+            .list(&Default::default())
+            .await?;
+        Ok(objects
+            .items
+            .iter()
+            .map(|o| serde_json::to_value(o).unwrap_or_default())
+            .collect())
+    }
+
+    /// The kind named `kind`, which must be one of the six.
+    pub fn named(kind: &str) -> Kind {
+        Kind::find(kind).unwrap_or_else(|| panic!("{kind} is not one of the operator's kinds"))
+    }
+
     /// The API of this kind in `namespace` (every namespace when `None` or cluster-scoped).
     pub fn api(&self, client: &Client, namespace: Option<&str>) -> Api<DynamicObject> {
         match (self.namespaced, namespace) {

@@ -164,7 +164,6 @@ pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), Error> {
                 namespace.as_deref(),
                 target.as_deref(),
                 name.as_deref(),
-                now,
             )
             .await?;
             write(out, render(cli.output, &report, status::text))?;
@@ -247,6 +246,26 @@ fn render<T: serde::Serialize>(format: Format, value: &T, text: fn(&T) -> String
         Format::Json => serde_json::to_string_pretty(value).expect("a report serializes") + "\n",
         Format::Yaml => serde_yaml::to_string(value).expect("a report serializes"),
     }
+}
+
+/// An object's name, from its JSON.
+pub fn name_of(object: &serde_json::Value) -> &str {
+    object["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+/// An object's namespace, from its JSON (empty for cluster-scoped objects).
+pub fn namespace_of(object: &serde_json::Value) -> &str {
+    object["metadata"]["namespace"].as_str().unwrap_or_default()
+}
+
+/// The strings of the JSON list `value` (none when it is not a list).
+pub fn strings(value: &serde_json::Value) -> Vec<&str> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .collect()
 }
 
 /// `3h 2m`, `45s`: a duration for people.

@@ -77,6 +77,12 @@ pub struct Link {
     /// Azure ids it reports (clientId, principalId, objectId, appId).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub ids: BTreeMap<String, String>,
+    /// Its kind.
+    #[serde(skip)]
+    pub kind: String,
+    /// The object as read (none when it does not exist), for callers that look further.
+    #[serde(skip)]
+    pub found: Option<Value>,
 }
 
 impl Link {
@@ -122,7 +128,9 @@ pub struct EventLine {
     pub message: String,
 }
 
-fn ready_of(object: &Value) -> (String, String, String) {
+/// The Ready condition of `object`: status, reason and message (`Unknown` before the first
+/// reconcile).
+pub fn ready_of(object: &Value) -> (String, String, String) {
     object["status"]["conditions"]
         .as_array()
         .into_iter()
@@ -160,7 +168,6 @@ pub async fn collect(
     namespace: Option<&str>,
     target: Option<&str>,
     name: Option<&str>,
-    _now: i64,
 ) -> Result<Report, super::Error> {
     let (kinds, name) = match target {
         Some(t) => {
@@ -176,7 +183,7 @@ pub async fn collect(
             Some(name) => {
                 let object = api.get(name).await?;
                 let mut status = summary(&kind, &object);
-                detail(client, &kind, &object, &mut status).await?;
+                detail(client, &object, &mut status).await?;
                 report.objects.push(status);
             }
             None => {
@@ -193,7 +200,6 @@ pub async fn collect(
 
 async fn detail(
     client: &Client,
-    kind: &Kind,
     object: &DynamicObject,
     status: &mut ObjectStatus,
 ) -> Result<(), super::Error> {
@@ -245,7 +251,6 @@ async fn detail(
         .collect();
     lines.sort_by(|a, b| a.time.cmp(&b.time));
     status.events = lines;
-    let _ = kind;
     Ok(())
 }
 
@@ -302,6 +307,8 @@ pub async fn chain(client: &Client, namespace: Option<&str>, value: &Value) -> V
                     object,
                     ready: format!("{ready} ({reason})"),
                     ids,
+                    kind: kind.kind.clone(),
+                    found: Some(found.clone()),
                 });
                 current = found;
             }
@@ -311,6 +318,8 @@ pub async fn chain(client: &Client, namespace: Option<&str>, value: &Value) -> V
                     object,
                     ready: "NotFound".into(),
                     ids: BTreeMap::new(),
+                    kind: kind.kind.clone(),
+                    found: None,
                 });
                 break;
             }
