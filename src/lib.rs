@@ -7,6 +7,7 @@ pub mod crd;
 pub mod crd_docs;
 pub mod freshness;
 pub mod metrics;
+pub mod msi;
 pub mod outputs;
 pub mod plugin;
 pub mod renewal;

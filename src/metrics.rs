@@ -44,6 +44,14 @@ pub struct AzureLabels {
     pub code: String,
 }
 
+/// Labels of the managed identity endpoint's requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// `issued`, `unauthorized`, `forbidden`, `bad_request`, `throttled`, `unavailable`,
+    /// `not_found`.
+    pub outcome: String,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Registry,
@@ -66,6 +74,10 @@ pub struct Metrics {
     /// Objects released on delete although their cleanup in Azure could not finish, per kind: what
     /// they made may still be there (an alert should page on any increase).
     pub cleanup_abandoned: Family<KindLabels, Counter>,
+    /// Requests the managed identity endpoint answered, by outcome.
+    pub endpoint_requests: Family<EndpointLabels, Counter>,
+    /// Time the managed identity endpoint took to answer, by outcome.
+    pub endpoint_duration: Family<EndpointLabels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -118,6 +130,20 @@ impl Default for Metrics {
             "Time spent reconciling",
             duration.clone(),
         );
+        let endpoint_requests = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "msi_endpoint_requests",
+            "Requests the managed identity endpoint answered",
+            endpoint_requests.clone(),
+        );
+        let endpoint_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
+        registry.register(
+            "msi_endpoint_duration_seconds",
+            "Time the managed identity endpoint took to answer",
+            endpoint_duration.clone(),
+        );
         registry.register(
             "leader",
             "1 while this instance holds the leader lease",
@@ -134,6 +160,8 @@ impl Default for Metrics {
             renewal_failures,
             azure_requests,
             cleanup_abandoned,
+            endpoint_requests,
+            endpoint_duration,
         }
     }
 }
@@ -158,6 +186,17 @@ impl Metrics {
                 })
                 .inc();
         })
+    }
+
+    /// Counts one answer of the managed identity endpoint and the time it took.
+    pub fn observe_msi(&self, outcome: &str, seconds: f64) {
+        let labels = EndpointLabels {
+            outcome: outcome.to_owned(),
+        };
+        self.endpoint_requests.get_or_create(&labels).inc();
+        self.endpoint_duration
+            .get_or_create(&labels)
+            .observe(seconds);
     }
 
     /// Labels of an object.

@@ -85,6 +85,53 @@ pub struct RunOptions {
     /// the Lease namespace, i.e. the operator's own).
     #[arg(long, env = "AMLID_CLUSTER_RESOURCE_NAMESPACE")]
     pub cluster_resource_namespace: Option<String>,
+    /// Serve the Azure ML managed identity endpoint to pods on this address (every replica, not
+    /// only the leader), e.g. `0.0.0.0:8081`.
+    #[arg(long, env = "AMLID_MSI_ENDPOINT_ADDR")]
+    pub msi_endpoint_addr: Option<SocketAddr>,
+    /// The endpoint's in-cluster URL, written as `MSI_ENDPOINT` into the token Secrets that ask for
+    /// it, e.g. `http://aml-identity-operator-msi.aml-identity-system.svc:8081/msi/token`.
+    #[arg(long, env = "AMLID_MSI_ENDPOINT_URL")]
+    pub msi_endpoint_url: Option<String>,
+    /// Secret (in the operator's namespace) holding the key every `MSI_SECRET` derives from;
+    /// created when missing.
+    #[arg(long, default_value = "aml-identity-operator-msi-key")]
+    pub msi_key_secret: String,
+    /// Managed identity endpoint requests per second allowed per ComputeIdentity.
+    #[arg(long, default_value_t = 20.0)]
+    pub msi_rate: f64,
+    /// Managed identity endpoint requests one ComputeIdentity may make at once.
+    #[arg(long, default_value_t = 100.0)]
+    pub msi_burst: f64,
+}
+
+/// The endpoint's URL must be one pods can call: `http(s)://host[:port]/path`.
+fn check_endpoint_flags(opts: &RunOptions) -> anyhow::Result<()> {
+    match (&opts.msi_endpoint_addr, &opts.msi_endpoint_url) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => anyhow::bail!(
+            "--msi-endpoint-url needs --msi-endpoint-addr: every replica serves the endpoint the URL names"
+        ),
+        (Some(_), None) => anyhow::bail!(
+            "--msi-endpoint-addr needs --msi-endpoint-url: the in-cluster URL pods reach the endpoint at (its Service)"
+        ),
+        (Some(_), Some(url)) => {
+            let parsed = reqwest::Url::parse(url).map_err(|e| {
+                anyhow::anyhow!("--msi-endpoint-url {url:?} is not a URL ({e}): e.g. http://aml-identity-operator-msi.aml-identity-system.svc:8081/msi/token")
+            })?;
+            anyhow::ensure!(
+                matches!(parsed.scheme(), "http" | "https")
+                    && parsed.host().is_some()
+                    && parsed.query().is_none(),
+                "--msi-endpoint-url {url:?} must be http(s)://host[:port]/path without a query: the SDKs append ?api-version=…"
+            );
+            anyhow::ensure!(
+                opts.msi_rate > 0.0 && opts.msi_burst >= 1.0,
+                "--msi-rate must be above 0 and --msi-burst at least 1"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Where a pod's ServiceAccount namespace is mounted.
@@ -127,6 +174,7 @@ pub async fn run(mut opts: RunOptions) -> anyhow::Result<()> {
         mounted.as_deref(),
     )?);
     let own_namespace = opts.lease_namespace.clone().unwrap_or_default();
+    check_endpoint_flags(&opts)?;
     let client = Client::try_default().await?;
     let identity = opts.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -141,9 +189,21 @@ pub async fn run(mut opts: RunOptions) -> anyhow::Result<()> {
         let _ = shutdown_tx.send(true);
     });
 
+    // Loaded before anything is served: a replica without the key could not tell secrets apart.
+    let msi_key = match &opts.msi_endpoint_addr {
+        Some(_) => Some(Arc::new(
+            crate::msi::EndpointKey::load_or_create(&client, &own_namespace, &opts.msi_key_secret)
+                .await?,
+        )),
+        None => None,
+    };
+    let directory = msi_key
+        .clone()
+        .map(|key| Arc::new(crate::msi::Directory::new(key)));
     let health = Health {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        endpoint: directory.as_ref().map(|d| d.synced.clone()),
     };
     let mut server_stop = shutdown_rx.clone();
     let (addr, server_task) = server::serve(opts.health_addr, health, async move {
@@ -181,7 +241,44 @@ pub async fn run(mut opts: RunOptions) -> anyhow::Result<()> {
     );
     ctx.watch_namespace = opts.namespace.clone();
     ctx.cleanup_attempts = opts.cleanup_attempts;
+    if let (Some(key), Some(url)) = (&msi_key, &opts.msi_endpoint_url) {
+        ctx.msi = Some(crate::msi::Issuer {
+            url: url.clone(),
+            key: key.clone(),
+        });
+    }
     let ctx = Arc::new(ctx);
+    let endpoint_task = match (&directory, opts.msi_endpoint_addr) {
+        (Some(directory), Some(addr)) => {
+            let watching = directory.clone();
+            let (client, namespace, labels) = (
+                client.clone(),
+                opts.namespace.clone(),
+                opts.label_selector.clone(),
+            );
+            let watch = tokio::spawn(async move {
+                watching
+                    .watch(client, namespace.as_deref(), labels.as_deref())
+                    .await
+            });
+            let endpoint = Arc::new(crate::msi::Endpoint::new(
+                ctx.clone(),
+                directory.clone(),
+                crate::msi::RateLimit {
+                    per_second: opts.msi_rate,
+                    burst: opts.msi_burst,
+                },
+            ));
+            let mut stop = shutdown_rx.clone();
+            let (bound, task) = crate::msi::serve(addr, endpoint, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await?;
+            tracing::info!(addr = %bound, path = crate::msi::PATH, "serving the Azure ML managed identity endpoint");
+            Some((task, watch))
+        }
+        _ => None,
+    };
     let scope = Scope {
         namespace: opts.namespace.clone(),
         label_selector: opts.label_selector.clone(),
@@ -202,6 +299,11 @@ pub async fn run(mut opts: RunOptions) -> anyhow::Result<()> {
         .await;
         Ok(())
     };
+    // Requests in flight finish (graceful shutdown), bounded like the controllers.
+    if let Some((task, watch)) = endpoint_task {
+        let _ = tokio::time::timeout(grace, task).await;
+        watch.abort();
+    }
     let _ = server_task.await;
     tracing::info!("stopped");
     result

@@ -20,6 +20,9 @@ pub struct Health {
     /// Set once the operator is connected to the API server and its controllers (or its standby
     /// loop) run.
     pub ready: Arc<AtomicBool>,
+    /// With the managed identity endpoint: set once it knows every ComputeIdentity that opted in
+    /// (before that it would refuse valid secrets).
+    pub endpoint: Option<Arc<AtomicBool>>,
 }
 
 /// Binds `addr` and serves until `shutdown` completes. Returns the bound address (port 0 picks one).
@@ -47,7 +50,11 @@ pub async fn serve(
 }
 
 async fn readyz(State(h): State<Health>) -> impl IntoResponse {
-    if h.ready.load(Ordering::Relaxed) {
+    let endpoint = h
+        .endpoint
+        .as_ref()
+        .is_none_or(|e| e.load(Ordering::Relaxed));
+    if h.ready.load(Ordering::Relaxed) && endpoint {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting")

@@ -106,6 +106,11 @@ pub struct TokenSecret {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 99))]
     pub renew_before_percentage: Option<i32>,
+    /// Serve this compute's identities to pods the way AML compute does: the Secret also gets
+    /// `MSI_ENDPOINT` (the operator's in-cluster endpoint) and a `MSI_SECRET` for this object, so
+    /// `ManagedIdentityCredential` answers any resource through the operator (UserAssigned only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub msi_endpoint: bool,
 }
 
 /// The identity of an AML compute and the credentials training pods get from it.
@@ -166,6 +171,10 @@ pub struct ComputeIdentityStatus {
     /// Principal (object) id of the default identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal_id: Option<String>,
+    /// Every user-assigned identity of the compute as ARM reports it, in spec order: the
+    /// identities the managed identity endpoint may serve (`clientid`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<IdentityStatus>,
     /// When the earliest token in the Secret expires (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
@@ -190,6 +199,19 @@ pub struct ComputeIdentityStatus {
 }
 impl_has_common_status!(ComputeIdentityStatus);
 
+/// A user-assigned identity of the compute, as ARM reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityStatus {
+    /// Its resource id, as the spec lists it.
+    pub resource_id: String,
+    /// Its client (application) id.
+    pub client_id: String,
+    /// The tenant it belongs to.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tenant_id: String,
+}
+
 /// SystemAssigned lists nothing; UserAssigned lists at least one identity.
 pub const RULE_SYSTEM_XOR_USER: CelRule = CelRule {
     rule: "self.type == 'UserAssigned' ? (has(self.userAssignedIdentities) && size(self.userAssignedIdentities) > 0) : (!has(self.userAssignedIdentities) || size(self.userAssignedIdentities) == 0)",
@@ -204,6 +226,11 @@ pub const RULE_USER_ASSIGNED_ONLY: CelRule = CelRule {
 pub const RULE_TOKENS_NEED_FEDERATION: CelRule = CelRule {
     rule: "!has(self.tokenSecret) || self.identity.type != 'UserAssigned' || (has(self.federation) && size(self.federation.serviceAccounts) > 0)",
     message: "tokenSecret needs federation.serviceAccounts: tokens are minted through workload identity federation with the first listed ServiceAccount",
+};
+/// The managed identity endpoint serves user-assigned identities, minted through federation.
+pub const RULE_ENDPOINT_USER_ASSIGNED: CelRule = CelRule {
+    rule: "!has(self.tokenSecret) || !has(self.tokenSecret.msiEndpoint) || !self.tokenSecret.msiEndpoint || self.identity.type == 'UserAssigned'",
+    message: "tokenSecret.msiEndpoint needs identity.type UserAssigned: the endpoint mints through workload identity federation, which a system-assigned identity cannot use outside its compute",
 };
 /// One renewal setting at most.
 pub const RULE_ONE_RENEWAL: CelRule = CelRule {
@@ -224,7 +251,11 @@ pub const RULE_RENEW_BEFORE_BOUNDS: CelRule = CelRule {
 cel_rules!(compute_identity_type_rules, &[RULE_SYSTEM_XOR_USER]);
 cel_rules!(
     compute_identity_rules,
-    &[RULE_USER_ASSIGNED_ONLY, RULE_TOKENS_NEED_FEDERATION]
+    &[
+        RULE_USER_ASSIGNED_ONLY,
+        RULE_TOKENS_NEED_FEDERATION,
+        RULE_ENDPOINT_USER_ASSIGNED
+    ]
 );
 cel_rules!(
     token_secret_rules,
@@ -359,6 +390,11 @@ impl Validate for ComputeIdentity {
                 !user || federated,
                 "spec.federation.serviceAccounts",
                 RULE_TOKENS_NEED_FEDERATION.message,
+            );
+            v.check(
+                user || !t.msi_endpoint,
+                "spec.tokenSecret.msiEndpoint",
+                RULE_ENDPOINT_USER_ASSIGNED.message,
             );
             v.check(
                 !(t.renew_before.is_some() && t.renew_before_percentage.is_some()),

@@ -219,6 +219,8 @@ reasons! {
     PullSecretIssued,
     /// Credentials cannot be minted for this identity from the cluster.
     CannotMint,
+    /// The spec asks for the managed identity endpoint, which this operator does not serve.
+    EndpointNotServed,
     /// The datastore is registered.
     Registered,
     /// The spec does not ask for this step.

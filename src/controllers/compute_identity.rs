@@ -184,8 +184,9 @@ async fn still_settled(
         return Ok(None);
     }
     let now = ctx.azure.tokens.now();
-    let (_, still) = token_output(ci, tokens, client_id)
-        .check(ctx, now, |s| tokens_expire(tokens, s))
+    let endpoint = endpoint_env(ctx, ci);
+    let (_, still) = token_output(ctx, ci, tokens, client_id)
+        .check(ctx, now, |s| tokens_expire(tokens, s, endpoint.as_ref()))
         .await?;
     Ok(still.ok().map(|still| {
         Outcome::ready(reason, ready.message.clone())
@@ -197,6 +198,7 @@ async fn still_settled(
 
 /// The token Secret of `ci`, minted for `client_id`.
 fn token_output<'a>(
+    ctx: &Context,
     ci: &'a ComputeIdentity,
     spec: &'a TokenSecret,
     client_id: &str,
@@ -205,9 +207,21 @@ fn token_output<'a>(
         owner: ci,
         secret_name: &spec.name,
         secret_type: "Opaque",
-        fingerprint: tokens_fingerprint(client_id, spec),
+        fingerprint: tokens_fingerprint(client_id, spec, ctx.msi.as_ref()),
         policy: renewal_policy(spec),
     }
+}
+
+/// `MSI_ENDPOINT` and `MSI_SECRET` of `ci`'s token Secret, when it asks for the endpoint and this
+/// operator serves it.
+fn endpoint_env(ctx: &Context, ci: &ComputeIdentity) -> Option<(String, String)> {
+    let asks = ci
+        .spec
+        .token_secret
+        .as_ref()
+        .is_some_and(|t| t.msi_endpoint);
+    let issuer = ctx.msi.as_ref().filter(|_| asks)?;
+    Some((issuer.url.clone(), issuer.key.secret_of(ci)))
 }
 
 /// When a token Secret is renewed.
@@ -222,10 +236,19 @@ fn renewal_policy(spec: &TokenSecret) -> Policy {
     }
 }
 
-/// What a token Secret was made for: the identity, the audiences and the renewal settings.
-fn tokens_fingerprint(client_id: &str, spec: &TokenSecret) -> String {
+/// What a token Secret was made for: the identity, the audiences, the renewal settings and, with
+/// the endpoint, its URL and key (a new key rewrites every `MSI_SECRET`).
+fn tokens_fingerprint(
+    client_id: &str,
+    spec: &TokenSecret,
+    msi: Option<&crate::msi::Issuer>,
+) -> String {
+    let endpoint = match msi.filter(|_| spec.msi_endpoint) {
+        Some(issuer) => format!("|{}|{}", issuer.url, issuer.key.id),
+        None => String::new(),
+    };
     outputs::fingerprint(&format!(
-        "{}|{}|{:?}|{:?}",
+        "{}|{}|{:?}|{:?}{endpoint}",
         client_id,
         spec.audiences.join(","),
         spec.renew_before,
@@ -233,8 +256,22 @@ fn tokens_fingerprint(client_id: &str, spec: &TokenSecret) -> String {
     ))
 }
 
-/// The earliest `exp` of the tokens a Secret really holds, one per audience.
-fn tokens_expire(spec: &TokenSecret, secret: &Secret) -> Option<i64> {
+/// The earliest `exp` of the tokens a Secret really holds, one per audience; `None` also when its
+/// `MSI_ENDPOINT` or `MSI_SECRET` is not what `endpoint` says (edited, or rotated by a
+/// force-refresh), so the Secret is written again.
+fn tokens_expire(
+    spec: &TokenSecret,
+    secret: &Secret,
+    endpoint: Option<&(String, String)>,
+) -> Option<i64> {
+    if let Some((url, msi_secret)) = endpoint {
+        let holds = |key: &str, want: &str| {
+            outputs::data_text(secret, key).is_some_and(|v| crate::msi::key::same(want, v))
+        };
+        if !holds("MSI_ENDPOINT", url) || !holds("MSI_SECRET", msi_secret) {
+            return None;
+        }
+    }
     spec.audiences
         .iter()
         .map(|a| {
@@ -284,6 +321,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
 
     // 1. The identity: user-assigned identities exist (or are created), the compute carries them.
     let mut default_identity: Option<models::UserAssignedIdentity> = None;
+    let mut identities: Vec<IdentityStatus> = Vec::new();
     if user {
         for id in &spec.identity.user_assigned_identities {
             let entry = AzureResource::new(AzureResourceKind::UserAssignedIdentity, id);
@@ -323,6 +361,12 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
                     return Ok(Outcome::not_ready(Reason::IdentityNotFound, format!("user-assigned identity {id} does not exist: create it, or set spec.createIfMissing")).requeue(Duration::from_secs(300)));
                 }
             };
+            let props = identity.properties.clone().unwrap_or_default();
+            identities.push(IdentityStatus {
+                resource_id: id.clone(),
+                client_id: props.client_id.unwrap_or_default(),
+                tenant_id: props.tenant_id.unwrap_or_default(),
+            });
             default_identity.get_or_insert(identity);
         }
     }
@@ -464,6 +508,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     let mut outcome_fields = serde_json::Map::new();
     outcome_fields.insert("clientId".into(), json!(client_id));
     outcome_fields.insert("principalId".into(), json!(principal_id));
+    outcome_fields.insert("identities".into(), json!(identities));
     if !user {
         let left = ledger.revoke(ctx, ci, arm, &ledger.stale()).await?;
         outcome_fields.insert("azureResources".into(), ledger.field());
@@ -497,24 +542,33 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
         .as_ref()
         .map(|f| f.service_accounts.clone())
         .unwrap_or_default();
-    if let Err(failure) = federate(
-        ctx,
-        ci,
-        &mut ledger,
-        arm,
-        &identity_id,
-        &issuer,
-        &namespace,
-        &accounts,
-    )
-    .await?
-    {
-        return Ok(failure.condition(
-            ConditionType::PermissionsVerified,
-            permissions.1,
-            permissions.2,
-            permissions.3,
-        ));
+    // The endpoint may mint any listed identity; a token Secret holds the default one only.
+    let serves_all = spec.token_secret.as_ref().is_some_and(|t| t.msi_endpoint);
+    let federated: &[String] = if serves_all {
+        &spec.identity.user_assigned_identities
+    } else {
+        std::slice::from_ref(&identity_id)
+    };
+    for identity_id in federated {
+        if let Err(failure) = federate(
+            ctx,
+            ci,
+            &mut ledger,
+            arm,
+            identity_id,
+            &issuer,
+            &namespace,
+            &accounts,
+        )
+        .await?
+        {
+            return Ok(failure.condition(
+                ConditionType::PermissionsVerified,
+                permissions.1,
+                permissions.2,
+                permissions.3.clone(),
+            ));
+        }
     }
     let federation = (
         ConditionType::FederationValid,
@@ -562,6 +616,21 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
         )
         .requeue(Duration::from_secs(600)));
     };
+    if token_secret.msi_endpoint && ctx.msi.is_none() {
+        return Ok(base(
+            Outcome::not_ready(
+                Reason::EndpointNotServed,
+                "spec.tokenSecret.msiEndpoint is set, but this operator does not serve the managed identity endpoint: start it with --msi-endpoint-addr and --msi-endpoint-url (Helm: msiEndpoint.enabled=true), or unset msiEndpoint",
+            )
+            .condition(
+                ConditionType::TokenIssued,
+                false,
+                Reason::EndpointNotServed,
+                "the operator does not serve the managed identity endpoint",
+            ),
+        )
+        .requeue(Duration::from_secs(600)));
+    }
     let tenant = identity
         .properties
         .as_ref()
@@ -730,11 +799,12 @@ impl TokenMint<'_> {
     /// Ready with the Secret's expiry and renewal, minting only when needed.
     async fn run(&self) -> Result<Result<Outcome, Outcome>, Error> {
         let now = self.ctx.azure.tokens.now();
-        let written = match token_output(self.ci, self.spec, self.client_id)
+        let endpoint = endpoint_env(self.ctx, self.ci);
+        let written = match token_output(self.ctx, self.ci, self.spec, self.client_id)
             .refresh(
                 self.ctx,
                 now,
-                |s| tokens_expire(self.spec, s),
+                |s| tokens_expire(self.spec, s, endpoint.as_ref()),
                 |issued_after| self.mint(issued_after, now),
             )
             .await?
@@ -800,6 +870,11 @@ impl TokenMint<'_> {
             text(self.client_id),
         );
         data.insert("AZURE_TENANT_ID".to_owned(), text(self.tenant));
+        // As on AML compute: ManagedIdentityCredential then asks the operator's endpoint.
+        if let Some((url, secret)) = endpoint_env(self.ctx, self.ci) {
+            data.insert("MSI_ENDPOINT".to_owned(), text(&url));
+            data.insert("MSI_SECRET".to_owned(), text(&secret));
+        }
         data.insert(
             "AZURE_AUTHORITY_HOST".to_owned(),
             text(&format!("{}/", cloud.authority_host)),

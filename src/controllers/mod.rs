@@ -118,6 +118,9 @@ pub struct Context {
     pub watch_namespace: Option<String>,
     /// Failed cleanup attempts after which a deleted object is let go (with a Warning Event).
     pub cleanup_attempts: i64,
+    /// Where token Secrets point pods for the managed identity endpoint, and the key their
+    /// `MSI_SECRET`s derive from (`None`: this operator does not serve it).
+    pub msi: Option<crate::msi::Issuer>,
     /// Consecutive failures per object, for growing retry intervals.
     backoff: backoff::Backoff,
     /// (kind, namespace, name) of objects a dependent just let go of: a Workspace or credential
@@ -148,6 +151,7 @@ impl Context {
             azure,
             watch_namespace: None,
             cleanup_attempts: 8,
+            msi: None,
             backoff: Default::default(),
             released: tokio::sync::broadcast::channel(1024).0,
             secret_changes: tokio::sync::broadcast::channel(4096).0,

@@ -62,6 +62,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 
 {{/* The operator's rules inside the namespaces it serves (see rbac.yaml). */}}
+{{- /* The managed identity endpoint's in-cluster URL, written as MSI_ENDPOINT into token Secrets. */}}
+{{- define "aml-identity-operator.msiEndpointURL" -}}
+http://{{ include "aml-identity-operator.fullname" . }}-msi.{{ .Release.Namespace }}.svc:{{ .Values.msiEndpoint.port }}/msi/token
+{{- end }}
+
 {{- define "aml-identity-operator.namespacedRules" }}
 - apiGroups: [amlidentity.io]
   resources: [azurecredentials, workspaces, computeidentities, datastores, registryconnections]
