@@ -1,5 +1,5 @@
 # The two set-up commands of the README: `make demo` and `make test`.
-.PHONY: demo test bench-datastores crds deploy-base chart-readme build cluster-up cluster-down
+.PHONY: demo test bench-datastores bench-msi crds deploy-base chart-readme build cluster-up cluster-down
 
 demo:
 	hack/demo.sh
@@ -10,6 +10,10 @@ test:
 # Release builds; N Datastores (default 500) against the raw write rate of the same API server.
 bench-datastores:
 	hack/bench-datastores.sh
+
+# Release builds; the managed identity endpoint's latency and throughput from its token cache.
+bench-msi:
+	hack/bench-msi.sh
 
 # deploy/base from the chart's default render (a test keeps them equal).
 deploy-base:

@@ -72,10 +72,16 @@ kubectl -n "$NS" create secret generic stmlwteama-key --from-literal=accountKey=
 
 RESOLVE=""
 for host in login.microsoftonline.com management.azure.com crmlwteama.azurecr.io; do RESOLVE="$RESOLVE${RESOLVE:+,}$host=$HTTPS_ADDR"; done
-HEALTH_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+HEALTH_PORT=$(free_port)
+MSI_PORT=$(free_port)
+# DEMO_OPERATOR_ARGS: more flags for the operator (the benchmarks lift limits with it).
+# shellcheck disable=SC2086
 start_operator() {
   $BIN run --lease-namespace "$NS" --health-addr "127.0.0.1:$HEALTH_PORT" --azure-ca-bundle "$STATE_DIR/emulator/ca.pem" \
-    --azure-resolve "$RESOLVE" --imds-endpoint "$IMDS" >>"$STATE_DIR/operator.log" 2>&1 &
+    --azure-resolve "$RESOLVE" --imds-endpoint "$IMDS" \
+    --msi-endpoint-addr "127.0.0.1:$MSI_PORT" --msi-endpoint-url "http://127.0.0.1:$MSI_PORT/msi/token" \
+    ${DEMO_OPERATOR_ARGS:-} >>"$STATE_DIR/operator.log" 2>&1 &
   echo $! > "$STATE_DIR/operator.pid"
 }
 echo "== starting the operator (logs: $STATE_DIR/operator.log)"
@@ -113,6 +119,21 @@ PATH="$PWD/target/$PROFILE:$PATH" kubectl amlid -n "$NS" status computeidentity/
 echo
 echo "== kubectl amlid inspect secret: what the token Secret holds (claims, never a token)"
 PATH="$PWD/target/$PROFILE:$PATH" kubectl amlid -n "$NS" inspect secret cpu-cluster-identity
+
+# The documents' training code, unmodified, through the managed identity endpoint: a process whose
+# only inputs are the token Secret's keys (what `envFrom: secretRef` gives a pod).
+echo
+echo "== the Azure ML managed identity endpoint: cpu-cluster opts in, a training pod runs the documents' code"
+kubectl -n "$NS" patch computeidentity cpu-cluster --type merge -p '{"spec":{"tokenSecret":{"msiEndpoint":true}}}' >/dev/null
+for _ in $(seq 1 60); do
+  kubectl -n "$NS" get secret cpu-cluster-identity -o jsonpath='{.data.MSI_SECRET}' | grep -q . && break
+  sleep 0.5
+done
+POD_PYTHON=$(hack/python-env.sh)
+kubectl -n "$NS" get secret cpu-cluster-identity -o json | python3 hack/training_pod.py \
+  --env REQUESTS_CA_BUNDLE="$STATE_DIR/emulator/ca.pem" --env PYTHONPATH="$PWD/tests/python/pod" \
+  --env AMLID_POD_HOSTS="kv-mlw-team-a.vault.azure.net=$HTTPS_ADDR" \
+  -- "$POD_PYTHON" hack/demo_training_pod.py
 
 # A restart of a settled operator: it reads everything again and should write nothing.
 echo

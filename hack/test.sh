@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command (`make test`): installs what is missing (nextest, the Python venv, Azurite,
-# kustomize, the Kubernetes binaries, docker-registry and skopeo), starts one local control plane and one Azurite for the whole run, runs every
+# The test command (`make test`): installs what is missing (nextest, the Python venv, the Node
+# Azure SDK, Azurite, kustomize, the Kubernetes binaries, docker-registry and skopeo), starts one local control plane and one Azurite for the whole run, runs every
 # test, stops what it started, and prints how long it took. Emulators start inside the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,8 @@ AMLID_PYTHON=$(hack/python-env.sh)
 export AMLID_PYTHON
 AMLID_KUSTOMIZE=$(hack/kustomize.sh)
 export AMLID_KUSTOMIZE
+AMLID_NODE_MODULES=$(hack/node-env.sh)
+export AMLID_NODE_MODULES
 trap 'hack/azurite.sh down; hack/local-cluster.sh down' EXIT
 hack/local-cluster.sh up
 eval "$(hack/local-cluster.sh env)"

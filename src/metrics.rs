@@ -47,8 +47,8 @@ pub struct AzureLabels {
 /// Labels of the managed identity endpoint's requests.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
-    /// `issued`, `unauthorized`, `forbidden`, `bad_request`, `throttled`, `unavailable`,
-    /// `not_found`.
+    /// `issued`, `unauthorized`, `forbidden`, `bad_request`, `throttled`, `guessing`,
+    /// `unavailable`, `not_found`.
     pub outcome: String,
 }
 

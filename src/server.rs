@@ -36,14 +36,26 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(health);
+    bind_and_serve(addr, app, "health server", shutdown).await
+}
+
+/// Binds `addr` and serves `app` on a task until `shutdown` completes; requests in flight then
+/// finish. Returns the bound address (port 0 picks one) and the task.
+pub async fn bind_and_serve(
+    addr: SocketAddr,
+    app: Router,
+    name: &'static str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
         {
-            tracing::error!(error = %e, "health server failed");
+            tracing::error!(error = %e, server = name, "server failed");
         }
     });
     Ok((bound, task))

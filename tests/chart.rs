@@ -44,6 +44,7 @@ fn everything() -> Value {
         "metrics": {"serviceMonitor": {"enabled": true, "labels": {"release": "prom"}},
                     "prometheusRule": {"enabled": true, "labels": {"release": "prom"}}},
         "networkPolicy": {"enabled": true, "apiServerCIDRs": ["10.0.0.1/32"]},
+        "msiEndpoint": {"enabled": true, "port": 9091, "ratePerSecond": 5, "burst": 10},
     })
 }
 
@@ -302,6 +303,9 @@ fn every_typed_value_reaches_the_operator() {
         "--allowed-custom-cloud-hosts=azure.contoso.example,login.contoso.example",
         "--azure-ca-bundle=/etc/aml-identity-operator/ca/bundle.pem",
         "--blob-url-template=https://{account}.blob.core.windows.net",
+        "--msi-endpoint-addr=0.0.0.0:9091",
+        "--msi-rate=5",
+        "--msi-burst=10",
     ] {
         assert!(
             args.contains(&expected.to_owned()),
@@ -681,6 +685,77 @@ fn the_network_policy_lets_the_operator_work() {
     );
 }
 
+#[test]
+fn the_managed_identity_endpoint_is_off_by_default_and_complete_when_on() {
+    let off = defaults();
+    assert!(!args(&off).iter().any(|a| a.starts_with("--msi-")));
+    assert!(
+        !of_kind(&off, "Service")
+            .iter()
+            .any(|s| s["metadata"]["name"] == format!("{RELEASE}-msi"))
+    );
+
+    let from = json!([{"namespaceSelector": {"matchLabels": {"aml.example/training": "true"}}}]);
+    let on = render(
+        RELEASE,
+        NAMESPACE,
+        &json!({"msiEndpoint": {"enabled": true},
+                "networkPolicy": {"enabled": true, "msiEndpointFrom": from}}),
+    );
+    let args = args(&on);
+    for expected in [
+        "--msi-endpoint-addr=0.0.0.0:8081".to_owned(),
+        format!("--msi-endpoint-url=http://{RELEASE}-msi.{NAMESPACE}.svc:8081/msi/token"),
+        format!("--msi-key-secret={RELEASE}-msi-key"),
+        "--msi-rate=20".into(),
+        "--msi-burst=100".into(),
+    ] {
+        assert!(args.contains(&expected), "{expected} not in {args:?}");
+    }
+    // The Service reaches the container port on every replica.
+    let service = find(&on, "Service", &format!("{RELEASE}-msi"));
+    assert_eq!(
+        service["spec"]["ports"][0],
+        json!({"name": "http-msi", "port": 8081, "targetPort": "http-msi", "protocol": "TCP"})
+    );
+    let deployment = find(&on, "Deployment", RELEASE);
+    assert_eq!(
+        service["spec"]["selector"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    assert!(
+        container(&on)["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "http-msi" && p["containerPort"] == 8081)
+    );
+    // The key Secret: created by the first replica, read by name only.
+    let role = find(&on, "Role", &format!("{RELEASE}-msi-key"));
+    assert_eq!(
+        rules(role),
+        vec![
+            ("".to_owned(), "secrets".to_owned(), "create".to_owned()),
+            ("".into(), "secrets".into(), "get".into()),
+        ]
+    );
+    assert_eq!(
+        role["rules"][1]["resourceNames"],
+        json!([format!("{RELEASE}-msi-key")])
+    );
+    let binding = find(&on, "RoleBinding", &format!("{RELEASE}-msi-key"));
+    assert_eq!(binding["subjects"][0]["name"], RELEASE);
+    // Training pods reach the endpoint only from where the policy says.
+    let policy = &of_kind(&on, "NetworkPolicy")[0];
+    let msi_rule = policy["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ports"][0]["port"] == "http-msi")
+        .expect("an ingress rule for the endpoint");
+    assert_eq!(msi_rule["from"], from);
+}
+
 /// The rendered chart is accepted by a real API server: every object of the default render and of
 /// the optional ones the local server knows (no Prometheus Operator CRDs there).
 #[tokio::test]
@@ -688,7 +763,8 @@ async fn the_render_applies_to_the_api_server() {
     let client = support::cluster::client().await;
     let ns = support::cluster::namespace(&client, "chart").await;
     let release = format!("amlid-{}", support::cluster::unique());
-    let values = json!({"networkPolicy": {"enabled": true}, "crds": {"enabled": false}});
+    let values = json!({"networkPolicy": {"enabled": true}, "crds": {"enabled": false},
+                        "msiEndpoint": {"enabled": true}});
     let objects = render(&release, &ns, &values);
     let applicable = chart::for_local_server(
         objects

@@ -70,6 +70,13 @@ fn the_demo_shows_every_sample_ready_with_its_outputs() {
     ] {
         assert!(stdout.contains(shown), "{shown} not in:\n{stdout}");
     }
+    // The documents' training code through the managed identity endpoint, in a pod-shaped process.
+    for shown in [
+        "pod: ManagedIdentityCredential(client_id=DEFAULT_IDENTITY_CLIENT_ID).get_token('https://storage.azure.com/'): a token for https://storage.azure.com, identity ",
+        "pod: DefaultAzureCredential() + SecretClient.get_secret('secret-name'): 45 characters read",
+    ] {
+        assert!(stdout.contains(shown), "{shown} not in:\n{stdout}");
+    }
     // A restart of the settled operator, with every kind present, costs nothing: counted at the
     // emulator and in the resourceVersions of what the operator writes.
     assert!(

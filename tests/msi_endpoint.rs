@@ -88,6 +88,61 @@ async fn ask(
     (status, body, retry)
 }
 
+/// Waits until a request with `secret` answers `want` (the endpoint learns changes from watches).
+async fn until_status(
+    http: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    want: u16,
+    within: Duration,
+    what: &str,
+) {
+    cluster::wait_until(within, what, || {
+        let (http, url, secret) = (http.clone(), url.to_owned(), secret.to_owned());
+        async move {
+            let (got, _, _) = ask(
+                &http,
+                &url,
+                Some(&secret),
+                "https://storage.azure.com",
+                None,
+            )
+            .await;
+            (got == want).then_some(())
+        }
+    })
+    .await;
+}
+
+/// A training pod: an SDK's program, its arguments and what its image adds to the environment.
+struct Pod<'a> {
+    sdk: &'a str,
+    program: &'a str,
+    args: Vec<&'a str>,
+    env: Vec<(&'a str, String)>,
+}
+
+/// A request the endpoint must refuse, and the words its answer must say why with.
+struct Refused<'a> {
+    what: &'a str,
+    secret: Option<&'a str>,
+    resource: &'a str,
+    client_id: Option<&'a str>,
+    status: u16,
+    words: &'a str,
+}
+
+fn sha256(v: &str) -> String {
+    use std::fmt::Write;
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, v.as_bytes())
+        .as_ref()
+        .iter()
+        .fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 fn text(secret: &Secret, key: &str) -> String {
     String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
 }
@@ -316,68 +371,109 @@ async fn the_aml_documents_code_runs_unmodified_through_the_endpoint_and_nothing
     .unwrap();
     let python = std::env::var("AMLID_PYTHON")
         .expect("AMLID_PYTHON is not set: run the tests with `make test`");
-    let before = e.counter("entra.token");
-    let pod = tokio::task::block_in_place(|| {
-        let mut command = std::process::Command::new(&python);
-        command.env_clear().arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/aml_training_pod.py"
-        ));
-        for (key, value) in secret_a.data.as_ref().unwrap() {
-            if !key.ends_with(".token") && !key.ends_with(".expires-on") {
-                command.env(key, String::from_utf8(value.0.clone()).unwrap());
+    let node_modules = std::env::var("AMLID_NODE_MODULES")
+        .expect("AMLID_NODE_MODULES is not set: run the tests with `make test`");
+    let pods = [
+        Pod {
+            sdk: "Python azure-identity",
+            program: &python,
+            args: vec![concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/python/aml_training_pod.py"
+            )],
+            env: vec![
+                (
+                    "PYTHONPATH",
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pod").into(),
+                ),
+                ("REQUESTS_CA_BUNDLE", bundle.path().display().to_string()),
+            ],
+        },
+        Pod {
+            sdk: "Node @azure/identity",
+            program: "node",
+            args: vec![
+                "--require",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/pod/hosts.cjs"),
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/node/aml_training_pod.cjs"
+                ),
+            ],
+            env: vec![
+                ("NODE_PATH", node_modules.clone()),
+                ("NODE_EXTRA_CA_CERTS", bundle.path().display().to_string()),
+                // Where the node binary is; nothing else of the test's environment.
+                ("PATH", std::env::var("PATH").unwrap_or_default()),
+            ],
+        },
+    ];
+    for Pod {
+        sdk,
+        program,
+        args,
+        env: extra,
+    } in pods
+    {
+        let before = e.counter("entra.token");
+        let pod = tokio::task::block_in_place(|| {
+            let mut command = std::process::Command::new(program);
+            command.env_clear().args(args);
+            for (key, value) in secret_a.data.as_ref().unwrap() {
+                if !key.ends_with(".token") && !key.ends_with(".expires-on") {
+                    command.env(key, String::from_utf8(value.0.clone()).unwrap());
+                }
             }
-        }
-        command
-            .env(
-                "PYTHONPATH",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pod"),
+            command
+                .envs(extra)
+                .env(
+                    "AMLID_POD_HOSTS",
+                    format!("my-key-vault.vault.azure.net={}", azure.running.https_addr),
+                )
+                .env("ACCOUNT_URL", &blob.base)
+                .env("CONTAINER", &container)
+                .env("BLOB_NAME", support::azurite::BLOB.0)
+                .output()
+                .unwrap()
+        });
+        let result: serde_json::Value = serde_json::from_slice(&pod.stdout).unwrap_or_else(|_| {
+            panic!(
+                "{sdk}: the training pod failed: {}",
+                String::from_utf8_lossy(&pod.stderr)
             )
-            .env("REQUESTS_CA_BUNDLE", bundle.path())
-            .env(
-                "AMLID_POD_HOSTS",
-                format!("my-key-vault.vault.azure.net={}", azure.running.https_addr),
-            )
-            .env("ACCOUNT_URL", &blob.base)
-            .env("CONTAINER", &container)
-            .env("BLOB_NAME", support::azurite::BLOB.0)
-            .output()
-            .unwrap()
-    });
-    let result: serde_json::Value = serde_json::from_slice(&pod.stdout).unwrap_or_else(|_| {
-        panic!(
-            "the training pod failed: {}",
-            String::from_utf8_lossy(&pod.stderr)
-        )
-    });
-    assert_eq!(result["blob"], support::azurite::BLOB.1, "{result}");
-    assert_eq!(result["default_scope_same_token"], true, "{result}");
-    let sha = |v: &str| {
-        use std::fmt::Write;
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, v.as_bytes())
-            .as_ref()
-            .iter()
-            .fold(String::new(), |mut s, b| {
-                let _ = write!(s, "{b:02x}");
-                s
-            })
-    };
-    assert_eq!(result["secret_sha256"], sha(VAULT_SECRET), "{result}");
-    let storage_token = e
-        .issued_tokens()
-        .into_iter()
-        .find(|t| sha(t) == result["storage_token_sha256"])
-        .expect("the pod's storage token is one the emulator issued");
-    let claims = e.verify_token(&storage_token).unwrap();
-    assert_eq!(
-        (claims.aud.as_str(), claims.oid.as_str()),
-        ("https://storage.azure.com", a.identity(0).2.as_str())
-    );
-    assert_eq!(
-        e.counter("entra.token") - before,
-        0,
-        "the pod's tokens came from the cache the controllers share"
-    );
+        });
+        assert_eq!(result["blob"], support::azurite::BLOB.1, "{sdk}: {result}");
+        assert_eq!(result["default_scope_same_token"], true, "{sdk}: {result}");
+        assert_eq!(
+            result["secret_sha256"],
+            sha256(VAULT_SECRET),
+            "{sdk}: {result}"
+        );
+        let storage_token = e
+            .issued_tokens()
+            .into_iter()
+            .find(|t| sha256(t) == result["storage_token_sha256"])
+            .unwrap_or_else(|| panic!("{sdk}: the pod's storage token is one the emulator issued"));
+        let claims = e.verify_token(&storage_token).unwrap();
+        assert_eq!(
+            (claims.aud.as_str(), claims.oid.as_str()),
+            ("https://storage.azure.com", a.identity(0).2.as_str()),
+            "{sdk}"
+        );
+        let expires_on = result["storage_token_expires_on"]
+            .as_i64()
+            .unwrap_or_default();
+        assert!(
+            (expires_on - claims.exp).abs() <= 5,
+            "{sdk}: the SDK read expires_on {expires_on}, the token expires at {}",
+            claims.exp
+        );
+        assert_eq!(
+            e.counter("entra.token") - before,
+            0,
+            "{sdk}: the pod's tokens came from the cache the controllers share"
+        );
+    }
 
     // A listed identity other than the default one, by clientid.
     let (status, body, _) = ask(
@@ -395,53 +491,61 @@ async fn the_aml_documents_code_runs_unmodified_through_the_endpoint_and_nothing
     assert_eq!(claims.oid, a.identity(1).2);
 
     // Refusals that say why.
-    let refused: Vec<(&str, Option<&str>, &str, Option<&str>, u16, &str)> = vec![
-        (
-            "no secret",
-            None,
-            "https://storage.azure.com/",
-            None,
-            401,
-            "secret header is missing",
-        ),
-        (
-            "a wrong secret",
-            Some("x".repeat(43).leak()),
-            "https://storage.azure.com/",
-            None,
-            401,
-            "matches no ComputeIdentity",
-        ),
-        (
-            "another namespace's identity",
-            Some(msi_b.as_str()),
-            "https://storage.azure.com/",
-            Some(a.identity(0).1.as_str()),
-            400,
-            "is not one of ComputeIdentity",
-        ),
-        (
-            "an identity not listed",
-            Some(msi_a.as_str()),
-            "https://storage.azure.com/",
-            Some(b.identity(0).1.as_str()),
-            400,
-            "spec.identity.userAssignedIdentities",
-        ),
-        (
-            "a disallowed audience",
-            Some(msi_a.as_str()),
-            "https://management.azure.com/",
-            None,
-            400,
-            "not among the token audiences",
-        ),
+    let wrong = "x".repeat(43);
+    let refused = [
+        Refused {
+            what: "no secret",
+            secret: None,
+            resource: "https://storage.azure.com/",
+            client_id: None,
+            status: 401,
+            words: "secret header is missing",
+        },
+        Refused {
+            what: "a wrong secret",
+            secret: Some(&wrong),
+            resource: "https://storage.azure.com/",
+            client_id: None,
+            status: 401,
+            words: "matches no ComputeIdentity",
+        },
+        Refused {
+            what: "another namespace's identity",
+            secret: Some(&msi_b),
+            resource: "https://storage.azure.com/",
+            client_id: Some(&a.identity(0).1),
+            status: 400,
+            words: "is not one of ComputeIdentity",
+        },
+        Refused {
+            what: "an identity not listed",
+            secret: Some(&msi_a),
+            resource: "https://storage.azure.com/",
+            client_id: Some(&b.identity(0).1),
+            status: 400,
+            words: "spec.identity.userAssignedIdentities",
+        },
+        Refused {
+            what: "a disallowed audience",
+            secret: Some(&msi_a),
+            resource: "https://management.azure.com/",
+            client_id: None,
+            status: 400,
+            words: "not among the token audiences",
+        },
     ];
-    for (what, secret, resource, client_id, status, words) in refused {
-        let (got, body, _) = ask(&http, &url, secret, resource, client_id).await;
-        assert_eq!(got, status, "{what}: {body}");
+    for r in refused {
+        let before = e.counter("entra.token");
+        let (got, body, _) = ask(&http, &url, r.secret, r.resource, r.client_id).await;
+        assert_eq!(got, r.status, "{}: {body}", r.what);
         let description = body["error_description"].as_str().unwrap_or_default();
-        assert!(description.contains(words), "{what}: {description}");
+        assert!(description.contains(r.words), "{}: {description}", r.what);
+        assert_eq!(
+            e.counter("entra.token"),
+            before,
+            "{}: a refusal calls no Azure",
+            r.what
+        );
     }
     // Team B's own secret mints team B's identity, and only that.
     let (status, body, _) = ask(&http, &url, Some(&msi_b), "https://storage.azure.com", None).await;
@@ -520,24 +624,71 @@ async fn the_aml_documents_code_runs_unmodified_through_the_endpoint_and_nothing
         "one Event for hundreds of requests of one token"
     );
 
+    // A namespace the credential no longer admits gets 403 for its secret, without an Azure
+    // call; admitted again, the same secret works again.
+    let admit = |names: Vec<&str>| {
+        let (client, credential) = (client.clone(), credential.clone());
+        let names: Vec<String> = names.into_iter().map(str::to_owned).collect();
+        async move {
+            cluster::dynamic_api(&client, &kind("ClusterAzureCredential"), "")
+                .patch(
+                    &credential,
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        serde_json::json!({"spec": {"allowedNamespaces": {"names": names}}}),
+                    ),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    admit(vec![&a.ns]).await;
+    for endpoint in [&url, &follower_url] {
+        until_status(
+            &http,
+            endpoint,
+            &msi_b,
+            403,
+            Duration::from_secs(30),
+            "a de-admitted namespace's secret to be refused",
+        )
+        .await;
+    }
+    let before = e.counter("entra.token");
+    let (_, body, _) = ask(&http, &url, Some(&msi_b), "https://vault.azure.net", None).await;
+    let description = body["error_description"].as_str().unwrap_or_default();
+    assert!(description.contains(&b.ns), "{description}");
+    assert_eq!(e.counter("entra.token"), before, "a 403 calls no Azure");
+    assert_eq!(
+        ask(&http, &url, Some(&msi_a), "https://storage.azure.com", None)
+            .await
+            .0,
+        200,
+        "the other team is not affected"
+    );
+    admit(vec![&a.ns, &b.ns]).await;
+    until_status(
+        &http,
+        &url,
+        &msi_b,
+        200,
+        Duration::from_secs(30),
+        "a re-admitted namespace's secret to work again",
+    )
+    .await;
+
     // A force-refresh rotates the secret: the old one stops working, the rewritten one works.
     cluster::dynamic_api(&client, &kind("ComputeIdentity"), &a.ns)
         .patch("cpu-cluster", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"amlidentity.io/force-refresh": "rotate-1"}}})))
         .await
         .unwrap();
-    cluster::wait_until(
+    until_status(
+        &http,
+        &url,
+        &msi_a,
+        401,
         Duration::from_secs(20),
         "the old secret to be refused",
-        || {
-            let (http, url, msi) = (http.clone(), url.clone(), msi_a.clone());
-            async move {
-                (ask(&http, &url, Some(&msi), "https://storage.azure.com", None)
-                    .await
-                    .0
-                    == 401)
-                    .then_some(())
-            }
-        },
     )
     .await;
     let rotated = cluster::wait_until(Duration::from_secs(30), "a rewritten MSI_SECRET", || {
@@ -548,16 +699,14 @@ async fn the_aml_documents_code_runs_unmodified_through_the_endpoint_and_nothing
         }
     })
     .await;
-    cluster::wait_until(Duration::from_secs(20), "the new secret to work", || {
-        let (http, url, msi) = (http.clone(), url.clone(), rotated.clone());
-        async move {
-            (ask(&http, &url, Some(&msi), "https://storage.azure.com", None)
-                .await
-                .0
-                == 200)
-                .then_some(())
-        }
-    })
+    until_status(
+        &http,
+        &url,
+        &rotated,
+        200,
+        Duration::from_secs(20),
+        "the new secret to work",
+    )
     .await;
 
     // A deleted ComputeIdentity's secret is refused at once, on every replica.
@@ -566,19 +715,13 @@ async fn the_aml_documents_code_runs_unmodified_through_the_endpoint_and_nothing
         .await
         .unwrap();
     for endpoint in [&url, &follower_url] {
-        cluster::wait_until(
+        until_status(
+            &http,
+            endpoint,
+            &msi_b,
+            401,
             Duration::from_secs(10),
             "the deleted object's secret to be refused",
-            || {
-                let (http, url, msi) = (http.clone(), endpoint.clone(), msi_b.clone());
-                async move {
-                    (ask(&http, &url, Some(&msi), "https://storage.azure.com", None)
-                        .await
-                        .0
-                        == 401)
-                        .then_some(())
-                }
-            },
         )
         .await;
     }

@@ -336,6 +336,40 @@ pub async fn resolve_ref_for(
     reference: &CredentialRef,
     purpose: Purpose,
 ) -> Result<Resolved, ResolveError> {
+    let limits = limits_for(ctx, namespace, reference, purpose).await?;
+    let resolved = resolve_spec(ctx, &limits.spec, &limits.home, &limits.identity).await?;
+    Ok(Resolved {
+        ceiling: limits.ceiling,
+        audiences: limits.audiences,
+        granted_by: limits.granted_by,
+        ..resolved
+    })
+}
+
+/// What a `credentialRef` allows a namespace, read without its secret material: enough to decide
+/// admission, scopes and audiences (the managed identity endpoint asks this often).
+pub struct Limits {
+    /// The credential's spec.
+    pub spec: CredentialSpec,
+    /// Where its Secrets and ServiceAccounts live.
+    pub home: String,
+    /// The token cache's name for it (changes with its generation).
+    pub identity: String,
+    /// The ARM scopes an object using it may touch.
+    pub ceiling: Ceiling,
+    /// The token audiences an object using it may mint for pods.
+    pub audiences: Audiences,
+    /// Who set those limits, for messages.
+    pub granted_by: String,
+}
+
+/// The [`Limits`] of `reference` for `namespace`, enforcing who may use it.
+pub async fn limits_for(
+    ctx: &Context,
+    namespace: &str,
+    reference: &CredentialRef,
+    purpose: Purpose,
+) -> Result<Limits, ResolveError> {
     match reference.kind {
         CredentialKind::AzureCredential => {
             let cred = Api::<AzureCredential>::namespaced(ctx.client.clone(), namespace)
@@ -349,12 +383,18 @@ pub async fn resolve_ref_for(
                 })?;
             ensure_valid(&cred)?;
             check_custom_hosts(&cred.spec.credential, &ctx.azure.allowed_custom_cloud_hosts)?;
-            let identity = format!(
-                "AzureCredential/{namespace}/{}@{}",
-                reference.name,
-                cred.meta().generation.unwrap_or_default()
-            );
-            resolve_spec(ctx, &cred.spec.credential, namespace, &identity).await
+            Ok(Limits {
+                identity: format!(
+                    "AzureCredential/{namespace}/{}@{}",
+                    reference.name,
+                    cred.meta().generation.unwrap_or_default()
+                ),
+                spec: cred.spec.credential,
+                home: namespace.to_owned(),
+                ceiling: Ceiling::Unlimited,
+                audiences: Audiences::default(),
+                granted_by: format!("the credential of namespace {namespace}"),
+            })
         }
         CredentialKind::ClusterAzureCredential => {
             let cred = Api::<ClusterAzureCredential>::all(ctx.client.clone())
@@ -376,11 +416,6 @@ pub async fn resolve_ref_for(
                 )));
             }
             ensure_valid(&cred)?;
-            let identity = format!(
-                "ClusterAzureCredential/{}@{}",
-                reference.name,
-                cred.meta().generation.unwrap_or_default()
-            );
             let ceiling = Ceiling::for_namespace(&cred.spec.allowed_scopes, namespace)
                 .map_err(|e| {
                     ResolveError::Invalid(format!(
@@ -388,18 +423,17 @@ pub async fn resolve_ref_for(
                         reference.name
                     ))
                 })?;
-            let resolved = resolve_spec(
-                ctx,
-                &cred.spec.credential,
-                &ctx.azure.cluster_resource_namespace,
-                &identity,
-            )
-            .await?;
-            Ok(Resolved {
-                ceiling,
+            Ok(Limits {
+                identity: format!(
+                    "ClusterAzureCredential/{}@{}",
+                    reference.name,
+                    cred.meta().generation.unwrap_or_default()
+                ),
                 audiences: Audiences::new(cred.spec.allowed_audiences.as_deref()),
                 granted_by: format!("ClusterAzureCredential {}", reference.name),
-                ..resolved
+                home: ctx.azure.cluster_resource_namespace.clone(),
+                spec: cred.spec.credential,
+                ceiling,
             })
         }
     }

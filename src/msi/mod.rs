@@ -9,17 +9,18 @@
 //! from the token cache the controllers share (one Entra request per identity and audience per
 //! token lifetime, however many pods ask).
 
+pub mod budget;
 pub mod directory;
 pub mod key;
 pub mod request;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -33,6 +34,8 @@ use crate::azure::{AzureError, Cloud, Credential};
 use crate::controllers::Context;
 use crate::controllers::credentials::{self, Purpose, ResolveError};
 use crate::workload_identity::ServiceAccountAssertion;
+use budget::Budgets;
+pub use budget::RateLimit;
 pub use directory::Directory;
 pub use key::EndpointKey;
 use request::{Refusal, TokenRequest};
@@ -41,6 +44,14 @@ use request::{Refusal, TokenRequest};
 pub const PATH: &str = "/msi/token";
 /// How long a ComputeIdentity's credential verdict (admission, audiences) is reused.
 const GRANT_TTL: Duration = Duration::from_secs(10);
+/// Unknown secrets a caller (by address) may send before it gets 429: a pod after a rotation
+/// sends a few, a guesser many.
+const GUESSES: RateLimit = RateLimit {
+    per_second: 1.0,
+    burst: 20.0,
+};
+/// Requests answered at once; past it the endpoint answers 503 rather than queue without bound.
+const MAX_IN_FLIGHT: usize = 1024;
 
 /// What the controllers need to write `MSI_ENDPOINT` and `MSI_SECRET` into token Secrets.
 #[derive(Clone)]
@@ -51,21 +62,15 @@ pub struct Issuer {
     pub key: Arc<EndpointKey>,
 }
 
-/// Requests per second and burst allowed per ComputeIdentity.
-#[derive(Clone, Copy, Debug)]
-pub struct RateLimit {
-    /// Sustained requests per second.
-    pub per_second: f64,
-    /// Requests allowed at once.
-    pub burst: f64,
-}
-
 /// The endpoint's shared state.
 pub struct Endpoint {
     ctx: Arc<Context>,
     directory: Arc<Directory>,
-    limit: RateLimit,
-    buckets: Mutex<HashMap<(String, String), (f64, Instant)>>,
+    /// Per ComputeIdentity.
+    budgets: Budgets<(String, String)>,
+    /// Per caller address, spent by refused secrets.
+    guesses: Budgets<IpAddr>,
+    in_flight: tokio::sync::Semaphore,
     grants: Mutex<HashMap<(String, String), GrantSlot>>,
     announced: Mutex<HashMap<(String, String, String), i64>>,
 }
@@ -95,8 +100,9 @@ impl Endpoint {
         Self {
             ctx,
             directory,
-            limit,
-            buckets: Mutex::default(),
+            budgets: Budgets::new(limit),
+            guesses: Budgets::new(GUESSES),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             grants: Mutex::default(),
             announced: Mutex::default(),
         }
@@ -171,23 +177,9 @@ impl Endpoint {
 
     /// One request from the ComputeIdentity's budget, or 429 with when to come back.
     fn take_budget(&self, namespace: &str, name: &str) -> Result<(), Refusal> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if buckets.len() > 4 * self.directory.len().max(256) {
-            buckets.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(60));
-        }
-        let (tokens, at) = buckets
-            .entry((namespace.to_owned(), name.to_owned()))
-            .or_insert((self.limit.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.limit.per_second)
-            .min(self.limit.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            return Ok(());
-        }
-        let wait = ((1.0 - *tokens) / self.limit.per_second).ceil().max(1.0);
-        Err(Refusal::throttled(wait as u64))
+        self.budgets
+            .take((namespace.to_owned(), name.to_owned()))
+            .map_err(Refusal::throttled)
     }
 
     /// The credential's verdict for `ci`'s namespace, reused for [`GRANT_TTL`]; one lookup at a
@@ -229,19 +221,14 @@ impl Endpoint {
                 )));
             }
         };
-        match credentials::resolve_ref_for(
-            &self.ctx,
-            namespace,
-            &ws.spec.credential_ref,
-            Purpose::Act,
-        )
-        .await
+        match credentials::limits_for(&self.ctx, namespace, &ws.spec.credential_ref, Purpose::Act)
+            .await
         {
-            Ok(resolved) => Ok(Grant {
-                tenant: resolved.credential.tenant_id().to_owned(),
-                audiences: resolved.audiences,
-                cloud: resolved.cloud,
-                granted_by: resolved.granted_by,
+            Ok(limits) => Ok(Grant {
+                tenant: limits.spec.tenant_id.clone(),
+                cloud: credentials::cloud_of(&limits.spec),
+                audiences: limits.audiences,
+                granted_by: limits.granted_by,
             }),
             Err(ResolveError::Denied(why)) => Err(Refusal::forbidden(why)),
             Err(ResolveError::Kube(e)) => Err(unavailable(format!("Kubernetes API: {e}"))),
@@ -403,21 +390,12 @@ pub async fn serve(
             })
         })
         .with_state(endpoint);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "managed identity endpoint failed");
-        }
-    });
-    Ok((bound, task))
+    crate::server::bind_and_serve(addr, app, "managed identity endpoint", shutdown).await
 }
 
 async fn token(
     State(endpoint): State<Arc<Endpoint>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
@@ -425,10 +403,21 @@ async fn token(
     let pairs = query.map(|q| q.0).unwrap_or_default();
     let secret = headers.get("secret").and_then(|v| v.to_str().ok());
     let parsed = request::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), secret);
-    let answered = match parsed {
-        Ok(request) => endpoint.answer(request).await,
-        Err(refusal) => Err(refusal),
+    let answered = match (parsed, endpoint.in_flight.try_acquire()) {
+        (_, Err(_)) => Err(Refusal::unavailable(
+            "the managed identity endpoint is answering as many requests as it may at once",
+            1,
+        )),
+        // A caller that keeps sending unknown secrets is guessing (or broken): it waits.
+        (_, Ok(_)) if !endpoint.guesses.has(&peer.ip()) => Err(Refusal::guessing(1)),
+        (Ok(request), Ok(_permit)) => endpoint.answer(request).await,
+        (Err(refusal), Ok(_)) => Err(refusal),
     };
+    if let Err(refusal) = &answered
+        && refusal.status == 401
+    {
+        let _ = endpoint.guesses.take(peer.ip());
+    }
     let outcome = match &answered {
         Ok(_) => "issued",
         Err(r) => r.outcome,

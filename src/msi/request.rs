@@ -68,6 +68,21 @@ impl Refusal {
         }
     }
 
+    /// 429: the caller sent too many unknown secrets.
+    pub fn guessing(retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                429,
+                "too_many_requests",
+                format!(
+                    "this address sent too many secrets that match no ComputeIdentity; retry after {retry_after} s with MSI_SECRET of the current token Secret"
+                ),
+                "guessing",
+            )
+        }
+    }
+
     /// 503: not ready yet, or Kubernetes or Entra ID failed; worth a retry.
     pub fn unavailable(description: impl Into<String>, retry_after: u64) -> Self {
         Self {

@@ -178,10 +178,14 @@ fn api_for(client: &Client, object: &Value) -> Api<DynamicObject> {
         ),
     };
     let kind = object["kind"].as_str().unwrap();
-    let plural = match kind {
-        "PodDisruptionBudget" => "poddisruptionbudgets".to_owned(),
-        "NetworkPolicy" => "networkpolicies".to_owned(),
-        k => format!("{}s", k.to_lowercase()),
+    let ours = aml_identity_operator::crd::all()
+        .into_iter()
+        .find(|c| c.spec.group == group && c.spec.names.kind == kind);
+    let plural = match (ours, kind) {
+        (Some(crd), _) => crd.spec.names.plural,
+        (None, "PodDisruptionBudget") => "poddisruptionbudgets".to_owned(),
+        (None, "NetworkPolicy") => "networkpolicies".to_owned(),
+        (None, k) => format!("{}s", k.to_lowercase()),
     };
     let resource =
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, &version, kind), &plural);

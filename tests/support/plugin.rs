@@ -46,6 +46,7 @@ pub fn exported_metrics() -> BTreeSet<String> {
         })
         .inc();
     metrics.leader.set(1);
+    metrics.observe_msi("issued", 0.001);
     metrics
         .encode()
         .lines()
