@@ -577,14 +577,22 @@ async fn a_tampered_token_secret_is_repaired_not_believed() {
             status["expiresAt"], annotated,
             "status tells the truth after {what}"
         );
-        let gauge = operator
-            .metric_sum("aml_identity_operator_credential_expiry_timestamp_seconds{kind=\"ComputeIdentity\"")
-            .await;
-        assert_eq!(
-            gauge,
-            Some(exp as f64),
-            "the metric tells the truth after {what}"
-        );
+        // The gauge is set after the Secret is written: wait (bounded) for it to catch up.
+        let gauge = cluster::wait_until(
+            Duration::from_secs(10),
+            &format!("the metric to tell the truth after {what}"),
+            || {
+                let operator = &operator;
+                async move {
+                    let gauge = operator
+                        .metric_sum("aml_identity_operator_credential_expiry_timestamp_seconds{kind=\"ComputeIdentity\"")
+                        .await;
+                    (gauge == Some(exp as f64)).then_some(gauge)
+                }
+            },
+        )
+        .await;
+        assert_eq!(gauge, Some(exp as f64), "{what}");
     }
     let events = Api::<Event>::namespaced(client.clone(), &ns)
         .list(&ListParams::default())

@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use support::azure::*;
-use support::cluster::{self, Operator, TEST_NAMESPACE_LABEL};
+use support::cluster::{self, Operator};
 use support::e2e::*;
 
 /// Label every object of one test carries; the operator reconciles only those.
@@ -154,30 +154,8 @@ impl Tenancy {
         });
         azure.emulator().seed(seed).unwrap();
         // The platform's principal may manage everything: only allowedScopes keeps teams apart.
-        azure.grant(
-            &format!("/subscriptions/{SUBSCRIPTION}"),
-            "Owner",
-            APP_OBJECT_ID,
-        );
-
-        secret(
-            &client,
-            &home,
-            "aml-platform-sp",
-            "clientSecret",
-            APP_SECRET,
-        )
-        .await;
         let credential = format!("tn-{label}");
-        apply(&client, &home, serde_json::json!({
-            "apiVersion": "amlidentity.io/v1alpha1", "kind": "ClusterAzureCredential",
-            "metadata": {"name": credential, "labels": {TEST_NAMESPACE_LABEL: home}},
-            "spec": {"tenantId": TENANT, "servicePrincipal": {"clientId": APP_CLIENT_ID, "clientSecretRef": {"name": "aml-platform-sp", "key": "clientSecret"}},
-                     "allowedNamespaces": {"names": [a.ns, b.ns]},
-                     "allowedScopes": [format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aml-{{namespace}}")],
-                     "allowedAudiences": ["https://storage.azure.com", "https://vault.azure.net"]},
-        }))
-        .await;
+        platform_credential(&client, &azure, &home, &credential, &[&a.ns, &b.ns]).await;
         let mut args = azure_args(&azure);
         args.extend(["--cleanup-attempts".to_string(), "3".into()]);
         args.extend(extra.iter().map(|s| s.to_string()));

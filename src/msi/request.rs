@@ -55,39 +55,45 @@ impl Refusal {
 
     /// 429: the ComputeIdentity's request budget is spent.
     pub fn throttled(retry_after: u64) -> Self {
-        Self {
-            retry_after: Some(retry_after),
-            ..Self::new(
-                429,
-                "too_many_requests",
-                format!(
-                    "this ComputeIdentity's requests exceed the endpoint's rate limit; retry after {retry_after} s (tokens are cached: a client needs one per resource per hour)"
-                ),
-                "throttled",
-            )
-        }
+        Self::too_many(
+            format!(
+                "this ComputeIdentity's requests exceed the endpoint's rate limit; retry after {retry_after} s (tokens are cached: a client needs one per resource per hour)"
+            ),
+            "throttled",
+            retry_after,
+        )
     }
 
     /// 429: the caller sent too many unknown secrets.
     pub fn guessing(retry_after: u64) -> Self {
-        Self {
-            retry_after: Some(retry_after),
-            ..Self::new(
-                429,
-                "too_many_requests",
-                format!(
-                    "this address sent too many secrets that match no ComputeIdentity; retry after {retry_after} s with MSI_SECRET of the current token Secret"
-                ),
-                "guessing",
-            )
-        }
+        Self::too_many(
+            format!(
+                "this address sent too many secrets that match no ComputeIdentity; retry after {retry_after} s with MSI_SECRET of the current token Secret"
+            ),
+            "guessing",
+            retry_after,
+        )
+    }
+
+    fn too_many(description: String, outcome: &'static str, retry_after: u64) -> Self {
+        Self::retry_after(
+            Self::new(429, "too_many_requests", description, outcome),
+            retry_after,
+        )
     }
 
     /// 503: not ready yet, or Kubernetes or Entra ID failed; worth a retry.
     pub fn unavailable(description: impl Into<String>, retry_after: u64) -> Self {
+        Self::retry_after(
+            Self::new(503, "temporarily_unavailable", description, "unavailable"),
+            retry_after,
+        )
+    }
+
+    fn retry_after(refusal: Self, seconds: u64) -> Self {
         Self {
-            retry_after: Some(retry_after),
-            ..Self::new(503, "temporarily_unavailable", description, "unavailable")
+            retry_after: Some(seconds),
+            ..refusal
         }
     }
 

@@ -90,6 +90,35 @@ pub async fn service_principal_credential(client: &Client, ns: &str) {
     .await;
 }
 
+/// The platform team's shared credential for two-team tests: the emulator's service principal,
+/// Owner on the subscription (so only `allowedScopes` keeps teams apart), its secret in `home`,
+/// and a ClusterAzureCredential `name` admitting `teams`, each to its own `rg-aml-<namespace>`,
+/// minting for storage and Key Vault only.
+pub async fn platform_credential(
+    client: &Client,
+    azure: &Azure,
+    home: &str,
+    name: &str,
+    teams: &[&str],
+) {
+    use super::azure::{APP_CLIENT_ID, APP_OBJECT_ID, APP_SECRET, SUBSCRIPTION, TENANT};
+    azure.grant(
+        &format!("/subscriptions/{SUBSCRIPTION}"),
+        "Owner",
+        APP_OBJECT_ID,
+    );
+    secret(client, home, "aml-platform-sp", "clientSecret", APP_SECRET).await;
+    apply(client, home, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "ClusterAzureCredential",
+        "metadata": {"name": name, "labels": {cluster::TEST_NAMESPACE_LABEL: home}},
+        "spec": {"tenantId": TENANT, "servicePrincipal": {"clientId": APP_CLIENT_ID, "clientSecretRef": {"name": "aml-platform-sp", "key": "clientSecret"}},
+                 "allowedNamespaces": {"names": teams},
+                 "allowedScopes": [format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-aml-{{namespace}}")],
+                 "allowedAudiences": ["https://storage.azure.com", "https://vault.azure.net"]},
+    }))
+    .await;
+}
+
 /// Deletes one of this API's objects and waits (bounded) until its finalizer let it go.
 pub async fn delete_and_wait(client: &Client, kind_name: &str, ns: &str, name: &str) {
     let api = cluster::dynamic_api(client, &kind(kind_name), ns);
