@@ -6,6 +6,8 @@ pub mod controllers;
 pub mod crd;
 pub mod crd_docs;
 pub mod freshness;
+#[cfg(test)]
+mod fuzz;
 pub mod metrics;
 pub mod msi;
 pub mod outputs;

@@ -91,7 +91,7 @@ pub async fn exchange(
         });
     }
     let parsed: ExchangeResponse = serde_json::from_str(&text)
-        .map_err(|e| AzureError::Unexpected(format!("ACR exchange response: {e}")))?;
+        .map_err(|e| AzureError::unreadable("the ACR exchange response", &e))?;
     let expires_on = jwt::claims(&parsed.refresh_token)
         .and_then(|c| c.exp)
         .ok_or_else(|| AzureError::Unexpected("the ACR refresh token has no exp claim".into()))?;

@@ -569,10 +569,9 @@ impl ArmClient {
             let parsed = if text.trim().is_empty() {
                 None
             } else {
-                Some(
-                    serde_json::from_str(&text)
-                        .map_err(|e| AzureError::Unexpected(format!("{method} {path}: {e}")))?,
-                )
+                Some(serde_json::from_str(&text).map_err(|e| {
+                    AzureError::unreadable(&format!("the answer to {method} {path}"), &e)
+                })?)
             };
             let number = |name: &str| header(name).and_then(|v| v.parse().ok());
             return Ok(ArmResponse {
@@ -625,7 +624,7 @@ fn operation_failed(path: &str, status: &str, body: &serde_json::Value) -> Azure
     }
 }
 
-fn parse_error(text: &str) -> (String, String) {
+pub(crate) fn parse_error(text: &str) -> (String, String) {
     let parsed: ErrorResponse = serde_json::from_str(text).unwrap_or_default();
     match parsed.error {
         Some(e) => (e.code, e.message),

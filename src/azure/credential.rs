@@ -98,6 +98,50 @@ struct ErrorResponse {
     error_codes: Vec<i64>,
 }
 
+/// The error of a refused token request, from its (untrusted) body: the AADSTS codes and the first
+/// line of the description, never the body itself.
+pub(crate) fn entra_error(status: u16, text: &str) -> AzureError {
+    let error: ErrorResponse = serde_json::from_str(text).unwrap_or_default();
+    let description = error
+        .error_description
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    AzureError::Entra {
+        status,
+        codes: error
+            .error_codes
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        description: if description.is_empty() {
+            format!("{} ({status})", error.error)
+        } else {
+            description
+        },
+    }
+}
+
+/// The token of a successful token response obtained at `now`, if its expiry is plausible.
+pub(crate) fn token_response(text: &str, now: i64) -> Result<Token, AzureError> {
+    let parsed: TokenResponse =
+        serde_json::from_str(text).map_err(|e| AzureError::unreadable("the token response", &e))?;
+    let claims = jwt::claims(&parsed.access_token).unwrap_or_default();
+    // The token's own `exp` is the truth; `expires_in` (a number from Entra, a string from IMDS)
+    // is the fallback for opaque tokens.
+    let expires_in = parsed
+        .expires_in
+        .as_ref()
+        .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+        .unwrap_or(3599);
+    let expires_on = claims.exp.unwrap_or(now.saturating_add(expires_in));
+    let expires_on = super::limits::expiry(expires_on, now, "the access token")?;
+    Ok(Token::new(parsed.access_token, now, expires_on, claims))
+}
+
 /// The PEM blocks of a certificate credential: the certificate (for its thumbprint) and its key.
 fn pem_blocks(pem: &str) -> Vec<(String, Vec<u8>)> {
     let mut blocks = Vec::new();
@@ -342,42 +386,9 @@ impl Credential {
         self.observer.observe(service, status.as_u16());
         let text = super::limits::body(response).await?;
         if !status.is_success() {
-            let error: ErrorResponse = serde_json::from_str(&text).unwrap_or_default();
-            let description = error
-                .error_description
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_owned();
-            return Err(AzureError::Entra {
-                status: status.as_u16(),
-                codes: error
-                    .error_codes
-                    .iter()
-                    .map(i64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-                description: if description.is_empty() {
-                    format!("{} ({status})", error.error)
-                } else {
-                    description
-                },
-            });
+            return Err(entra_error(status.as_u16(), &text));
         }
-        let parsed: TokenResponse = serde_json::from_str(&text)
-            .map_err(|e| AzureError::Unexpected(format!("token response: {e}")))?;
-        let claims = jwt::claims(&parsed.access_token).unwrap_or_default();
-        // The token's own `exp` is the truth; `expires_in` (a number from Entra, a string from IMDS)
-        // is the fallback for opaque tokens.
-        let expires_in = parsed
-            .expires_in
-            .as_ref()
-            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
-            .unwrap_or(3599);
-        let expires_on = claims.exp.unwrap_or(now.saturating_add(expires_in));
-        let expires_on = super::limits::expiry(expires_on, now, "the access token")?;
-        Ok(Token::new(parsed.access_token, now, expires_on, claims))
+        token_response(&text, now)
     }
 
     /// `az account get-access-token --resource R --tenant T --output json`, as the SDKs' Azure CLI
@@ -430,7 +441,7 @@ impl Credential {
             )));
         }
         let parsed: CliToken = serde_json::from_slice(&output.stdout)
-            .map_err(|e| AzureError::Unexpected(format!("Azure CLI output: {e}")))?;
+            .map_err(|e| AzureError::unreadable("the Azure CLI output", &e))?;
         let claims = jwt::claims(&parsed.access_token).unwrap_or_default();
         let expires_on = claims.exp.or(parsed.expires_on).unwrap_or(now + 300);
         let expires_on = super::limits::expiry(expires_on, now, "the Azure CLI's token")?;

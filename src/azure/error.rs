@@ -62,6 +62,25 @@ pub enum AzureError {
 
 /// What an object reports for each error, and when it tries again: `controllers/failures.rs`.
 impl AzureError {
+    /// A response that does not read as `what`: how and where it broke, never a value from it
+    /// (serde's messages quote the offending value, which may be a key, a SAS or a token).
+    pub fn unreadable(what: &str, e: &serde_json::Error) -> Self {
+        let message = e.to_string();
+        let how = if message.starts_with("missing field") {
+            // Names a field of the expected shape, nothing of the response.
+            message
+        } else {
+            format!(
+                "a {:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+            .to_lowercase()
+        };
+        Self::Unexpected(format!("{what} is not the JSON expected: {how}"))
+    }
+
     /// Whether the same request may succeed later without a change on our side.
     pub fn is_transient(&self) -> bool {
         matches!(

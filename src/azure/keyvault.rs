@@ -128,5 +128,5 @@ pub async fn get_secret(
         });
     }
     serde_json::from_str(&text)
-        .map_err(|e| AzureError::Unexpected(format!("Key Vault secret: {e}")))
+        .map_err(|e| AzureError::unreadable("the Key Vault secret response", &e))
 }

@@ -37,7 +37,10 @@ impl ArmPath {
                 "{id:?} is not an ARM id: it must start with /subscriptions/<subscription id>"
             ));
         }
-        Ok(ArmPath(segments.iter().map(|s| s.to_lowercase()).collect()))
+        // ASCII case only: Unicode folding would make the Kelvin sign a `k`, which ARM does not.
+        Ok(ArmPath(
+            segments.iter().map(|s| s.to_ascii_lowercase()).collect(),
+        ))
     }
 
     /// Whether `self` equals `other` or lies below it.
@@ -100,9 +103,16 @@ impl fmt::Display for Ceiling {
 /// One audience for every form the SDKs send: no `/.default`, no trailing `/`, scheme and host in
 /// lower case (`https://Storage.azure.com/.default` → `https://storage.azure.com`).
 pub fn normalize_audience(audience: &str) -> String {
-    let trimmed = audience.trim();
-    let trimmed = trimmed.strip_suffix("/.default").unwrap_or(trimmed);
-    let trimmed = trimmed.trim_end_matches('/');
+    // Until nothing changes: `…/.default/` and `…/ /.default` are the same audience too.
+    let mut trimmed = audience.trim();
+    loop {
+        let next = trimmed.trim_end_matches('/').trim_end();
+        let next = next.strip_suffix("/.default").unwrap_or(next);
+        if next == trimmed {
+            break;
+        }
+        trimmed = next;
+    }
     match trimmed.split_once("://") {
         Some((scheme, rest)) => {
             let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
