@@ -217,6 +217,7 @@ pub async fn run(mut opts: RunOptions) -> anyhow::Result<()> {
         host_overrides: opts.azure_resolve.clone(),
         timeout: None,
         observer: metrics.azure_observer(),
+        ..Default::default()
     };
     // Fail at start on an unreadable CA bundle rather than on the first reconcile.
     transport.client()?;

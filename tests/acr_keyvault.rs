@@ -53,14 +53,10 @@ async fn start() -> Azure {
         })
         .unwrap();
     let addr = azure.running.https_addr;
-    azure
+    azure.transport = azure
         .transport
-        .host_overrides
-        .push((LOGIN_SERVER.into(), addr));
-    azure
-        .transport
-        .host_overrides
-        .push((format!("{VAULT}.vault.azure.net"), addr));
+        .resolving(LOGIN_SERVER, addr)
+        .resolving(&format!("{VAULT}.vault.azure.net"), addr);
     azure
 }
 

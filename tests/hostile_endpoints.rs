@@ -76,10 +76,7 @@ async fn an_acr_refresh_token_already_expired_is_refused() {
         .unwrap();
     azure.grant(&registry, "AcrPull", APP_OBJECT_ID);
     let addr = azure.running.https_addr;
-    azure
-        .transport
-        .host_overrides
-        .push(("crmlwteama.azurecr.io".into(), addr));
+    azure.transport = azure.transport.resolving("crmlwteama.azurecr.io", addr);
     azure.emulator().set_refresh_lifetime(Some(-60));
     let aad = azure
         .app_credential("sp")

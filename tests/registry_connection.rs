@@ -194,10 +194,9 @@ async fn a_compute_identity_pulls_once_it_holds_acr_pull() {
 
     let (username, password) = dockerconfig(&client, &ns, "workspace-registry-pull").await;
     assert_eq!(username, "00000000-0000-0000-0000-000000000000");
-    let mut transport = azure.transport.clone();
-    transport
-        .host_overrides
-        .push((LOGIN_SERVER.into(), azure.running.https_addr));
+    let transport = azure
+        .transport
+        .resolving(LOGIN_SERVER, azure.running.https_addr);
     let registry_http = transport.client().unwrap();
     let pull = registry_http
         .get(format!("https://{LOGIN_SERVER}/oauth2/token"))
@@ -411,10 +410,9 @@ async fn skopeo_pulls_with_the_pull_secret_from_a_real_registry() {
 
     // The platform pushes an image with its own AcrPush credential.
     azure.grant(&registry_id(), "AcrPush", APP_OBJECT_ID);
-    let mut transport = azure.transport.clone();
-    transport
-        .host_overrides
-        .push((LOGIN_SERVER.into(), azure.running.https_addr));
+    let transport = azure
+        .transport
+        .resolving(LOGIN_SERVER, azure.running.https_addr);
     let aad = azure
         .app_credential("push")
         .request(

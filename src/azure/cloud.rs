@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::error::AzureError;
@@ -105,6 +106,10 @@ pub struct Transport {
     pub timeout: Option<Duration>,
     /// Told of every response.
     pub observer: Observer,
+    /// The client built from the fields above, once: building one parses every root certificate
+    /// (milliseconds of CPU), and one shared client also shares its connections. Clones share it,
+    /// so a changed field needs a new transport ([`Transport::resolving`]).
+    pub built: Arc<OnceLock<reqwest::Client>>,
 }
 
 impl Transport {
@@ -117,8 +122,25 @@ impl Transport {
         Ok((host.to_owned(), addr))
     }
 
-    /// A reqwest client honouring the extra CA and the overrides.
+    /// This transport with `host` also resolved to `addr`, and its own client.
+    pub fn resolving(&self, host: &str, addr: SocketAddr) -> Transport {
+        let mut transport = self.clone();
+        transport.host_overrides.push((host.to_owned(), addr));
+        transport.built = Arc::default();
+        transport
+    }
+
+    /// A reqwest client honouring the extra CA and the overrides (built on first use, then
+    /// shared by every clone of this transport).
     pub fn client(&self) -> Result<reqwest::Client, AzureError> {
+        if let Some(client) = self.built.get() {
+            return Ok(client.clone());
+        }
+        let client = self.build()?;
+        Ok(self.built.get_or_init(|| client).clone())
+    }
+
+    fn build(&self) -> Result<reqwest::Client, AzureError> {
         let mut builder = reqwest::Client::builder()
             // A redirect would carry the bearer token or client assertion to a host no check saw.
             .redirect(reqwest::redirect::Policy::none())

@@ -79,6 +79,7 @@ impl Azure {
                 .collect(),
             timeout: None,
             observer: Default::default(),
+            ..Default::default()
         };
         Azure {
             running,
