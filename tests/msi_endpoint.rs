@@ -733,6 +733,64 @@ async fn the_aml_documents_code_runs_unmodified_through_the_endpoint_and_nothing
             .await;
         }
     }
+    // An address that keeps sending unknown secrets is made to wait, on the replica it asks,
+    // with no Azure call; the other replica still answers it.
+    let before = e.counter("entra.token");
+    let mut guessed = Vec::new();
+    for i in 0..40 {
+        let guess = format!("{i:0>43}");
+        guessed.push(
+            ask(
+                &http,
+                &follower_url,
+                Some(&guess),
+                "https://storage.azure.com",
+                None,
+            )
+            .await,
+        );
+    }
+    let first = guessed
+        .iter()
+        .position(|(s, _, _)| *s == 429)
+        .expect("40 unknown secrets from one address are throttled");
+    assert!(first <= 21, "throttled after {first} guesses");
+    assert!(guessed[..first].iter().all(|(s, _, _)| *s == 401));
+    let (_, body, retry) = &guessed[first];
+    assert!(retry.is_some());
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too many secrets that match no ComputeIdentity"),
+        "{body}"
+    );
+    assert_eq!(
+        ask(
+            &http,
+            &follower_url,
+            Some(&rotated),
+            "https://storage.azure.com",
+            None
+        )
+        .await
+        .0,
+        429,
+        "the guessing address waits, whatever it sends"
+    );
+    assert_eq!(
+        ask(
+            &http,
+            &url,
+            Some(&rotated),
+            "https://storage.azure.com",
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(e.counter("entra.token"), before, "guesses call no Azure");
     let outcomes = leader
         .metric_sum("aml_identity_operator_msi_endpoint_requests_total{outcome=\"throttled\"")
         .await;
