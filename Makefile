@@ -1,11 +1,16 @@
 # The two set-up commands of the README: `make demo` and `make test`.
-.PHONY: demo test bench-datastores bench-msi crds deploy-base chart-readme build cluster-up cluster-down
+.PHONY: demo test bench bench-datastores bench-msi crds deploy-base chart-readme build cluster-up cluster-down
 
 demo:
 	hack/demo.sh
 
 test:
 	hack/test.sh
+
+# Release builds; the operator at scale against the raw write rate of the same API server
+# (BENCH_ARGS: `target/release/bench --help`).
+bench:
+	hack/bench.sh
 
 # Release builds; N Datastores (default 500) against the raw write rate of the same API server.
 bench-datastores:

@@ -41,5 +41,10 @@ $image_build
 export AMLID_OPERATOR_KUBECONFIG="${TMPDIR:-/tmp}/aml-identity-operator-cluster/operator.kubeconfig"
 cargo nextest run --locked --test chart --run-ignored only
 cargo nextest run --workspace --locked --no-fail-fast
+# The benchmark's small version (README "Performance"), so it cannot rot: every object Ready, no ARM
+# write and no Entra request beyond one per token lifetime in the steady state, renewal included.
+cargo build --release --locked -p aml-identity-bench
+target/release/bench --objects 100 --namespaces 4 --identities 2 --steady-seconds 4 \
+  --unrelated-secrets 200 --idle-minutes 2 --token-lifetime 120 --check
 
 echo "make test took $(( $(date +%s) - start ))s"

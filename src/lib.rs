@@ -8,6 +8,7 @@ pub mod crd_docs;
 pub mod freshness;
 #[cfg(test)]
 mod fuzz;
+pub mod kube_requests;
 pub mod metrics;
 pub mod msi;
 pub mod outputs;

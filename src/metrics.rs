@@ -44,6 +44,15 @@ pub struct AzureLabels {
     pub code: String,
 }
 
+/// Labels of the operator's Kubernetes API requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubernetesLabels {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `apply`, `delete`, `deletecollection`.
+    pub verb: String,
+    /// The resource, with its subresource: `secrets`, `datastores/status`, ….
+    pub resource: String,
+}
+
 /// Labels of the managed identity endpoint's requests.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
@@ -78,6 +87,8 @@ pub struct Metrics {
     pub endpoint_requests: Family<EndpointLabels, Counter>,
     /// Time the managed identity endpoint took to answer, by outcome.
     pub endpoint_duration: Family<EndpointLabels, Histogram>,
+    /// Kubernetes API requests sent, by verb and resource.
+    pub kubernetes_requests: Family<KubernetesLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -144,6 +155,12 @@ impl Default for Metrics {
             "Time the managed identity endpoint took to answer",
             endpoint_duration.clone(),
         );
+        let kubernetes_requests = Family::<KubernetesLabels, Counter>::default();
+        registry.register(
+            "kubernetes_requests",
+            "Kubernetes API requests sent, by verb and resource",
+            kubernetes_requests.clone(),
+        );
         registry.register(
             "leader",
             "1 while this instance holds the leader lease",
@@ -162,6 +179,7 @@ impl Default for Metrics {
             cleanup_abandoned,
             endpoint_requests,
             endpoint_duration,
+            kubernetes_requests,
         }
     }
 }

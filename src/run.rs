@@ -175,12 +175,12 @@ pub async fn run(mut opts: RunOptions) -> anyhow::Result<()> {
     )?);
     let own_namespace = opts.lease_namespace.clone().unwrap_or_default();
     check_endpoint_flags(&opts)?;
-    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let client = crate::kube_requests::client(metrics.kubernetes_requests.clone()).await?;
     let identity = opts.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {

@@ -257,6 +257,11 @@ impl Emulator {
         self.state().counters.get(key).copied().unwrap_or(0)
     }
 
+    /// Every counter, by route key (and the more specific `key:…` ones).
+    pub fn counters(&self) -> std::collections::BTreeMap<String, u64> {
+        self.state().counters.clone()
+    }
+
     /// Requests counted for every route key starting with `prefix` (`arm.`: every ARM request;
     /// `entra.token`: every token request, whoever asked). Specific keys are not double-counted.
     pub fn requests(&self, prefix: &str) -> u64 {

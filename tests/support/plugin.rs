@@ -19,7 +19,9 @@ pub fn amlid(args: &[&str]) -> (bool, String, String) {
 /// Every metric name a scraper sees (counters with their `_total`): each family is given a
 /// series, since an empty family does not show in the exposition.
 pub fn exported_metrics() -> BTreeSet<String> {
-    use aml_identity_operator::metrics::{AzureLabels, ErrorLabels, KindLabels, Metrics};
+    use aml_identity_operator::metrics::{
+        AzureLabels, ErrorLabels, KindLabels, KubernetesLabels, Metrics,
+    };
     let metrics = Metrics::default();
     let object = Metrics::object("Datastore", Some("ns".into()), "x".into());
     let kind = KindLabels {
@@ -43,6 +45,13 @@ pub fn exported_metrics() -> BTreeSet<String> {
         .get_or_create(&AzureLabels {
             service: "arm".into(),
             code: "429".into(),
+        })
+        .inc();
+    metrics
+        .kubernetes_requests
+        .get_or_create(&KubernetesLabels {
+            verb: "apply".into(),
+            resource: "secrets".into(),
         })
         .inc();
     metrics.leader.set(1);

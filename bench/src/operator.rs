@@ -1,0 +1,162 @@
+//! The operator under test: the release binary beside this one, as its own process, so its CPU
+//! time and memory are read from `/proc` and its Kubernetes requests from its own `/metrics`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running operator process.
+pub struct Operator {
+    child: Child,
+    health_port: u16,
+    http: reqwest::Client,
+}
+
+/// `aml-identity-operator` next to this binary (`cargo build --release` builds both).
+pub fn binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name("aml-identity-operator");
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build it first with `cargo build --release --locked --workspace`",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Operator {
+    /// Starts `run` with `args`, its log in `log`, signing in with `kubeconfig` when given.
+    pub fn start(args: &[String], log: &Path, kubeconfig: Option<&Path>) -> anyhow::Result<Self> {
+        let health_port = free_port()?;
+        let mut command = Command::new(binary()?);
+        if let Some(path) = kubeconfig {
+            command.env("KUBECONFIG", path);
+        }
+        let child = command
+            .arg("run")
+            .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("AMLID_BENCH_OPERATOR_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()?;
+        Ok(Operator {
+            child,
+            health_port,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User plus system CPU seconds so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.pid()).unwrap_or(0.0)
+    }
+
+    /// (current, peak) resident memory in MiB.
+    pub fn rss_mib(&self) -> (f64, f64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                .map_or(0.0, |kib| kib / 1024.0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Its `/metrics` text; empty while it is not serving.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.health_port);
+        match self.http.get(url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Kubernetes requests it sent so far, by `verb resource`.
+    pub async fn kubernetes_requests(&self) -> BTreeMap<String, f64> {
+        let text = self.metrics().await;
+        let mut out = BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("aml_identity_operator_kubernetes_requests_total{")
+            else {
+                continue;
+            };
+            let Some((labels, value)) = rest.split_once("} ") else {
+                continue;
+            };
+            let label = |name: &str| {
+                labels.split(',').find_map(|l| {
+                    l.strip_prefix(name)?
+                        .strip_prefix("=\"")?
+                        .strip_suffix('"')
+                        .map(str::to_owned)
+                })
+            };
+            if let (Some(verb), Some(resource), Ok(v)) = (
+                label("verb"),
+                label("resource"),
+                value.trim().parse::<f64>(),
+            ) {
+                out.insert(format!("{verb} {resource}"), v);
+            }
+        }
+        out
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub async fn stop(&mut self, grace: Duration) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline {
+            if !self.alive() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if self.alive() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// User plus system CPU seconds of a process.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // Linux's USER_HZ is 100 on every architecture it reports through /proc.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
