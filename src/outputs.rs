@@ -232,7 +232,8 @@ pub fn fingerprint(text: &str) -> String {
 }
 
 /// Writes `owner`'s Secret `name` of `type_` holding expiring credentials, with their [`Expiry`]
-/// in its annotations. `Ok(Err(message))` when another object of that name is in the way.
+/// in its annotations; returns the resourceVersion written. `Ok(Err(message))` when another object
+/// of that name is in the way.
 pub async fn apply_expiring<O: Resource<DynamicType = ()>>(
     client: &kube::Client,
     owner: &O,
@@ -240,7 +241,7 @@ pub async fn apply_expiring<O: Resource<DynamicType = ()>>(
     type_: &str,
     data: std::collections::BTreeMap<String, k8s_openapi::ByteString>,
     expiry: &Expiry,
-) -> Result<Result<(), String>, kube::Error> {
+) -> Result<Result<Option<String>, String>, kube::Error> {
     let secret = k8s_openapi::api::core::v1::Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(name.to_owned()),
@@ -252,7 +253,7 @@ pub async fn apply_expiring<O: Resource<DynamicType = ()>>(
         ..Default::default()
     };
     match apply(client, owner, secret).await {
-        Ok(_) => Ok(Ok(())),
+        Ok(written) => Ok(Ok(written.metadata.resource_version)),
         Err(OutputError::Kube(e)) => Err(e),
         Err(e @ OutputError::Conflict { .. }) => Ok(Err(e.to_string())),
     }

@@ -383,3 +383,81 @@ async fn a_long_running_operation_on_another_host_is_not_followed() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn shared_reads_cost_azure_one_request_per_credential_until_a_write_or_their_time() {
+    use aml_identity_operator::azure::models::UserAssignedIdentity as Identity;
+    use aml_identity_operator::azure::models::api_versions::MANAGED_IDENTITY;
+    use aml_identity_operator::azure::read_cache::ReadCache;
+    use std::sync::Arc;
+    let azure = start().await;
+    azure
+        .emulator()
+        .seed(Seed {
+            subscriptions: vec![aml_identity_emulator::state::Subscription {
+                id: SUBSCRIPTION.into(),
+                tenant_id: TENANT.into(),
+                resource_groups: vec![RESOURCE_GROUP.into(), IDENTITY_RESOURCE_GROUP.into()],
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+    azure.grant(
+        &format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{IDENTITY_RESOURCE_GROUP}"),
+        "Contributor",
+        APP_OBJECT_ID,
+    );
+    let cache = Arc::new(ReadCache::new(std::time::Duration::from_secs(60)));
+    let arm = azure
+        .arm(azure.app_credential("sp"))
+        .sharing_reads(cache.clone());
+    let reads = || azure.emulator().counter("arm.GET.userAssignedIdentities");
+    for _ in 0..5 {
+        let found: Option<Identity> = arm.get_recent(&uai_id(), MANAGED_IDENTITY).await.unwrap();
+        let client_id = found.and_then(|f| f.properties).and_then(|p| p.client_id);
+        assert_eq!(client_id.as_deref(), Some(UAI_CLIENT));
+    }
+    assert_eq!(reads(), 1, "five objects naming one identity: one read");
+
+    // Another principal reads for itself (it may not be allowed what the first one is).
+    let other = azure
+        .arm(azure.app_credential("another-key"))
+        .sharing_reads(cache.clone());
+    let _: Option<Identity> = other.get_recent(&uai_id(), MANAGED_IDENTITY).await.unwrap();
+    assert_eq!(reads(), 2);
+
+    // A write through a client sharing the cache forgets the read, for every credential.
+    let fic = format!("{}/federatedIdentityCredentials/f", uai_id());
+    let _: Option<FederatedIdentityCredential> =
+        arm.get_recent(&fic, MANAGED_IDENTITY).await.unwrap();
+    arm.delete(&uai_id(), MANAGED_IDENTITY).await.unwrap();
+    let gone: Option<Identity> = other.get_recent(&uai_id(), MANAGED_IDENTITY).await.unwrap();
+    assert!(gone.is_none(), "deleted: read again, and found missing");
+    assert_eq!(reads(), 3);
+    let _: Option<Identity> = arm.get_recent(&uai_id(), MANAGED_IDENTITY).await.unwrap();
+    assert_eq!(
+        reads(),
+        4,
+        "what is missing is not kept: a creation must see itself"
+    );
+
+    // Outside the client's ceiling nothing is answered from the cache.
+    let narrow = azure
+        .arm(azure.app_credential("sp"))
+        .sharing_reads(cache)
+        .within(Arc::new(
+            aml_identity_operator::azure::scope::Ceiling::for_namespace(
+                &[format!(
+                    "/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-other"
+                )],
+                "x",
+            )
+            .unwrap(),
+        ));
+    assert!(matches!(
+        narrow
+            .get_recent::<Identity>(&uai_id(), MANAGED_IDENTITY)
+            .await,
+        Err(AzureError::OutOfScope(_))
+    ));
+}

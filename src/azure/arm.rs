@@ -169,6 +169,7 @@ pub struct ArmClient {
     retry: RetryPolicy,
     observer: super::cloud::Observer,
     ceiling: Arc<Ceiling>,
+    reads: Option<Arc<super::read_cache::ReadCache>>,
 }
 
 impl ArmClient {
@@ -189,7 +190,15 @@ impl ArmClient {
             retry: RetryPolicy::default(),
             observer: Default::default(),
             ceiling: Arc::new(Ceiling::Unlimited),
+            reads: None,
         }
+    }
+
+    /// Shares recent reads through `cache` ([`ArmClient::get_recent`]); every write through this
+    /// client forgets what it changes.
+    pub fn sharing_reads(mut self, cache: Arc<super::read_cache::ReadCache>) -> Self {
+        self.reads = Some(cache);
+        self
     }
 
     /// Refuses, before any token or request, every path outside `ceiling` (the backstop behind
@@ -230,6 +239,33 @@ impl ArmClient {
             Err(AzureError::Arm { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// [`ArmClient::get`] of a resource many objects share, answered from this credential's read
+    /// of it within the shared cache's lifetime when there is one (see `read_cache`).
+    pub async fn get_recent<T: DeserializeOwned + Serialize>(
+        &self,
+        path: &str,
+        api_version: &str,
+    ) -> Result<Option<T>, AzureError> {
+        let Some(cache) = &self.reads else {
+            return self.get(path, api_version).await;
+        };
+        if !self.ceiling.admits(path) {
+            // The same refusal as the request would get, without a cached answer.
+            return self.get(path, api_version).await;
+        }
+        let who = self.credential.cache_key();
+        if let Some(body) = cache.get(who, path, api_version)
+            && let Ok(found) = serde_json::from_value::<T>(body)
+        {
+            return Ok(Some(found));
+        }
+        let found: Option<T> = self.get(path, api_version).await?;
+        if let Some(body) = found.as_ref().and_then(|f| serde_json::to_value(f).ok()) {
+            cache.put(who, path, api_version, body);
+        }
+        Ok(found)
     }
 
     /// GET a collection with extra query parameters (e.g. `$filter`).
@@ -454,6 +490,11 @@ impl ArmClient {
         query: &[(&str, &str)],
         body: Option<&B>,
     ) -> Result<ArmResponse<T>, AzureError> {
+        if method != Method::GET
+            && let Some(cache) = &self.reads
+        {
+            cache.forget(path);
+        }
         let url = if path.starts_with("https://") {
             // A long-running operation's URL: only on the endpoint's own host, where the token goes.
             if !path.starts_with(&format!("{}/", self.endpoint)) {

@@ -189,6 +189,11 @@ impl Credential {
         })
     }
 
+    /// The name it is cached under (tokens, reads): who signs in, never a secret.
+    pub fn cache_key(&self) -> &str {
+        &self.key
+    }
+
     /// A service principal with a client secret.
     pub fn client_secret(
         key: impl Into<String>,

@@ -13,6 +13,7 @@ pub mod keyvault;
 pub mod limits;
 pub mod models;
 pub mod paths;
+pub mod read_cache;
 pub mod scope;
 pub mod storage;
 pub mod token_cache;

@@ -325,8 +325,9 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
     if user {
         for id in &spec.identity.user_assigned_identities {
             let entry = AzureResource::new(AzureResourceKind::UserAssignedIdentity, id);
+            // Shared by every object naming the identity: one read per credential a minute.
             let found = match arm
-                .get::<models::UserAssignedIdentity>(id, api_versions::MANAGED_IDENTITY)
+                .get_recent::<models::UserAssignedIdentity>(id, api_versions::MANAGED_IDENTITY)
                 .await
             {
                 Ok(f) => f,
@@ -690,8 +691,12 @@ async fn federate(
             federation_name(namespace, account)
         );
         let entry = AzureResource::new(AzureResourceKind::FederatedIdentityCredential, &path);
+        // Shared by every object of the namespace federating the identity.
         match arm
-            .get::<models::FederatedIdentityCredential>(&path, api_versions::MANAGED_IDENTITY)
+            .get_recent::<models::FederatedIdentityCredential>(
+                &path,
+                api_versions::MANAGED_IDENTITY,
+            )
             .await
         {
             Ok(Some(current)) if current.properties == fic.properties => ledger.want(entry),

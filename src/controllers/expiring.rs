@@ -141,7 +141,7 @@ impl<O: Resource<DynamicType = ()>> Output<'_, O> {
             fingerprint: self.fingerprint.clone(),
             force,
         };
-        if let Err(conflict) = outputs::apply_expiring(
+        let written = outputs::apply_expiring(
             &ctx.client,
             self.owner,
             self.secret_name,
@@ -149,18 +149,26 @@ impl<O: Resource<DynamicType = ()>> Output<'_, O> {
             minted.data,
             &expiry,
         )
-        .await?
-        {
-            return Ok(Err(Outcome::not_ready(
-                Reason::TargetConflict,
-                conflict.clone(),
-            )
-            .condition(
-                ConditionType::TokenIssued,
-                false,
-                Reason::TargetConflict,
-                conflict,
-            )));
+        .await?;
+        match written {
+            Ok(version) => ctx.own_writes.wrote(
+                "Secret",
+                &self.owner.namespace().unwrap_or_default(),
+                self.secret_name,
+                version.as_deref(),
+            ),
+            Err(conflict) => {
+                return Ok(Err(Outcome::not_ready(
+                    Reason::TargetConflict,
+                    conflict.clone(),
+                )
+                .condition(
+                    ConditionType::TokenIssued,
+                    false,
+                    Reason::TargetConflict,
+                    conflict,
+                )));
+            }
         }
         let note = format!(
             "{} written to Secret {}, valid until {} ({why})",

@@ -13,11 +13,13 @@ mod in_use;
 mod index;
 mod kinds;
 pub mod ledger;
+mod own_writes;
 pub mod registry_connection;
 pub mod resolve;
 mod revocation;
 pub mod workspace;
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +27,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::PartialObjectMeta;
+use kube::api::{ObjectMeta, PartialObjectMeta};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Reporter};
@@ -62,6 +64,8 @@ pub struct AzureSettings {
     pub tokens: Arc<TokenCache>,
     /// Client-side ARM request budget per subscription.
     pub budget: Arc<Budget>,
+    /// Recent ARM reads of shared resources (identities, federated credentials), per credential.
+    pub reads: Arc<crate::azure::read_cache::ReadCache>,
     /// Blob endpoint for an account, with `{account}` (default
     /// `https://{account}.blob.<storage suffix>`); path-style endpoints such as Azurite's need it.
     pub blob_url_template: Option<String>,
@@ -96,6 +100,7 @@ impl AzureSettings {
                 jiff::Timestamp::now().as_second() + offset
             }))),
             budget: Arc::new(Budget::default()),
+            reads: Default::default(),
             blob_url_template: None,
             azure_cli: "az".into(),
             allowed_custom_cloud_hosts: Vec::new(),
@@ -123,6 +128,8 @@ pub struct Context {
     pub msi: Option<crate::msi::Issuer>,
     /// Consecutive failures per object, for growing retry intervals.
     backoff: backoff::Backoff,
+    /// The operator's own writes, so their watch events do not trigger another reconcile.
+    pub(crate) own_writes: own_writes::OwnWrites,
     /// (kind, namespace, name) of objects a dependent just let go of: a Workspace or credential
     /// waiting for its dependents is reconciled at once instead of at its next poll.
     released: tokio::sync::broadcast::Sender<(String, Option<String>, String)>,
@@ -153,6 +160,7 @@ impl Context {
             cleanup_attempts: 8,
             msi: None,
             backoff: Default::default(),
+            own_writes: Default::default(),
             released: tokio::sync::broadcast::channel(1024).0,
             secret_changes: tokio::sync::broadcast::channel(4096).0,
             issuer: Default::default(),
@@ -309,7 +317,20 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
     let outcome = if violations.is_empty() {
         // Before any later behaviour can write to Azure, the object must not be deletable unseen.
         if !obj.finalizers().iter().any(|f| f == FINALIZER) {
-            add_finalizer(&api, &*obj).await?;
+            let patched = add_finalizer(&api, &*obj).await?;
+            // This pass goes on with the object as it was; the echo of the patch needs no other,
+            // unless someone else changed the object meanwhile (then its event triggers as usual).
+            if patched.meta().generation == obj.meta().generation
+                && cached_annotations(patched.meta()) == cached_annotations(obj.meta())
+                && patched.meta().labels == obj.meta().labels
+            {
+                ctx.own_writes.wrote(
+                    &kind,
+                    &obj.namespace().unwrap_or_default(),
+                    &obj.name_any(),
+                    patched.meta().resource_version.as_deref(),
+                );
+            }
         }
         // One object cannot hold a reconcile slot for ever (what it made is recorded first).
         match tokio::time::timeout(RECONCILE_DEADLINE, obj.behaviour(&ctx)).await {
@@ -533,8 +554,22 @@ async fn publish_as<K: Reconciled>(
     }
 }
 
-/// Adds the finalizer with a JSON patch that fails if the list changed meanwhile.
-async fn add_finalizer<K: Reconciled>(api: &Api<K>, obj: &K) -> Result<(), Error> {
+/// kubectl's copy of an object's last applied spec: not kept in the controllers' caches.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// An object's annotations as the controllers' caches hold them.
+fn cached_annotations(meta: &ObjectMeta) -> BTreeMap<&str, &str> {
+    meta.annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != LAST_APPLIED)
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// Adds the finalizer with a JSON patch that fails if the list changed meanwhile; returns the
+/// object as patched.
+async fn add_finalizer<K: Reconciled>(api: &Api<K>, obj: &K) -> Result<K, Error> {
     let patch = match &obj.meta().finalizers {
         None => serde_json::json!([
             {"op": "test", "path": "/metadata/finalizers", "value": null},
@@ -546,13 +581,13 @@ async fn add_finalizer<K: Reconciled>(api: &Api<K>, obj: &K) -> Result<(), Error
         ]),
     };
     let patch: json_patch::Patch = serde_json::from_value(patch)?;
-    api.patch(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::<()>::Json(patch),
-    )
-    .await?;
-    Ok(())
+    Ok(api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await?)
 }
 
 /// Removes the finalizer, again guarded by a test of the current list.
@@ -687,6 +722,14 @@ async fn run_one<K: Reconciled>(
     let kind = K::kind(&()).into_owned();
     let trigger = watcher(api, config)
         .default_backoff()
+        // What no reconcile reads stays out of the cache: an object's managedFields and kubectl's
+        // copy of its last applied spec are often most of its size.
+        .modify(|obj: &mut K| {
+            obj.managed_fields_mut().clear();
+            if let Some(annotations) = &mut obj.meta_mut().annotations {
+                annotations.remove(LAST_APPLIED);
+            }
+        })
         .reflect(writer)
         .inspect(move |event| {
             if let Ok(event) = event {
@@ -706,6 +749,21 @@ async fn run_one<K: Reconciled>(
                 .combine(predicates::finalizers),
             Default::default(),
         );
+    // After the predicates (which must see every version): the echo of the operator's own
+    // finalizer patch is not a reason to reconcile again.
+    let own = ctx.clone();
+    let own_kind = K::kind(&()).into_owned();
+    let trigger = trigger.filter(move |result| {
+        let echo = result.as_ref().is_ok_and(|obj| {
+            own.own_writes.is_echo(
+                &own_kind,
+                &obj.namespace().unwrap_or_default(),
+                &obj.name_any(),
+                obj.meta().resource_version.as_deref(),
+            )
+        });
+        futures::future::ready(!echo)
+    });
     let controller = Controller::for_stream(trigger, reader);
     // A changed Secret reconciles the objects that read it; missed changes reconcile them all.
     let readers = index.clone();
@@ -793,9 +851,27 @@ async fn run_one<K: Reconciled>(
         ),
         None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
     };
+    // The echo of this controller's own Secret write is not a reason to reconcile its owner again.
+    let own = ctx.clone();
+    let owner_kind = K::kind(&()).into_owned();
+    let owned_secrets = changes(owned_secrets, managed.clone()).filter(move |result| {
+        let echo = result.as_ref().is_ok_and(|secret| {
+            let ours = secret
+                .owner_references()
+                .iter()
+                .any(|r| r.controller == Some(true) && r.kind == owner_kind);
+            ours && own.own_writes.is_echo(
+                "Secret",
+                &secret.namespace().unwrap_or_default(),
+                &secret.name_any(),
+                secret.metadata.resource_version.as_deref(),
+            )
+        });
+        futures::future::ready(!echo)
+    });
     controller
-        .owns_stream(changes(config_maps, managed.clone()))
-        .owns_stream(changes(owned_secrets, managed))
+        .owns_stream(changes(config_maps, managed))
+        .owns_stream(owned_secrets)
         .with_config(kube::runtime::controller::Config::default().concurrency(scope.concurrency))
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -158,6 +158,7 @@ pub async fn sign_in_for(
         ctx.azure.budget.clone(),
     )
     .observed(ctx.azure.transport.observer.clone())
+    .sharing_reads(ctx.azure.reads.clone())
     .within(ceiling.clone());
     Ok(Ok(Signed {
         arm,
