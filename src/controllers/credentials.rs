@@ -372,8 +372,8 @@ pub async fn limits_for(
 ) -> Result<Limits, ResolveError> {
     match reference.kind {
         CredentialKind::AzureCredential => {
-            let cred = Api::<AzureCredential>::namespaced(ctx.client.clone(), namespace)
-                .get_opt(&reference.name)
+            let cred = ctx
+                .azure_credential(namespace, &reference.name)
                 .await?
                 .ok_or_else(|| {
                     ResolveError::NotFound(format!(
@@ -397,8 +397,8 @@ pub async fn limits_for(
             })
         }
         CredentialKind::ClusterAzureCredential => {
-            let cred = Api::<ClusterAzureCredential>::all(ctx.client.clone())
-                .get_opt(&reference.name)
+            let cred = ctx
+                .cluster_credential(&reference.name)
                 .await?
                 .ok_or_else(|| {
                     ResolveError::NotFound(format!(

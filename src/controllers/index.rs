@@ -101,16 +101,10 @@ impl<K: Reconciled> ReferenceIndex<K> {
             .unwrap_or_default()
     }
 
-    /// Every object that reads some Secret (when Secret events were missed).
-    pub fn secret_readers(&self) -> Vec<ObjectRef<K>> {
+    /// Every object that names anything (when change events were missed).
+    pub fn all_readers(&self) -> Vec<ObjectRef<K>> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let mut all: HashSet<ObjectRef<K>> = HashSet::new();
-        for (target, objects) in &inner.by_target {
-            if target.kind == "Secret" {
-                all.extend(objects.iter().cloned());
-            }
-        }
-        all.into_iter().collect()
+        inner.by_object.keys().cloned().collect()
     }
 
     fn targets(&self, obj: &K) -> Vec<Target> {
@@ -221,7 +215,7 @@ mod tests {
             index.readers(&workspace("ws")),
             vec![ObjectRef::from_obj(&two)]
         );
-        assert_eq!(index.secret_readers(), vec![ObjectRef::from_obj(&two)]);
+        assert_eq!(index.all_readers(), vec![ObjectRef::from_obj(&two)]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod own_writes;
 pub mod registry_connection;
 pub mod resolve;
 mod revocation;
+mod shared;
 pub mod workspace;
 
 use std::collections::BTreeMap;
@@ -133,9 +134,11 @@ pub struct Context {
     /// (kind, namespace, name) of objects a dependent just let go of: a Workspace or credential
     /// waiting for its dependents is reconciled at once instead of at its next poll.
     released: tokio::sync::broadcast::Sender<(String, Option<String>, String)>,
-    /// (namespace, name) of each Secret in scope that changed, from one metadata-only watch shared
-    /// by every controller.
-    secret_changes: tokio::sync::broadcast::Sender<(String, String)>,
+    /// Each Secret, Workspace and credential in scope that changed, from one watch per kind shared
+    /// by every controller (`shared.rs`), sent once its store holds the change.
+    changes: tokio::sync::broadcast::Sender<index::Target>,
+    /// The shared watches' stores, while this instance leads.
+    stores: std::sync::RwLock<Option<shared::Stores>>,
     issuer: tokio::sync::OnceCell<String>,
 }
 
@@ -162,7 +165,8 @@ impl Context {
             backoff: Default::default(),
             own_writes: Default::default(),
             released: tokio::sync::broadcast::channel(1024).0,
-            secret_changes: tokio::sync::broadcast::channel(4096).0,
+            changes: tokio::sync::broadcast::channel(8192).0,
+            stores: Default::default(),
             issuer: Default::default(),
         }
     }
@@ -673,32 +677,6 @@ where
     watcher(api, config).default_backoff().touched_objects()
 }
 
-/// Feeds `ctx.secret_changes` from one metadata-only watch of the Secrets in scope: the data of
-/// the cluster's Secrets is never read and none of them is held.
-async fn watch_secrets(
-    ctx: Arc<Context>,
-    scope: Scope,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let api: Api<PartialObjectMeta<Secret>> = namespaced_or_all(&ctx.client, &scope);
-    let stream = changes(api, watcher::Config::default());
-    futures::pin_mut!(stream);
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            next = stream.next() => match next {
-                Some(Ok(secret)) => {
-                    let _ = ctx
-                        .secret_changes
-                        .send((secret.namespace().unwrap_or_default(), secret.name_any()));
-                }
-                Some(Err(e)) => tracing::debug!(error = %e, "watching Secrets"),
-                None => return,
-            },
-        }
-    }
-}
-
 async fn run_one<K: Reconciled>(
     ctx: Arc<Context>,
     scope: Scope,
@@ -765,46 +743,23 @@ async fn run_one<K: Reconciled>(
         futures::future::ready(!echo)
     });
     let controller = Controller::for_stream(trigger, reader);
-    // A changed Secret reconciles the objects that read it; missed changes reconcile them all.
+    // A changed Secret, Workspace or credential reconciles the objects that name it; missed
+    // changes reconcile every object that names anything.
     let readers = index.clone();
-    let secret_changes =
-        futures::stream::unfold(ctx.secret_changes.subscribe(), |mut rx| async move {
-            match rx.recv().await {
-                Ok(change) => Some((Some(change), rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some((None, rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
-            }
+    let changed = futures::stream::unfold(ctx.changes.subscribe(), |mut rx| async move {
+        match rx.recv().await {
+            Ok(change) => Some((Some(change), rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some((None, rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    })
+    .flat_map(move |change| {
+        futures::stream::iter(match change {
+            Some(target) => readers.readers(&target),
+            None => readers.all_readers(),
         })
-        .flat_map(move |change| {
-            futures::stream::iter(match change {
-                Some((namespace, name)) => {
-                    readers.readers(&index::Target::secret(&namespace, &name))
-                }
-                None => readers.secret_readers(),
-            })
-        });
-    let controller = controller.reconcile_on(secret_changes);
-    // A changed Workspace or credential reconciles the objects that depend on it.
-    let readers = index.clone();
-    let workspaces: Api<PartialObjectMeta<crate::api::Workspace>> =
-        namespaced_or_all(&ctx.client, &scope);
-    let controller = controller.watches_stream(changes(workspaces, Default::default()), move |w| {
-        readers.readers(&target_of("Workspace", &w))
     });
-    let readers = index.clone();
-    let cluster_credentials: Api<PartialObjectMeta<crate::api::ClusterAzureCredential>> =
-        Api::all(ctx.client.clone());
-    let controller = controller
-        .watches_stream(changes(cluster_credentials, Default::default()), move |c| {
-            readers.readers(&target_of("ClusterAzureCredential", &c))
-        });
-    let readers = index.clone();
-    let credentials: Api<PartialObjectMeta<crate::api::AzureCredential>> =
-        namespaced_or_all(&ctx.client, &scope);
-    let controller = controller
-        .watches_stream(changes(credentials, Default::default()), move |c| {
-            readers.readers(&target_of("AzureCredential", &c))
-        });
+    let controller = controller.reconcile_on(changed);
     // What a dependent let go of: reconciled now, so a waiting cleanup finishes without polling.
     let released = futures::stream::unfold(ctx.released.subscribe(), |mut rx| async move {
         loop {
@@ -913,7 +868,7 @@ pub async fn run_all(
         }
     };
     tokio::join!(
-        watch_secrets(ctx.clone(), scope.clone(), shutdown.clone()),
+        shared::run(ctx.clone(), scope.clone(), shutdown.clone()),
         run_one::<AzureCredential>(ctx.clone(), scope.clone(), shutdown.clone()),
         cluster_kinds,
         run_one::<Workspace>(ctx.clone(), scope.clone(), shutdown.clone()),

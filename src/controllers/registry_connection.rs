@@ -110,10 +110,7 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
     let spec = &rc.spec;
     let namespace = rc.namespace().unwrap_or_default();
     let workspace = match &spec.workspace_ref {
-        Some(w) => match Api::<Workspace>::namespaced(ctx.client.clone(), &namespace)
-            .get_opt(&w.name)
-            .await?
-        {
+        Some(w) => match ctx.workspace(&namespace, &w.name).await? {
             Some(ws) => Some(ws),
             None => {
                 return Ok(Outcome::not_ready(

@@ -177,10 +177,7 @@ pub async fn find_workspace(
     namespace: &str,
     name: &str,
 ) -> Result<Result<Workspace, Outcome>, Error> {
-    match kube::Api::<Workspace>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(name)
-        .await?
-    {
+    match ctx.workspace(namespace, name).await? {
         Some(ws) => Ok(Ok(ws)),
         None => Ok(Err(Outcome::not_ready(
             Reason::WorkspaceNotFound,
