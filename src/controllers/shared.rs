@@ -38,17 +38,9 @@ impl Context {
 
     /// The Workspace `namespace`/`name`, from the shared watch when it has it.
     pub async fn workspace(&self, namespace: &str, name: &str) -> kube::Result<Option<Workspace>> {
-        let cached = self
-            .stores()
-            .and_then(|s| s.workspaces.get(&ObjectRef::new(name).within(namespace)));
-        match cached {
-            Some(ws) => Ok(Some((*ws).clone())),
-            None => {
-                Api::<Workspace>::namespaced(self.client.clone(), namespace)
-                    .get_opt(name)
-                    .await
-            }
-        }
+        let store = self.stores().map(|s| s.workspaces);
+        let api = Api::namespaced(self.client.clone(), namespace);
+        cached_or_get(store, ObjectRef::new(name).within(namespace), api).await
     }
 
     /// The AzureCredential `namespace`/`name`, from the shared watch when it has it.
@@ -57,17 +49,9 @@ impl Context {
         namespace: &str,
         name: &str,
     ) -> kube::Result<Option<AzureCredential>> {
-        let cached = self
-            .stores()
-            .and_then(|s| s.credentials.get(&ObjectRef::new(name).within(namespace)));
-        match cached {
-            Some(c) => Ok(Some((*c).clone())),
-            None => {
-                Api::<AzureCredential>::namespaced(self.client.clone(), namespace)
-                    .get_opt(name)
-                    .await
-            }
-        }
+        let store = self.stores().map(|s| s.credentials);
+        let api = Api::namespaced(self.client.clone(), namespace);
+        cached_or_get(store, ObjectRef::new(name).within(namespace), api).await
     }
 
     /// The ClusterAzureCredential `name`, from the shared watch when it has it.
@@ -75,17 +59,25 @@ impl Context {
         &self,
         name: &str,
     ) -> kube::Result<Option<ClusterAzureCredential>> {
-        let cached = self
-            .stores()
-            .and_then(|s| s.cluster_credentials.get(&ObjectRef::new(name)));
-        match cached {
-            Some(c) => Ok(Some((*c).clone())),
-            None => {
-                Api::<ClusterAzureCredential>::all(self.client.clone())
-                    .get_opt(name)
-                    .await
-            }
-        }
+        let store = self.stores().map(|s| s.cluster_credentials);
+        let api = Api::all(self.client.clone());
+        cached_or_get(store, ObjectRef::new(name), api).await
+    }
+}
+
+/// `object` from `store` when it holds it; otherwise from the API server, which decides that
+/// something does not exist.
+async fn cached_or_get<K>(
+    store: Option<Store<K>>,
+    object: ObjectRef<K>,
+    api: Api<K>,
+) -> kube::Result<Option<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match store.and_then(|s| s.get(&object)) {
+        Some(found) => Ok(Some((*found).clone())),
+        None => api.get_opt(&object.name).await,
     }
 }
 
