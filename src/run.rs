@@ -21,8 +21,14 @@ pub struct RunOptions {
     /// Reconcile only objects whose labels match this selector, e.g. `shard=a`.
     #[arg(long, env = "AMLID_LABEL_SELECTOR")]
     pub label_selector: Option<String>,
-    /// Cluster-scoped objects this instance owns, by label. Without it a `--namespace` instance
-    /// reconciles no cluster-scoped kinds, and a cluster-wide one reconciles them all.
+    /// Reconcile only objects in namespaces whose labels match this selector, e.g. `shard=a`: several
+    /// instances (each with its own `--lease-name`) share one cluster by namespace, and an object
+    /// moves when its namespace's labels do. Not with `--namespace`.
+    #[arg(long, env = "AMLID_NAMESPACE_SELECTOR", conflicts_with = "namespace")]
+    pub namespace_selector: Option<String>,
+    /// Cluster-scoped objects this instance owns, by label. Without it a `--namespace` or
+    /// `--namespace-selector` instance reconciles no cluster-scoped kinds, and a cluster-wide one
+    /// reconciles them all.
     #[arg(long, env = "AMLID_CLUSTER_LABEL_SELECTOR")]
     pub cluster_label_selector: Option<String>,
     /// Objects reconciled at once, per kind.
@@ -134,6 +140,27 @@ fn check_endpoint_flags(opts: &RunOptions) -> anyhow::Result<()> {
     }
 }
 
+/// The API server parses `--namespace-selector` (the same grammar as `kubectl -l`), and the
+/// operator must be able to list namespaces to follow it.
+async fn check_namespace_selector(client: &Client, selector: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let params = kube::api::ListParams::default().labels(selector).limit(1);
+    match kube::Api::<Namespace>::all(client.clone())
+        .list_metadata(&params)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 400 => anyhow::bail!(
+            "--namespace-selector {selector:?} is not a label selector ({}): e.g. shard=a, or shard in (a,b)",
+            e.message
+        ),
+        Err(kube::Error::Api(e)) if e.code == 403 => anyhow::bail!(
+            "--namespace-selector needs list and watch on namespaces, which this identity lacks: grant them (the chart's ClusterRole has them)"
+        ),
+        Err(e) => Err(anyhow::anyhow!(e).context("checking --namespace-selector")),
+    }
+}
+
 /// Where a pod's ServiceAccount namespace is mounted.
 const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
@@ -177,6 +204,9 @@ pub async fn run(mut opts: RunOptions) -> anyhow::Result<()> {
     check_endpoint_flags(&opts)?;
     let metrics = Arc::new(Metrics::default());
     let client = crate::kube_requests::client(metrics.kubernetes_requests.clone()).await?;
+    if let Some(selector) = &opts.namespace_selector {
+        check_namespace_selector(&client, selector).await?;
+    }
     let identity = opts.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
@@ -241,6 +271,7 @@ pub async fn run(mut opts: RunOptions) -> anyhow::Result<()> {
         azure,
     );
     ctx.watch_namespace = opts.namespace.clone();
+    ctx.namespace_selector = opts.namespace_selector.clone();
     ctx.cleanup_attempts = opts.cleanup_attempts;
     if let (Some(key), Some(url)) = (&msi_key, &opts.msi_endpoint_url) {
         ctx.msi = Some(crate::msi::Issuer {

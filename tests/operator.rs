@@ -1,11 +1,14 @@
 //! The operator against the real local control plane: CRDs install, samples reach honest conditions,
-//! invalid samples are refused where they should be, finalizers, restarts and leader election.
+//! invalid samples are refused where they should be, finalizers, restarts, leader election and
+//! sharding by namespace label.
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use support::cluster::{self, Operator};
 use support::samples::{self, Expect, Sample};
@@ -379,4 +382,132 @@ async fn two_operators_elect_exactly_one_leader() {
             >= 1.0
     );
     cluster::delete_namespace(&client, &ns).await;
+}
+
+/// The namespaces of the objects an instance reports a Ready series for, i.e. reconciled last.
+async fn reported_namespaces(operator: &Operator, kind: &str) -> Option<BTreeSet<String>> {
+    let text = operator.metrics().await?;
+    let prefix = format!("aml_identity_operator_ready{{kind=\"{kind}\",namespace=\"");
+    Some(
+        text.lines()
+            .filter_map(|line| line.strip_prefix(&prefix))
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+async fn label_namespace(client: &Client, ns: &str, key: &str, value: &str) {
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            ns,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {key: value}}})),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn two_instances_shard_the_cluster_by_namespace_label_and_objects_follow_a_relabel() {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let run = cluster::unique();
+    let (shard_key, object_label) = (
+        format!("amlidentity.io/shard-{run}"),
+        format!("amlidentity.io/shard-test={run}"),
+    );
+    let home = cluster::namespace(&client, "shard-home").await;
+    let mut teams = Vec::new();
+    for shard in ["a", "a", "b", "b"] {
+        let ns = cluster::namespace(&client, &format!("shard-{shard}")).await;
+        label_namespace(&client, &ns, &shard_key, shard).await;
+        teams.push(ns);
+    }
+    let operators = ["a", "b"].map(|shard| {
+        Operator::start_across(
+            &home,
+            &object_label,
+            &format!("shard-{shard}"),
+            &format!("shard-{shard}"),
+            &[
+                "--namespace-selector".into(),
+                format!("{shard_key}={shard}"),
+            ],
+        )
+    });
+    let sample = samples::valid()
+        .into_iter()
+        .find(|s| s.kind() == "Workspace")
+        .unwrap();
+    let labelled = |name: &str| {
+        let mut s = sample.clone();
+        s.object["metadata"]["name"] = name.into();
+        s.object["metadata"]["labels"] = serde_json::json!({"amlidentity.io/shard-test": run});
+        s
+    };
+    for ns in &teams {
+        create(&client, &labelled("mlw"), ns).await.unwrap();
+    }
+    // None by neither: every object gets a status.
+    for ns in &teams {
+        reported(&client, &labelled("mlw"), "mlw", ns).await;
+    }
+    let expect = |names: &[&String]| names.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let shares = |want_a: BTreeSet<String>, want_b: BTreeSet<String>, what: &'static str| {
+        let operators = &operators;
+        async move {
+            cluster::wait_until(Duration::from_secs(30), what, || {
+                let (want_a, want_b) = (want_a.clone(), want_b.clone());
+                async move {
+                    let a = reported_namespaces(&operators[0], "Workspace").await?;
+                    let b = reported_namespaces(&operators[1], "Workspace").await?;
+                    (a == want_a && b == want_b).then_some(())
+                }
+            })
+            .await
+        }
+    };
+    // None by both: each instance reports only the namespaces its selector picks.
+    shares(
+        expect(&[&teams[0], &teams[1]]),
+        expect(&[&teams[2], &teams[3]]),
+        "each shard to report only its own namespaces",
+    )
+    .await;
+
+    // A relabelled namespace moves at once, with no edit of its objects.
+    label_namespace(&client, &teams[1], &shard_key, "b").await;
+    shares(
+        expect(&[&teams[0]]),
+        expect(&[&teams[1], &teams[2], &teams[3]]),
+        "the relabelled namespace to move from shard a to shard b",
+    )
+    .await;
+    // What is created there next is shard b's alone: shard a sees it and reconciles nothing.
+    let before = operators[0]
+        .metric_sum("aml_identity_operator_reconciles_total")
+        .await
+        .unwrap();
+    create(&client, &labelled("mlw-after-move"), &teams[1])
+        .await
+        .unwrap();
+    reported(
+        &client,
+        &labelled("mlw-after-move"),
+        "mlw-after-move",
+        &teams[1],
+    )
+    .await;
+    assert_eq!(
+        operators[0]
+            .metric_sum("aml_identity_operator_reconciles_total")
+            .await
+            .unwrap(),
+        before,
+        "shard a reconciled an object of a namespace that left it"
+    );
+    for ns in teams.iter().chain([&home]) {
+        cluster::delete_namespace(&client, ns).await;
+    }
 }

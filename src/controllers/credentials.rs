@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::Api;
 use kube::{Resource, ResourceExt};
@@ -464,11 +464,7 @@ pub async fn admits(
     let Some(selector) = &allowed.selector else {
         return Ok(false);
     };
-    let labels = Api::<Namespace>::all(ctx.client.clone())
-        .get_opt(namespace)
-        .await?
-        .map(|n| n.labels().clone())
-        .unwrap_or_default();
+    let labels = ctx.namespace_labels(namespace).await?;
     Ok(selector_matches(selector, &labels))
 }
 

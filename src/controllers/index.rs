@@ -33,6 +33,15 @@ impl Target {
             name: name.into(),
         }
     }
+
+    /// A namespace: its labels changed, or it joined or left this instance's shard.
+    pub fn namespace(name: &str) -> Self {
+        Self {
+            kind: "Namespace".into(),
+            namespace: None,
+            name: name.into(),
+        }
+    }
 }
 
 /// The targets each object of kind `K` names, and the reverse.

@@ -122,6 +122,9 @@ pub struct Context {
     /// The namespace this instance watches (`None`: all), where holders and dependents are looked
     /// up.
     pub watch_namespace: Option<String>,
+    /// `--namespace-selector`: only objects in namespaces whose labels match it are reconciled
+    /// here (another instance takes the rest).
+    pub namespace_selector: Option<String>,
     /// Failed cleanup attempts after which a deleted object is let go (with a Warning Event).
     pub cleanup_attempts: i64,
     /// Where token Secrets point pods for the managed identity endpoint, and the key their
@@ -160,6 +163,7 @@ impl Context {
             metrics,
             azure,
             watch_namespace: None,
+            namespace_selector: None,
             cleanup_attempts: 8,
             msi: None,
             backoff: Default::default(),
@@ -301,6 +305,14 @@ async fn write_status<K: Reconciled>(
 
 async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let kind = K::kind(&());
+    // Another instance's shard: nothing here is touched, and this instance stops reporting it.
+    if let Some(namespace) = obj.namespace()
+        && !ctx.in_shard(&namespace).await?
+    {
+        ctx.metrics
+            .forget(&Metrics::object(&kind, Some(namespace), obj.name_any()));
+        return Ok(Action::await_change());
+    }
     let _timer = ctx.metrics.start(&kind);
     let api = K::api(ctx.client.clone(), obj.namespace().as_deref());
     let key = format!(
@@ -742,9 +754,11 @@ async fn run_one<K: Reconciled>(
         });
         futures::future::ready(!echo)
     });
+    let in_namespace = reader.clone();
     let controller = Controller::for_stream(trigger, reader);
-    // A changed Secret, Workspace or credential reconciles the objects that name it; missed
-    // changes reconcile every object that names anything.
+    // A changed Secret, Workspace or credential reconciles the objects that name it; a namespace
+    // whose labels changed (admission, shard) every object in it; missed changes every object that
+    // names anything.
     let readers = index.clone();
     let changed = futures::stream::unfold(ctx.changes.subscribe(), |mut rx| async move {
         match rx.recv().await {
@@ -755,6 +769,12 @@ async fn run_one<K: Reconciled>(
     })
     .flat_map(move |change| {
         futures::stream::iter(match change {
+            Some(target) if target.kind == "Namespace" => in_namespace
+                .state()
+                .iter()
+                .filter(|obj| obj.namespace().as_deref() == Some(target.name.as_str()))
+                .map(|obj| ObjectRef::from_obj(&**obj))
+                .collect(),
             Some(target) => readers.readers(&target),
             None => readers.all_readers(),
         })
@@ -851,8 +871,11 @@ pub async fn run_all(
         (ctx.clone(), scope.clone(), shutdown.clone());
     let cluster_kinds = async move {
         let (ctx, scope, shutdown) = (cluster_ctx, cluster_scope_base, cluster_shutdown);
-        match (&scope.namespace, &scope.cluster_label_selector) {
-            (Some(_), None) => {}
+        // A shard of the cluster (one namespace, or the namespaces a selector picks) owns no
+        // cluster-scoped object unless `cluster_label_selector` says which: one instance each.
+        let shard = scope.namespace.is_some() || ctx.namespace_selector.is_some();
+        match (shard, &scope.cluster_label_selector) {
+            (true, None) => {}
             (_, Some(selector)) => {
                 let cluster_scope = Scope {
                     label_selector: Some(selector.clone()),
@@ -861,7 +884,7 @@ pub async fn run_all(
                 run_one::<ClusterAzureCredential>(ctx.clone(), cluster_scope, shutdown.clone())
                     .await;
             }
-            (None, None) => {
+            (false, None) => {
                 run_one::<ClusterAzureCredential>(ctx.clone(), scope.clone(), shutdown.clone())
                     .await
             }

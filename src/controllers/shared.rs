@@ -3,14 +3,21 @@
 //! reconcilers read instead of asking the API server, and only then sent to every controller, so a
 //! reconcile a change triggers reads that change or a newer one (never the version before it).
 //!
+//! Namespaces are watched as metadata too (cluster-wide instances only): their labels decide
+//! admission to ClusterAzureCredentials, and, with `--namespace-selector`, which instance reconciles
+//! a namespace's objects (a second watch, filtered by the API server, so its store holds exactly the
+//! namespaces of this shard). A namespace whose labels change, or that joins or leaves the shard,
+//! reconciles the objects in it at once.
+//!
 //! The stores live while this instance leads; a lookup that misses (not listed yet, or gone) asks
 //! the API server, which is what decides that something does not exist.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::PartialObjectMeta;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{ListParams, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -26,6 +33,10 @@ pub struct Stores {
     workspaces: Store<Workspace>,
     credentials: Store<AzureCredential>,
     cluster_credentials: Store<ClusterAzureCredential>,
+    /// Every namespace (cluster-wide instances only).
+    namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+    /// The namespaces `--namespace-selector` picks, as the API server matched them.
+    shard: Option<Store<PartialObjectMeta<Namespace>>>,
 }
 
 impl Context {
@@ -62,6 +73,41 @@ impl Context {
         let store = self.stores().map(|s| s.cluster_credentials);
         let api = Api::all(self.client.clone());
         cached_or_get(store, ObjectRef::new(name), api).await
+    }
+
+    /// The labels of namespace `name` (none when it does not exist), from the shared watch when it
+    /// has it.
+    pub async fn namespace_labels(&self, name: &str) -> kube::Result<BTreeMap<String, String>> {
+        let store = self.stores().and_then(|s| s.namespaces);
+        if let Some(found) = store.and_then(|s| s.get(&ObjectRef::new(name))) {
+            return Ok(found.metadata.labels.clone().unwrap_or_default());
+        }
+        Ok(Api::<Namespace>::all(self.client.clone())
+            .get_metadata_opt(name)
+            .await?
+            .and_then(|n| n.metadata.labels)
+            .unwrap_or_default())
+    }
+
+    /// Whether this instance reconciles the objects of `namespace`: always without
+    /// `--namespace-selector`; with it, when the API server says the namespace matches.
+    pub async fn in_shard(&self, namespace: &str) -> kube::Result<bool> {
+        let Some(selector) = &self.namespace_selector else {
+            return Ok(true);
+        };
+        if let Some(shard) = self.stores().and_then(|s| s.shard)
+            && futures::FutureExt::now_or_never(shard.wait_until_ready()).is_some_and(|r| r.is_ok())
+        {
+            return Ok(shard.get(&ObjectRef::new(namespace)).is_some());
+        }
+        // Before the shard's watch has listed: the API server matches this one namespace.
+        let params = ListParams::default()
+            .labels(selector)
+            .fields(&format!("metadata.name={namespace}"));
+        let matched = Api::<Namespace>::all(self.client.clone())
+            .list_metadata(&params)
+            .await?;
+        Ok(!matched.items.is_empty())
     }
 }
 
@@ -118,6 +164,68 @@ where
     }
 }
 
+/// Namespaces through `config` into a store; after the first listing, each namespace whose
+/// `fingerprint` changes (or that appears or goes) is sent to `ctx.changes` as a `Namespace` target,
+/// so the controllers reconcile the objects in it. Relists compare against what was known.
+async fn watch_namespaces(
+    ctx: Arc<Context>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<PartialObjectMeta<Namespace>>,
+    fingerprint: fn(&PartialObjectMeta<Namespace>) -> Option<BTreeMap<String, String>>,
+) {
+    let api = Api::<PartialObjectMeta<Namespace>>::all(ctx.client.clone());
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|ns| ns.metadata.managed_fields = None)
+        .reflect(writer);
+    futures::pin_mut!(stream);
+    let mut known: HashMap<String, Option<BTreeMap<String, String>>> = HashMap::new();
+    let mut listing: Option<HashMap<String, Option<BTreeMap<String, String>>>> = None;
+    let mut listed_once = false;
+    let send = |name: &str| {
+        let _ = ctx.changes.send(Target::namespace(name));
+    };
+    while let Some(next) = stream.next().await {
+        match next {
+            Ok(watcher::Event::Apply(ns)) => {
+                let (name, print) = (ns.name_any(), fingerprint(&ns));
+                if known.get(&name) != Some(&print) {
+                    known.insert(name.clone(), print);
+                    send(&name);
+                }
+            }
+            Ok(watcher::Event::Delete(ns)) => {
+                if known.remove(&ns.name_any()).is_some() {
+                    send(&ns.name_any());
+                }
+            }
+            Ok(watcher::Event::Init) => listing = Some(HashMap::new()),
+            Ok(watcher::Event::InitApply(ns)) => {
+                if let Some(listing) = listing.as_mut() {
+                    listing.insert(ns.name_any(), fingerprint(&ns));
+                }
+            }
+            Ok(watcher::Event::InitDone) => {
+                let Some(listed) = listing.take() else {
+                    continue;
+                };
+                if listed_once {
+                    let changed: Vec<&String> = listed
+                        .iter()
+                        .filter(|(name, print)| known.get(*name) != Some(print))
+                        .map(|(name, _)| name)
+                        .chain(known.keys().filter(|name| !listed.contains_key(*name)))
+                        .collect();
+                    changed.into_iter().for_each(|name| send(name));
+                }
+                known = listed;
+                listed_once = true;
+            }
+            Err(e) => tracing::debug!(error = %e, "watching Namespaces"),
+        }
+    }
+}
+
 /// Every Secret in scope, metadata only (their data is never read, none of them is held): each
 /// change goes to `ctx.changes`.
 async fn watch_secrets(ctx: Arc<Context>, api: Api<PartialObjectMeta<Secret>>) {
@@ -144,11 +252,43 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, mut stop: tokio::sync::watch::
     let (workspaces, workspace_writer) = reflector::store();
     let (credentials, credential_writer) = reflector::store();
     let (cluster_credentials, cluster_credential_writer) = reflector::store();
+    // A namespace-scoped instance may only read its own namespace: it asks for its labels instead.
+    let cluster_wide = scope.namespace.is_none();
+    let (namespaces, namespace_writer) = reflector::store();
+    let (shard, shard_writer) = reflector::store();
+    let selector = ctx.namespace_selector.clone().filter(|_| cluster_wide);
     *ctx.stores.write().unwrap_or_else(|e| e.into_inner()) = Some(Stores {
         workspaces,
         credentials,
         cluster_credentials,
+        namespaces: cluster_wide.then_some(namespaces),
+        shard: selector.is_some().then_some(shard),
     });
+    let namespace_watches = async {
+        if !cluster_wide {
+            return;
+        }
+        // Admission reads labels: a label change is a reason to look again.
+        let labels = watch_namespaces(
+            ctx.clone(),
+            watcher::Config::default(),
+            namespace_writer,
+            |ns| ns.metadata.labels.clone(),
+        );
+        match &selector {
+            // Joining or leaving the shard is the change; the API server decides membership.
+            Some(selector) => {
+                let shard = watch_namespaces(
+                    ctx.clone(),
+                    watcher::Config::default().labels(selector),
+                    shard_writer,
+                    |_| None,
+                );
+                futures::future::join(labels, shard).await;
+            }
+            None => labels.await,
+        }
+    };
     let watches = futures::future::join4(
         watch_into(
             ctx.clone(),
@@ -165,7 +305,10 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, mut stop: tokio::sync::watch::
             Api::<ClusterAzureCredential>::all(ctx.client.clone()),
             cluster_credential_writer,
         ),
-        watch_secrets(ctx.clone(), namespaced_or_all(&ctx.client, &scope)),
+        futures::future::join(
+            watch_secrets(ctx.clone(), namespaced_or_all(&ctx.client, &scope)),
+            namespace_watches,
+        ),
     );
     tokio::select! {
         _ = stop.wait_for(|s| *s) => {}
