@@ -6,6 +6,7 @@
 #   hack/local-cluster.sh up      # build if needed, start on free ports, write the kubeconfig
 #   hack/local-cluster.sh env     # print `export KUBECONFIG=...` for a running cluster
 #   hack/local-cluster.sh down    # stop exactly the processes `up` started
+#   hack/local-cluster.sh restart-apiserver  # stop and start kube-apiserver on the same etcd and port
 set -euo pipefail
 
 K8S_VERSION=1.20.2
@@ -116,6 +117,34 @@ wait_for() {
   return 1
 }
 
+# Starts kube-apiserver on the recorded etcd and port, and waits until it is ready.
+start_apiserver() {
+  local eport server aport
+  eport=$(cat "$STATE_DIR/etcd.port")
+  server=$(cat "$STATE_DIR/server")
+  aport=${server##*:}
+  setsid "$BIN_DIR/kube-apiserver" --etcd-servers="http://127.0.0.1:$eport" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$aport" \
+    --tls-cert-file="$STATE_DIR/pki/apiserver.crt" --tls-private-key-file="$STATE_DIR/pki/apiserver.key" \
+    --client-ca-file="$STATE_DIR/pki/ca.crt" --token-auth-file="$STATE_DIR/pki/tokens.csv" \
+    --authorization-mode=RBAC --service-account-issuer="$server" \
+    --service-account-key-file="$STATE_DIR/pki/sa.pub" \
+    --service-account-signing-key-file="$STATE_DIR/pki/sa.key" --api-audiences="$server" \
+    --service-cluster-ip-range=10.0.0.0/24 --cert-dir="$STATE_DIR/pki" \
+    >>"$STATE_DIR/kube-apiserver.log" 2>&1 &
+  echo $! > "$STATE_DIR/kube-apiserver.pid"
+  wait_for kube-apiserver 120 api_ready
+}
+
+# The API server stopped and started again on the same etcd and port (the restart drill): clients
+# see their connections and watches break, then the same server.
+restart_apiserver() {
+  alive kube-apiserver || { log "not running; run '$0 up'"; exit 1; }
+  stop_pid kube-apiserver
+  start_apiserver
+  log "kube-apiserver restarted"
+}
+
 up() {
   build
   if alive etcd && alive kube-apiserver && alive kube-controller-manager && api_ready; then
@@ -157,17 +186,9 @@ KCFG
   echo $! > "$STATE_DIR/etcd.pid"
   wait_for etcd 40 curl -fsS --max-time 1 -o /dev/null "http://127.0.0.1:$eport/health"
 
-  setsid "$BIN_DIR/kube-apiserver" --etcd-servers="http://127.0.0.1:$eport" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$aport" \
-    --tls-cert-file="$STATE_DIR/pki/apiserver.crt" --tls-private-key-file="$STATE_DIR/pki/apiserver.key" \
-    --client-ca-file="$STATE_DIR/pki/ca.crt" --token-auth-file="$STATE_DIR/pki/tokens.csv" \
-    --authorization-mode=RBAC --service-account-issuer="$server" \
-    --service-account-key-file="$STATE_DIR/pki/sa.pub" \
-    --service-account-signing-key-file="$STATE_DIR/pki/sa.key" --api-audiences="$server" \
-    --service-cluster-ip-range=10.0.0.0/24 --cert-dir="$STATE_DIR/pki" \
-    >"$STATE_DIR/kube-apiserver.log" 2>&1 &
-  echo $! > "$STATE_DIR/kube-apiserver.pid"
-  wait_for kube-apiserver 120 api_ready
+  echo "$eport" > "$STATE_DIR/etcd.port"
+  : > "$STATE_DIR/kube-apiserver.log"
+  start_apiserver
 
   setsid "$BIN_DIR/kube-controller-manager" --kubeconfig="$STATE_DIR/kubeconfig" \
     --controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token \
@@ -188,9 +209,10 @@ case "${1:-}" in
   build) build ;;
   up) up ;;
   down) down ;;
+  restart-apiserver) restart_apiserver ;;
   env)
     api_ready || { log "not running; run '$0 up'"; exit 1; }
     echo "export KUBECONFIG=$STATE_DIR/kubeconfig"
     ;;
-  *) echo "usage: $0 build|up|env|down" >&2; exit 2 ;;
+  *) echo "usage: $0 build|up|env|down|restart-apiserver" >&2; exit 2 ;;
 esac

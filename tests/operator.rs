@@ -511,3 +511,35 @@ async fn two_instances_shard_the_cluster_by_namespace_label_and_objects_follow_a
         cluster::delete_namespace(&client, ns).await;
     }
 }
+
+#[tokio::test]
+async fn a_namespace_selector_the_api_server_cannot_parse_stops_the_start_naming_the_flag() {
+    let client = cluster::client().await;
+    let home = cluster::namespace(&client, "bad-selector").await;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_aml-identity-operator"));
+    if let Some(path) = std::env::var_os("AMLID_OPERATOR_KUBECONFIG") {
+        command.env("KUBECONFIG", path);
+    }
+    let run = command
+        .args([
+            "run",
+            "--lease-namespace",
+            &home,
+            "--health-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--namespace-selector", "shard in a,b"])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the operator kept running with a selector it cannot use")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--namespace-selector \"shard in a,b\" is not a label selector"),
+        "{stderr}"
+    );
+    cluster::delete_namespace(&client, &home).await;
+}

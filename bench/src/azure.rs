@@ -201,3 +201,68 @@ impl AzureCounts {
         }
     }
 }
+
+/// What the emulated tenant holds that the operator makes: role assignments (scope, role,
+/// principal), federated credentials (identity, issuer, subject) and generic ARM resources.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inventory {
+    pub role_assignments: Vec<(String, String, String)>,
+    pub federated_credentials: Vec<(String, String, String)>,
+    pub resources: Vec<String>,
+}
+
+impl Azure {
+    /// The tenant's inventory now, over the run's `identities`.
+    pub fn inventory(&self, identities: usize) -> Inventory {
+        let emulator = self.emulator();
+        let mut role_assignments: Vec<_> = emulator
+            .role_assignments()
+            .into_iter()
+            .map(|a| {
+                (
+                    a.scope.to_ascii_lowercase(),
+                    a.role_definition_id.to_ascii_lowercase(),
+                    a.principal_id.to_ascii_lowercase(),
+                )
+            })
+            .collect();
+        role_assignments.sort();
+        let mut federated_credentials: Vec<_> = (0..identities)
+            .filter_map(|k| emulator.identity(&identity_id(k)))
+            .flat_map(|i| {
+                i.federated_credentials
+                    .into_iter()
+                    .map(move |f| (i.id.clone(), f.issuer, f.subject))
+            })
+            .collect();
+        federated_credentials.sort();
+        Inventory {
+            role_assignments,
+            federated_credentials,
+            resources: emulator.resource_ids(),
+        }
+    }
+}
+
+impl Inventory {
+    /// Entries that occur more than once: a duplicate role assignment or federated credential.
+    pub fn duplicates(&self) -> usize {
+        let dup = |v: &[(String, String, String)]| v.windows(2).filter(|w| w[0] == w[1]).count();
+        dup(&self.role_assignments) + dup(&self.federated_credentials)
+    }
+
+    /// What this holds beyond `baseline`: (role assignments, federated credentials, resources).
+    pub fn beyond(&self, baseline: &Inventory) -> (usize, usize, usize) {
+        let extra = |now: &[(String, String, String)], then: &[(String, String, String)]| {
+            now.iter().filter(|x| !then.contains(x)).count()
+        };
+        (
+            extra(&self.role_assignments, &baseline.role_assignments),
+            extra(&self.federated_credentials, &baseline.federated_credentials),
+            self.resources
+                .iter()
+                .filter(|r| !baseline.resources.contains(r))
+                .count(),
+        )
+    }
+}

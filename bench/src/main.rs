@@ -8,13 +8,14 @@
 //! the same Kubernetes writes by a minimal client, and the ratio.
 
 mod azure;
+mod drills;
 mod operator;
 mod raw;
 mod readiness;
 mod report;
 mod workload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use crate::azure::Azure;
-use crate::operator::Operator;
+use crate::operator::{Instances, Operator};
 use crate::readiness::Tracker;
 use crate::report::Snapshot;
 use crate::workload::{KINDS, Key, Run};
@@ -64,6 +65,10 @@ struct Args {
     /// renewal into the steady state).
     #[arg(long, default_value_t = 3599)]
     token_lifetime: i64,
+    /// Operator instances sharing the team namespaces by label (`--namespace-selector`), each with
+    /// its own Lease; the first also owns the cluster-scoped credential. Reports each one's share.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    shards: u16,
     /// The operator's `--concurrency` (objects reconciled at once, per kind).
     #[arg(long)]
     operator_concurrency: Option<u16>,
@@ -81,6 +86,20 @@ struct Args {
     /// operator alive); timing figures are reported, never checked.
     #[arg(long)]
     check: bool,
+    /// API server restart drill: a command that restarts the API server and returns once it serves
+    /// again (`hack/local-cluster.sh restart-apiserver`); then a tenth of --objects more are
+    /// applied, and the operator must reconcile them without a restart of its own.
+    #[arg(long)]
+    restart_api_server: Option<String>,
+    /// Kill drill: SIGKILL every operator instance (and start it again) every this many seconds
+    /// while half of --objects more arrive and tokens renew; then no duplicate in Azure, every
+    /// object Ready, every output Secret unexpired, and removing the run through the operator
+    /// leaves nothing in Azure. 0: no drill.
+    #[arg(long, default_value_t = 0)]
+    kill_every: u64,
+    /// Seconds the kill drill lasts.
+    #[arg(long, default_value_t = 300)]
+    kill_for: u64,
     /// Leave the run's objects and namespaces on the cluster (they are removed by default, their
     /// finalizers dropped: the emulator they were made in is gone with the bench).
     #[arg(long)]
@@ -114,7 +133,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
     let client = Client::try_default().await?;
-    let run = Run::new(&run_id(), args.namespaces, args.identities);
+    let mut run = Run::new(&run_id(), args.namespaces, args.identities);
+    run.shards = usize::from(args.shards);
     let dir = std::env::temp_dir().join(format!("aml-identity-bench-{}", run.id));
     std::fs::create_dir_all(&dir)?;
     println!(
@@ -135,6 +155,9 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
         args.identities,
     )
     .await?;
+    // What Azure holds before the operator makes anything: the kill drill's removal must come back
+    // to it.
+    let baseline = azure.inventory(args.identities);
     let mut failures = Vec::new();
 
     let tracker = Tracker::start(
@@ -149,8 +172,6 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
         // Only this run's objects: a cluster that ran the tests or an earlier run has others.
         "--label-selector".into(),
         format!("{}={}", workload::RUN_LABEL, run.id),
-        "--cluster-label-selector".into(),
-        format!("{}={}", workload::RUN_LABEL, run.id),
         "--azure-ca-bundle".into(),
         azure.running.ca_path.display().to_string(),
         "--azure-resolve".into(),
@@ -162,16 +183,31 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
         operator_args.extend(["--concurrency".into(), c.to_string()]);
     }
     operator_args.extend(args.operator_args.iter().cloned());
-    let mut operator = Operator::start(
-        &operator_args,
-        &dir.join("operator.log"),
-        args.operator_kubeconfig.as_deref(),
-    )?;
-    println!(
-        "operator pid {} (log {})",
-        operator.pid(),
-        dir.join("operator.log").display()
-    );
+    let mut instances = Vec::new();
+    for shard in 0..run.shards {
+        let mut args_of = operator_args.clone();
+        if shard == 0 {
+            args_of.extend([
+                "--cluster-label-selector".into(),
+                format!("{}={}", workload::RUN_LABEL, run.id),
+            ]);
+        }
+        let log = if run.shards == 1 {
+            dir.join("operator.log")
+        } else {
+            args_of.extend([
+                "--namespace-selector".into(),
+                format!("{}={shard}", workload::SHARD_LABEL),
+                "--lease-name".into(),
+                format!("aml-identity-operator-{shard}"),
+            ]);
+            dir.join(format!("operator-{shard}.log"))
+        };
+        let operator = Operator::start(&args_of, &log, args.operator_kubeconfig.as_deref())?;
+        println!("operator pid {} (log {})", operator.pid(), log.display());
+        instances.push(operator);
+    }
+    let mut operator = Instances(instances);
     let missing = tracker.wait(&setup, Duration::from_secs(180)).await;
     if !missing.is_empty() {
         report::not_ready(&client, &missing).await;
@@ -318,6 +354,41 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
             ));
         }
     }
+    let bench_of = drills::Bench {
+        client: &client,
+        run: &run,
+        tracker: &tracker,
+        in_flight: args.in_flight,
+        timeout: Duration::from_secs(args.timeout_seconds),
+    };
+    let mut all = all;
+    if let Some(command) = &args.restart_api_server {
+        let keys: Vec<Key> = (0..args.objects.div_ceil(10))
+            .map(|i| run.key(i, "r"))
+            .collect();
+        failures.extend(
+            drills::api_server_restart(&bench_of, &mut operator, command, &keys, &all).await?,
+        );
+        all.extend(keys);
+    }
+    if args.kill_every > 0 {
+        let keys: Vec<Key> = (0..args.objects.div_ceil(2))
+            .map(|i| run.key(i, "k"))
+            .collect();
+        failures.extend(
+            drills::kill(
+                &bench_of,
+                &mut operator,
+                &azure,
+                Duration::from_secs(args.kill_every),
+                Duration::from_secs(args.kill_for),
+                &keys,
+                &all,
+            )
+            .await?,
+        );
+        all.extend(keys);
+    }
     if !operator.alive() {
         failures.push("the operator exited".into());
     }
@@ -326,6 +397,9 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
     println!(
         "\noperator peak RSS {peak:.1} MiB (target ≤ 64 at N=10,000), {total_cpu:.1} CPU s in all"
     );
+    if run.shards > 1 {
+        failures.extend(shares(&operator, &run, &all).await);
+    }
 
     // The physical limit: the same writes by a minimal client, with the operator stopped.
     let mut samples = BTreeMap::new();
@@ -333,6 +407,9 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
         if let Some(key) = burst.iter().find(|k| k.kind == kind) {
             samples.insert(kind, raw::sample(&client, key).await?);
         }
+    }
+    if args.kill_every > 0 {
+        failures.extend(drills::removal_orphans_nothing(&bench_of, &azure, &baseline).await?);
     }
     operator.stop(Duration::from_secs(10)).await;
     let raw_run = Run::new(&format!("{}r", run.id), args.namespaces, args.identities);
@@ -373,6 +450,62 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
         );
     }
     Ok(failures)
+}
+
+/// Each shard's share of the measured objects (those it reports a Ready series for), with its
+/// reconciles, CPU and peak memory; an object reported by two shards or by none is a failure.
+async fn shares(instances: &Instances, run: &Run, all: &[Key]) -> Vec<String> {
+    report::phase_header(&format!(
+        "shards: {} instances by namespace label",
+        run.shards
+    ));
+    let measured: BTreeSet<String> = all
+        .iter()
+        .map(|k| format!("{}/{}/{}", k.kind, k.namespace, k.name))
+        .collect();
+    // An instance reports what it reconciled since it started: after a kill, give it time to
+    // lead and list again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut reported = Vec::new();
+    loop {
+        reported.clear();
+        for operator in &instances.0 {
+            reported.push(operator.reported_objects().await);
+        }
+        let covered = measured
+            .iter()
+            .all(|o| reported.iter().any(|r| r.contains(o)));
+        if covered || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (shard, (operator, reported)) in instances.0.iter().zip(&reported).enumerate() {
+        let mine: Vec<&String> = reported.intersection(&measured).collect();
+        let (_, peak) = operator.rss_mib();
+        println!(
+            "shard {shard}: {} objects ({:.1}%), {:.0} reconciles, {:.1} CPU s, peak RSS {peak:.1} MiB",
+            mine.len(),
+            100.0 * mine.len() as f64 / measured.len() as f64,
+            operator.reconciles().await,
+            operator.cpu_seconds(),
+        );
+        for object in mine {
+            *seen.entry(object.clone()).or_default() += 1;
+        }
+    }
+    let both = seen.values().filter(|n| **n > 1).count();
+    let neither = measured.len() - seen.len();
+    println!("objects reconciled by two shards: {both}; by none: {neither}");
+    let mut failures = Vec::new();
+    if both > 0 {
+        failures.push(format!("{both} objects reported by more than one shard"));
+    }
+    if neither > 0 {
+        failures.push(format!("{neither} objects reported by no shard"));
+    }
+    failures
 }
 
 /// Tokens the mix needs per token lifetime: every namespace's `training` federated with its one

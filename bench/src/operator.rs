@@ -11,6 +11,10 @@ pub struct Operator {
     child: Child,
     health_port: u16,
     http: reqwest::Client,
+    /// How it was started, to start it again after a kill.
+    args: Vec<String>,
+    log: PathBuf,
+    kubeconfig: Option<PathBuf>,
 }
 
 /// `aml-identity-operator` next to this binary (`cargo build --release` builds both).
@@ -35,6 +39,43 @@ impl Operator {
     /// Starts `run` with `args`, its log in `log`, signing in with `kubeconfig` when given.
     pub fn start(args: &[String], log: &Path, kubeconfig: Option<&Path>) -> anyhow::Result<Self> {
         let health_port = free_port()?;
+        Ok(Operator {
+            child: Self::spawn(args, log, kubeconfig, health_port, false)?,
+            health_port,
+            http: reqwest::Client::new(),
+            args: args.to_vec(),
+            log: log.to_path_buf(),
+            kubeconfig: kubeconfig.map(Path::to_path_buf),
+        })
+    }
+
+    /// SIGKILL (nothing gets to finish), then the same process again, its log appended.
+    pub fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(
+            &self.args,
+            &self.log,
+            self.kubeconfig.as_deref(),
+            self.health_port,
+            true,
+        )?;
+        Ok(())
+    }
+
+    fn spawn(
+        args: &[String],
+        log: &Path,
+        kubeconfig: Option<&Path>,
+        health_port: u16,
+        append: bool,
+    ) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(log)?;
         let mut command = Command::new(binary()?);
         if let Some(path) = kubeconfig {
             command.env("KUBECONFIG", path);
@@ -49,13 +90,9 @@ impl Operator {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log)?)
+            .stderr(log)
             .spawn()?;
-        Ok(Operator {
-            child,
-            health_port,
-            http: reqwest::Client::new(),
-        })
+        Ok(child)
     }
 
     pub fn pid(&self) -> u32 {
@@ -159,4 +196,83 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
     // Linux's USER_HZ is 100 on every architecture it reports through /proc.
     Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// The operator instances of a run: one, or one per shard of the namespaces. Costs are summed;
+/// memory is reported per instance.
+pub struct Instances(pub Vec<Operator>);
+
+impl Instances {
+    /// CPU seconds of every instance.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.0.iter().map(Operator::cpu_seconds).sum()
+    }
+
+    /// (current summed, highest peak) resident memory in MiB.
+    pub fn rss_mib(&self) -> (f64, f64) {
+        self.0
+            .iter()
+            .map(Operator::rss_mib)
+            .fold((0.0, 0.0), |(c, p), (rc, rp)| (c + rc, f64::max(p, rp)))
+    }
+
+    /// Kubernetes requests of every instance, by `verb resource`.
+    pub async fn kubernetes_requests(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        for operator in &self.0 {
+            for (k, v) in operator.kubernetes_requests().await {
+                *out.entry(k).or_default() += v;
+            }
+        }
+        out
+    }
+
+    /// Whether every instance still runs.
+    pub fn alive(&mut self) -> bool {
+        self.0.iter_mut().all(Operator::alive)
+    }
+
+    pub async fn stop(&mut self, grace: Duration) {
+        for operator in &mut self.0 {
+            operator.stop(grace).await;
+        }
+    }
+}
+
+impl Operator {
+    /// The objects (`kind/namespace/name`) this instance reports a Ready series for: the ones it
+    /// reconciled (an instance forgets an object that left its shard).
+    pub async fn reported_objects(&self) -> std::collections::BTreeSet<String> {
+        let text = self.metrics().await;
+        let value = |labels: &str, name: &str| {
+            labels.split(',').find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix("=\"")?
+                    .strip_suffix('"')
+                    .map(str::to_owned)
+            })
+        };
+        text.lines()
+            .filter_map(|line| line.strip_prefix("aml_identity_operator_ready{"))
+            .filter_map(|rest| rest.split_once('}').map(|(labels, _)| labels))
+            .filter_map(|labels| {
+                Some(format!(
+                    "{}/{}/{}",
+                    value(labels, "kind")?,
+                    value(labels, "namespace")?,
+                    value(labels, "name")?
+                ))
+            })
+            .collect()
+    }
+
+    /// Reconciles it started, all kinds.
+    pub async fn reconciles(&self) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("aml_identity_operator_reconciles_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .fold(0.0, |a, b| a + b)
+    }
 }

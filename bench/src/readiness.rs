@@ -25,7 +25,7 @@ pub struct Tracker {
 }
 
 /// Whether an object is Ready for its current spec.
-fn ready(object: &DynamicObject) -> bool {
+pub fn ready(object: &DynamicObject) -> bool {
     let generation = object.metadata.generation;
     let status = &object.data["status"];
     let observed = status["observedGeneration"].as_i64();

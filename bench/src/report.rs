@@ -6,7 +6,7 @@ use std::time::Duration;
 use kube::Client;
 
 use crate::azure::{Azure, AzureCounts};
-use crate::operator::Operator;
+use crate::operator::Instances;
 use crate::workload::{self, Key};
 
 /// The counters at one moment.
@@ -18,7 +18,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub async fn take(operator: &Operator, azure: &Azure) -> Snapshot {
+    pub async fn take(operator: &Instances, azure: &Azure) -> Snapshot {
         Snapshot {
             cpu: operator.cpu_seconds(),
             azure: azure.counts(),

@@ -15,6 +15,8 @@ use crate::azure::{self, APP_CLIENT_ID, APP_SECRET, LOGIN_SERVER, SUBSCRIPTION, 
 pub const RUN_LABEL: &str = "amlidentity.io/bench";
 pub const GROUP: &str = "amlidentity.io";
 pub const VERSION: &str = "v1alpha1";
+/// Label on team namespaces naming the shard that reconciles them (`--shards` above 1).
+pub const SHARD_LABEL: &str = "amlidentity.io/bench-shard";
 /// The per-namespace ComputeIdentity RegistryConnections pull through (set up, not measured).
 pub const PULL_IDENTITY: &str = "pull-identity";
 
@@ -38,6 +40,8 @@ pub struct Run {
     /// The operator's own namespace (its Lease, the credential's Secret).
     pub home: String,
     pub identities: usize,
+    /// Operator instances sharing the namespaces by label (1: no sharding).
+    pub shards: usize,
 }
 
 impl Run {
@@ -47,7 +51,17 @@ impl Run {
             namespaces: (0..namespaces).map(|m| format!("b{id}-{m}")).collect(),
             home: format!("b{id}-system"),
             identities,
+            shards: 1,
         }
+    }
+
+    /// The shard of team namespace `m`'s objects: round robin.
+    pub fn shard_of(&self, namespace: &str) -> usize {
+        self.namespaces
+            .iter()
+            .position(|n| n == namespace)
+            .unwrap_or(0)
+            % self.shards
     }
 
     pub fn credential(&self) -> String {
@@ -118,8 +132,11 @@ impl Run {
     /// (admitted by label), ServiceAccounts, the storage key, the shared credential, a workspace and
     /// the pull identity per namespace.
     pub async fn set_up(&self, client: &Client) -> anyhow::Result<Vec<Key>> {
-        let labels = json!({RUN_LABEL: self.id});
         for ns in std::iter::once(&self.home).chain(&self.namespaces) {
+            let mut labels = json!({RUN_LABEL: self.id});
+            if self.shards > 1 && ns != &self.home {
+                labels[SHARD_LABEL] = self.shard_of(ns).to_string().into();
+            }
             let namespace: Namespace =
                 serde_json::from_value(json!({"metadata": {"name": ns, "labels": labels}}))?;
             Api::<Namespace>::all(client.clone())

@@ -338,6 +338,12 @@ impl Emulator {
             .cloned()
     }
 
+    /// Ids (lower case) of the generic ARM resources: workspaces, computes, datastores,
+    /// connections.
+    pub fn resource_ids(&self) -> Vec<String> {
+        self.state().resources.keys().cloned().collect()
+    }
+
     /// Every token this emulator issued (access, ACR refresh and access tokens), for leak checks.
     pub fn issued_tokens(&self) -> Vec<String> {
         self.0.signer.issued()

@@ -125,13 +125,32 @@ pub async fn apply(client: &Client, objects: &[Value]) {
         }
         let api = api_for(client, &object);
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-        api.patch(
-            &name,
-            &PatchParams::apply("aml-identity-operator-tests").force(),
-            &Patch::Apply(&object),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("applying {} {name}: {e}", object["kind"]));
+        // A Pod in a namespace made a moment ago waits for its default ServiceAccount's token
+        // (the API server says so with a 500 and retry-after 1): a bounded wait, as kubectl's.
+        let mut attempts = 0;
+        loop {
+            let applied = api
+                .patch(
+                    &name,
+                    &PatchParams::apply("aml-identity-operator-tests").force(),
+                    &Patch::Apply(&object),
+                )
+                .await;
+            match applied {
+                Err(kube::Error::Api(e))
+                    if e.code == 500
+                        && e.message.contains("No API token found")
+                        && attempts < 20 =>
+                {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                other => {
+                    other.unwrap_or_else(|e| panic!("applying {} {name}: {e}", object["kind"]));
+                    break;
+                }
+            }
+        }
     }
 }
 
