@@ -45,7 +45,7 @@ cargo nextest run --workspace --locked --no-fail-fast
 # write and no Entra request beyond one per token lifetime in the steady state, renewal included.
 cargo build --release --locked -p aml-identity-bench
 target/release/bench --objects 100 --namespaces 4 --identities 2 --steady-seconds 4 \
-  --unrelated-secrets 200 --idle-minutes 2 --token-lifetime 120 --check
+  --unrelated-secrets 200 --idle-minutes 2 --token-lifetime 120 --throttle-for 60 --check
 # The drills' small version (README "Reliability"), on two shards by namespace label: the API server
 # restarted under the operators, then every instance killed with SIGKILL every 15 s for a minute
 # while objects arrive and tokens renew; each object reported by exactly one shard, no duplicate in

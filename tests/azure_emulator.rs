@@ -433,6 +433,100 @@ async fn a_429_is_never_retried_before_retry_after() {
 }
 
 #[tokio::test]
+async fn a_503_with_retry_after_waits_it_out_and_the_emulator_sees_nothing_early() {
+    let azure = Azure::start(vec![]).await;
+    azure.grant(&azure.resource_group_id(), "Reader", APP_OBJECT_ID);
+    let arm = azure.arm(azure.app_credential("sp"));
+    azure.emulator().inject(Fault {
+        status: Some(503),
+        retry_after: Some(2),
+        times: Some(1),
+        ..Fault::on("arm.GET")
+    });
+    let started = Instant::now();
+    let found = arm
+        .get::<models::UserAssignedIdentity>(
+            &identity_path(&azure, "absent"),
+            api_versions::MANAGED_IDENTITY,
+        )
+        .await
+        .unwrap();
+    assert!(found.is_none());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "retried after {:?}, before Retry-After",
+        started.elapsed()
+    );
+    assert_eq!(
+        azure.emulator().counter("arm.GET.userAssignedIdentities"),
+        2
+    );
+    assert_eq!(azure.emulator().early_requests(), 0);
+}
+
+#[tokio::test]
+async fn a_throttled_token_request_pauses_the_principal_for_every_audience_until_retry_after() {
+    let azure = Azure::start(vec![]).await;
+    azure.emulator().inject(Fault {
+        status: Some(429),
+        retry_after: Some(2),
+        times: Some(1),
+        ..Fault::on("entra.token")
+    });
+    let cache = TokenCache::default();
+    let credential = azure.app_credential("sp");
+    let first = cache
+        .get(&credential, "https://vault.azure.net")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(first, AzureError::Throttled { retry_after: 2, .. }),
+        "{first:?}"
+    );
+    // Another audience of the same principal: refused here, nothing sent.
+    let second = cache
+        .get(&credential, "https://storage.azure.com")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&second, AzureError::Throttled { code, .. } if code == "ClientPaused"),
+        "{second:?}"
+    );
+    assert_eq!(azure.emulator().counter("entra.token"), 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    cache
+        .get(&credential, "https://storage.azure.com")
+        .await
+        .unwrap();
+    assert_eq!(azure.emulator().counter("entra.token"), 2);
+    // The emulator, which told the principal when to come back, saw nothing before then; had the
+    // second call gone out, it would have counted it.
+    assert_eq!(azure.emulator().early_requests(), 0);
+}
+
+#[tokio::test]
+async fn the_emulator_counts_a_request_sent_before_its_retry_after() {
+    let azure = Azure::start(vec![]).await;
+    azure.emulator().inject(Fault {
+        status: Some(429),
+        retry_after: Some(30),
+        times: Some(1),
+        ..Fault::on("entra.token")
+    });
+    // Two caches: nothing shared tells the second that the first was told to wait.
+    let credential = azure.app_credential("sp");
+    let _ = TokenCache::default()
+        .get(&credential, "https://vault.azure.net")
+        .await
+        .unwrap_err();
+    TokenCache::default()
+        .get(&credential, "https://vault.azure.net")
+        .await
+        .unwrap();
+    assert_eq!(azure.emulator().counter("early:entra.token"), 1);
+}
+
+#[tokio::test]
 async fn server_errors_are_retried_with_backoff_and_bounded() {
     let azure = Azure::start(vec![]).await;
     azure.grant(&azure.resource_group_id(), "Reader", APP_OBJECT_ID);

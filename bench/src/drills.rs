@@ -1,12 +1,16 @@
-//! Failure drills on a converged run: the API server restarted under the operator, and every
-//! operator instance killed with SIGKILL again and again while objects arrive and tokens renew.
-//! Each prints its figures and returns what failed.
+//! Failure drills on a converged run: Azure throttling and slow for a while, the API server
+//! restarted under the operator, and every operator instance killed with SIGKILL again and again
+//! while objects arrive and tokens renew. Each prints its figures and returns what failed.
 
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
+
+use std::collections::BTreeMap;
+
+use aml_identity_emulator::Fault;
 
 use crate::azure::{Azure, Inventory};
 use crate::operator::Instances;
@@ -21,6 +25,188 @@ pub struct Bench<'a> {
     pub tracker: &'a Tracker,
     pub in_flight: usize,
     pub timeout: Duration,
+}
+
+/// For `duration`, Entra and ARM answer `share` of requests with 429 or 503 (half each, with
+/// `Retry-After: 1`) and every one of them after `latency`, while `keys` arrive and tokens renew.
+/// A watcher records every output Secret's expiry each second: none may ever be past it; the
+/// emulator counts requests sent before their `Retry-After`: none may be.
+pub async fn throttle(
+    bench: &Bench<'_>,
+    instances: &mut Instances,
+    azure: &Azure,
+    share: f64,
+    latency: Duration,
+    duration: Duration,
+    keys: &[Key],
+) -> anyhow::Result<Vec<String>> {
+    report::phase_header(&format!(
+        "drill: Azure throttling {:.0}% of Entra and ARM requests (429/503, Retry-After 1 s) and {} ms latency for {} s while {} objects arrive",
+        share * 100.0,
+        latency.as_millis(),
+        duration.as_secs(),
+        keys.len()
+    ));
+    let before = azure.counts();
+    let early_before = azure.emulator().early_requests();
+    let latency_ms = latency.as_millis() as u64;
+    for route in ["entra.token", "arm."] {
+        // Faults apply in order, each with its own chance: 429 on share/2 of the requests, 503 on
+        // share/2 of all (so share/2 / (1 - share/2) of the rest), latency on every one.
+        for (status, chance) in [
+            (429, share / 2.0),
+            (503, (share / 2.0) / (1.0 - share / 2.0)),
+        ] {
+            azure.emulator().inject(Fault {
+                status: Some(status),
+                retry_after: Some(1),
+                latency_ms,
+                probability: chance,
+                ..Fault::on(route)
+            });
+        }
+        azure.emulator().inject(Fault {
+            latency_ms,
+            ..Fault::on(route)
+        });
+    }
+    let watcher = ExpiryWatcher::start(bench.client.clone(), bench.run.namespaces.clone());
+    let started = Instant::now();
+    crate::apply_all(
+        bench.client,
+        bench.run,
+        bench.tracker,
+        keys,
+        bench.in_flight,
+    )
+    .await?;
+    tokio::time::sleep(duration.saturating_sub(started.elapsed())).await;
+    azure.emulator().clear_faults();
+    let during = azure.counts().since(&before);
+    let early = azure.emulator().early_requests() - early_before;
+    let missing = bench.tracker.wait(keys, bench.timeout).await;
+    let seen = watcher.stop().await;
+    report::azure_line(&during);
+    report::latency_line("apply→Ready", &bench.tracker.latencies(keys));
+    println!(
+        "output Secrets watched: {} ({} samples); ever past their expiry: {}; least time left seen: {}; requests before their Retry-After: {early}",
+        seen.secrets,
+        seen.samples,
+        seen.expired,
+        seen.least_left.map_or("—".into(), |s| format!("{s} s"))
+    );
+    let early_routes: Vec<String> = azure
+        .emulator()
+        .counters()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("early:"))
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    if !early_routes.is_empty() {
+        println!("  sent early, by route: {}", early_routes.join(", "));
+    }
+    let mut failures = Vec::new();
+    if seen.expired > 0 {
+        failures.push(format!(
+            "{} output Secrets were past their expiry during the throttling drill",
+            seen.expired
+        ));
+    }
+    if early > 0 {
+        failures.push(format!("{early} requests sent before their Retry-After"));
+    }
+    if !missing.is_empty() {
+        report::not_ready(bench.client, &missing).await;
+        failures.push(format!(
+            "{} of {} objects applied during the throttling drill not Ready",
+            missing.len(),
+            keys.len()
+        ));
+    }
+    if !instances.alive() {
+        failures.push("the operator exited during the throttling drill".into());
+    }
+    Ok(failures)
+}
+
+/// What the expiry watcher saw.
+struct Seen {
+    secrets: usize,
+    samples: u64,
+    /// Secrets seen past the expiry they carried at least once.
+    expired: usize,
+    /// The least seconds left on any Secret at any sample.
+    least_left: Option<i64>,
+}
+
+/// Every second, each output Secret of the operator in `namespaces` and the expiry it carries.
+struct ExpiryWatcher {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Seen>,
+}
+
+impl ExpiryWatcher {
+    fn start(client: Client, namespaces: Vec<String>) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let params =
+                ListParams::default().labels("app.kubernetes.io/managed-by=aml-identity-operator");
+            let mut expired: BTreeMap<String, bool> = BTreeMap::new();
+            let mut least_left: Option<i64> = None;
+            let mut samples = 0;
+            while !*stopped.borrow() {
+                let now = unix_now();
+                for ns in &namespaces {
+                    let Ok(list) = Api::<Secret>::namespaced(client.clone(), ns)
+                        .list_metadata(&params)
+                        .await
+                    else {
+                        continue;
+                    };
+                    for secret in list {
+                        let Some(expires) = secret
+                            .annotations()
+                            .get("amlidentity.io/expires-at")
+                            .and_then(|e| aml_identity_operator::renewal::parse_rfc3339(e))
+                        else {
+                            continue;
+                        };
+                        let left = expires - now;
+                        least_left = Some(least_left.map_or(left, |l| l.min(left)));
+                        let was = expired
+                            .entry(format!("{ns}/{}", secret.name_any()))
+                            .or_default();
+                        *was |= left <= 0;
+                    }
+                }
+                samples += 1;
+                let _ = tokio::time::timeout(Duration::from_secs(1), stopped.changed()).await;
+            }
+            Seen {
+                secrets: expired.len(),
+                samples,
+                expired: expired.values().filter(|e| **e).count(),
+                least_left,
+            }
+        });
+        ExpiryWatcher { stop, task }
+    }
+
+    async fn stop(self) -> Seen {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or(Seen {
+            secrets: 0,
+            samples: 0,
+            expired: 0,
+            least_left: None,
+        })
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Restarts the API server with `command` (which returns once it serves again), then applies
@@ -247,9 +433,7 @@ async fn ready_now(bench: &Bench<'_>) -> anyhow::Result<(usize, usize)> {
 /// recorded on each.
 async fn valid_secrets(bench: &Bench<'_>) -> anyhow::Result<(usize, usize)> {
     let params = ListParams::default().labels("app.kubernetes.io/managed-by=aml-identity-operator");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = unix_now();
     let (mut valid, mut all) = (0, 0);
     for ns in &bench.run.namespaces {
         for secret in Api::<Secret>::namespaced(bench.client.clone(), ns)

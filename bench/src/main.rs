@@ -86,6 +86,19 @@ struct Args {
     /// operator alive); timing figures are reported, never checked.
     #[arg(long)]
     check: bool,
+    /// Throttling drill: for this many seconds Entra and ARM answer --throttle-share of requests
+    /// with 429 or 503 (Retry-After 1 s) and every one late by --throttle-latency-ms, while a tenth
+    /// of --objects more arrive and tokens renew (--token-lifetime shorter than the drill); no
+    /// output Secret may ever be past its expiry, and no request may go out before its
+    /// Retry-After. 0: no drill.
+    #[arg(long, default_value_t = 0)]
+    throttle_for: u64,
+    /// Share of Entra and ARM requests the throttling drill refuses.
+    #[arg(long, default_value_t = 0.3)]
+    throttle_share: f64,
+    /// Latency of every Entra and ARM answer during the throttling drill, milliseconds.
+    #[arg(long, default_value_t = 200)]
+    throttle_latency_ms: u64,
     /// API server restart drill: a command that restarts the API server and returns once it serves
     /// again (`hack/local-cluster.sh restart-apiserver`); then a tenth of --objects more are
     /// applied, and the operator must reconcile them without a restart of its own.
@@ -110,6 +123,10 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.objects > 0, "--objects must be at least 1");
+    anyhow::ensure!(
+        (0.0..0.9).contains(&args.throttle_share),
+        "--throttle-share must be at least 0 and below 0.9"
+    );
     anyhow::ensure!(
         args.namespaces > 0 && args.identities > 0,
         "--namespaces and --identities must be at least 1"
@@ -362,6 +379,24 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
         timeout: Duration::from_secs(args.timeout_seconds),
     };
     let mut all = all;
+    if args.throttle_for > 0 {
+        let keys: Vec<Key> = (0..args.objects.div_ceil(10))
+            .map(|i| run.key(i, "t"))
+            .collect();
+        failures.extend(
+            drills::throttle(
+                &bench_of,
+                &mut operator,
+                &azure,
+                args.throttle_share,
+                Duration::from_millis(args.throttle_latency_ms),
+                Duration::from_secs(args.throttle_for),
+                &keys,
+            )
+            .await?,
+        );
+        all.extend(keys);
+    }
     if let Some(command) = &args.restart_api_server {
         let keys: Vec<Key> = (0..args.objects.div_ceil(10))
             .map(|i| run.key(i, "r"))

@@ -273,6 +273,16 @@ impl Emulator {
             .sum()
     }
 
+    /// Requests sent before the `Retry-After` their caller was given (any route).
+    pub fn early_requests(&self) -> u64 {
+        self.state()
+            .counters
+            .iter()
+            .filter(|(k, _)| k.starts_with("early:"))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     /// Adds a fault.
     pub fn inject(&self, fault: Fault) {
         self.state().faults.push(fault);
@@ -405,15 +415,103 @@ fn route_key(method: &str, path: &str) -> Option<String> {
     Some(format!("other.{method}"))
 }
 
-/// Counts every request by route key and applies injected faults.
+/// Who a request comes from, as Azure throttles it: the client id of a token request, the
+/// principal and subscription of an ARM call (from its bearer token, not verified here: the
+/// handlers do that). `None` for what is not tracked.
+async fn caller_of(key: &str, request: Request) -> (Option<String>, Request) {
+    if key == "entra.token" {
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, 256 * 1024)
+            .await
+            .unwrap_or_default();
+        // The form as a query string: the URL parser decodes it as `application/x-www-form-urlencoded`.
+        let client =
+            reqwest::Url::parse(&format!("http://form/?{}", String::from_utf8_lossy(&bytes)))
+                .ok()
+                .and_then(|url| {
+                    url.query_pairs()
+                        .find(|(k, _)| k == "client_id")
+                        .map(|(_, v)| format!("entra|{v}"))
+                });
+        return (
+            client,
+            Request::from_parts(parts, axum::body::Body::from(bytes)),
+        );
+    }
+    if !key.starts_with("arm.") {
+        return (None, request);
+    }
+    let principal = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|jwt| jwt.split('.').nth(1))
+        .and_then(|payload| {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload.trim_end_matches('='))
+                .ok()
+        })
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+        .and_then(|claims| claims["oid"].as_str().map(str::to_owned));
+    let subscription = request
+        .uri()
+        .path()
+        .split("/subscriptions/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    (
+        principal.map(|p| format!("arm|{p}|{subscription}")),
+        request,
+    )
+}
+
+/// Counts every request by route key (and, as `early:<route>`, those sent before the caller's
+/// `Retry-After` was up), applies injected faults, and records when each throttled caller was
+/// told to come back.
 async fn count_and_inject(State(emu): State<Emulator>, request: Request, next: Next) -> Response {
     let Some(key) = route_key(request.method().as_str(), request.uri().path()) else {
         return next.run(request).await;
     };
+    let (caller, request) = caller_of(&key, request).await;
+    if let Some(caller) = &caller {
+        let mut state = emu.state();
+        let early = state
+            .come_back
+            .get(caller)
+            .is_some_and(|at| std::time::Instant::now() < *at);
+        if early {
+            state.count(&format!("early:{key}"));
+        }
+    }
+    let response = answer(&emu, &key, request, next).await;
+    let status = response.status();
+    let hint = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let (Some(caller), Some(secs)) = (caller, hint)
+        && (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
+    {
+        // A hostile endpoint's hint can be centuries: a day is as good as for ever here.
+        if let Some(at) =
+            std::time::Instant::now().checked_add(Duration::from_secs(secs.min(86_400)))
+        {
+            emu.state().come_back.insert(caller, at);
+        }
+    }
+    response
+}
+
+async fn answer(emu: &Emulator, key: &str, request: Request, next: Next) -> Response {
     let fault = {
         let mut state = emu.state();
-        state.count(&key);
-        state.take_fault(&key, request.uri().path())
+        state.count(key);
+        state.take_fault(key, request.uri().path())
     };
     if let Some(fault) = fault {
         if fault.latency_ms > 0 {

@@ -339,6 +339,9 @@ pub struct State {
     pub token_lifetimes: HashMap<String, i64>,
     /// ACR refresh-token lifetime instead of the three hours ACR gives.
     pub refresh_lifetime: Option<i64>,
+    /// When each caller (`entra|<client id>`, `arm|<principal>|<subscription>`) was told to come
+    /// back by a 429 or a 5xx with `Retry-After`: a request before then counts as `early:<route>`.
+    pub come_back: HashMap<String, std::time::Instant>,
 }
 
 impl State {

@@ -592,6 +592,22 @@ impl ArmClient {
                 }
                 return Err(AzureError::Throttled { code, retry_after });
             }
+            // A server error that says when to come back (ARM's 503) pauses this principal's calls
+            // like a 429: nothing goes out before it.
+            if status.is_server_error()
+                && let Some(hint) = header("retry-after")
+            {
+                let wait = super::limits::retry_after(Some(&hint));
+                self.budget.pause(&budget_key, wait);
+                if attempt < self.retry.max_attempts && wait <= self.retry.max_retry_after {
+                    tracing::info!(%method, path, retry_after = wait.as_secs(), status = status.as_u16(), "ARM unavailable; waiting as told");
+                    continue;
+                }
+                return Err(AzureError::Throttled {
+                    code: parse_error(&text).0,
+                    retry_after: wait.as_secs(),
+                });
+            }
             if status.is_server_error() && attempt < self.retry.max_attempts {
                 tracing::debug!(%method, path, attempt, status = status.as_u16(), "ARM server error; retrying");
                 tokio::time::sleep(self.backoff(attempt)).await;

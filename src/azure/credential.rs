@@ -73,6 +73,14 @@ pub struct Credential {
     proof: Proof,
 }
 
+impl Credential {
+    /// Whom Entra throttles: the client at this token endpoint, however many credentials of the
+    /// operator sign in as it (one identity federated with several namespaces' ServiceAccounts).
+    pub fn throttled_as(&self) -> String {
+        format!("{}|{}", self.token_url, self.client_id)
+    }
+}
+
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credential")
@@ -389,7 +397,27 @@ impl Credential {
         })?;
         let status = response.status();
         self.observer.observe(service, status.as_u16());
+        let hint = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = super::limits::body(response).await?;
+        // Throttled, or unavailable for a time it names: the token cache sends nothing for this
+        // principal before then.
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || (status.is_server_error() && hint.is_some())
+        {
+            let error: ErrorResponse = serde_json::from_str(&text).unwrap_or_default();
+            return Err(AzureError::Throttled {
+                code: if error.error.is_empty() {
+                    format!("HTTP {}", status.as_u16())
+                } else {
+                    error.error
+                },
+                retry_after: super::limits::retry_after(hint.as_deref()).as_secs(),
+            });
+        }
         if !status.is_success() {
             return Err(entra_error(status.as_u16(), &text));
         }

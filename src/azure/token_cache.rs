@@ -66,6 +66,9 @@ pub type Now = Arc<dyn Fn() -> i64 + Send + Sync>;
 /// The shared token cache.
 pub struct TokenCache {
     slots: Mutex<HashMap<Key, Slot>>,
+    /// Clients ([`Credential::throttled_as`]) told to come back later (429, or a 5xx with
+    /// `Retry-After`): until then no request of theirs is sent, whatever the audience.
+    paused: Mutex<HashMap<String, std::time::Instant>>,
     now: Now,
 }
 
@@ -85,6 +88,7 @@ impl TokenCache {
     pub fn with_clock(now: Now) -> Self {
         Self {
             slots: Mutex::new(HashMap::new()),
+            paused: Mutex::new(HashMap::new()),
             now,
         }
     }
@@ -147,9 +151,44 @@ impl TokenCache {
         {
             return Ok(token.clone());
         }
-        let token = credential.request(audience, now).await?;
-        *cached = Some(token.clone());
-        Ok(token)
+        let principal = credential.throttled_as();
+        let until = self
+            .paused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&principal)
+            .copied();
+        if let Some(left) = until.and_then(|u| u.checked_duration_since(std::time::Instant::now()))
+            && !left.is_zero()
+        {
+            return Err(AzureError::Throttled {
+                code: "ClientPaused".into(),
+                retry_after: left.as_secs_f64().ceil() as u64,
+            });
+        }
+        match credential.request(audience, now).await {
+            Ok(token) => {
+                *cached = Some(token.clone());
+                Ok(token)
+            }
+            Err(e) => {
+                let now = std::time::Instant::now();
+                let wait = match &e {
+                    AzureError::Throttled { retry_after, .. } => Some(
+                        std::time::Duration::from_secs(*retry_after)
+                            .min(super::limits::MAX_RETRY_AFTER),
+                    ),
+                    _ => None,
+                };
+                if let Some(until) = wait.and_then(|w| now.checked_add(w)) {
+                    let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+                    // Bounded: entries whose time has passed go when another is added.
+                    paused.retain(|_, u| *u > now);
+                    paused.insert(principal, until);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Drops every cached token of a credential (its secret rotated, or it was deleted).

@@ -35,6 +35,9 @@ pub struct Outcome {
     pub fields: Map<String, Value>,
     /// Reconcile again after this long even if nothing changes.
     pub requeue: Option<Duration>,
+    /// A failed attempt is tried again within this, however long the backoff has grown: what the
+    /// object keeps valid runs out (half of what is left of it).
+    pub retry_within: Option<Duration>,
     /// Normal Events to record (reason, action, note), e.g. `TokenIssued`/`Renew`.
     pub events: Vec<(String, String, String)>,
 }
@@ -102,6 +105,12 @@ impl Outcome {
     /// Asks to be reconciled again after `after`.
     pub fn requeue(mut self, after: Duration) -> Self {
         self.requeue = Some(after);
+        self
+    }
+
+    /// Tries again within `at_most` however long the backoff has grown (see `retry_within`).
+    pub fn retry_within(mut self, at_most: Duration) -> Self {
+        self.retry_within = Some(at_most);
         self
     }
 

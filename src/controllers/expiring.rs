@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -113,7 +114,7 @@ impl<O: Resource<DynamicType = ()>> Output<'_, O> {
         M: FnOnce(i64) -> F,
         F: Future<Output = Result<Result<Minted, Outcome>, Error>>,
     {
-        let (existing, checked) = self.check(ctx, now, truth).await?;
+        let (existing, checked) = self.check(ctx, now, &truth).await?;
         let why = match checked {
             // Still valid: nothing to mint (this is what keeps a restart from re-minting).
             Ok(still) => return Ok(Ok(Written::Kept(still))),
@@ -126,7 +127,17 @@ impl<O: Resource<DynamicType = ()>> Output<'_, O> {
         let force = outputs::force_refresh(self.owner);
         let minted = match mint(issued_after).await? {
             Ok(m) => m,
-            Err(failed) => return Ok(Err(failed)),
+            // What the Secret still holds runs out: the next try comes within half of what is
+            // left (at least 2 s apart; Retry-After still holds), not after a backoff grown past it.
+            Err(failed) => {
+                let left = existing.as_ref().and_then(&truth).map(|e| e - now);
+                return Ok(Err(match left {
+                    Some(left) if left > 0 => {
+                        failed.retry_within(Duration::from_secs((left as u64 / 2).max(2)))
+                    }
+                    _ => failed,
+                }));
+            }
         };
         let renewal = renewal::renewal_time(
             minted.obtained,

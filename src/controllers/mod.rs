@@ -388,6 +388,14 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
             (other.map(backoff::clamp), None)
         }
     };
+    // A renewal that keeps failing is tried again before what it renews runs out.
+    let (requeue, next_retry) = match (requeue, next_retry, outcome.retry_within) {
+        (Some(after), Some(_), Some(cap)) if after > cap => {
+            let after = backoff::clamp(cap);
+            (Some(after), Some(now + after.as_secs() as i64))
+        }
+        other => (other.0, other.1),
+    };
     let outcome = outcome.field(
         "nextRetryTime",
         next_retry.map_or(serde_json::Value::Null, |at| {
