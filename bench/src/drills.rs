@@ -27,6 +27,13 @@ pub struct Bench<'a> {
     pub timeout: Duration,
 }
 
+impl Bench<'_> {
+    /// Creates `keys`, recording each apply time.
+    async fn apply(&self, keys: &[Key]) -> anyhow::Result<()> {
+        crate::apply_all(self.client, self.run, self.tracker, keys, self.in_flight).await
+    }
+}
+
 /// For `duration`, Entra and ARM answer `share` of requests with 429 or 503 (half each, with
 /// `Retry-After: 1`) and every one of them after `latency`, while `keys` arrive and tokens renew.
 /// A watcher records every output Secret's expiry each second: none may ever be past it; the
@@ -72,14 +79,7 @@ pub async fn throttle(
     }
     let watcher = ExpiryWatcher::start(bench.client.clone(), bench.run.namespaces.clone());
     let started = Instant::now();
-    crate::apply_all(
-        bench.client,
-        bench.run,
-        bench.tracker,
-        keys,
-        bench.in_flight,
-    )
-    .await?;
+    bench.apply(keys).await?;
     tokio::time::sleep(duration.saturating_sub(started.elapsed())).await;
     azure.emulator().clear_faults();
     let during = azure.counts().since(&before);
@@ -230,14 +230,7 @@ pub async fn api_server_restart(
         .status()?;
     anyhow::ensure!(status.success(), "`{command}` failed: {status}");
     let restarted = started.elapsed();
-    crate::apply_all(
-        bench.client,
-        bench.run,
-        bench.tracker,
-        keys,
-        bench.in_flight,
-    )
-    .await?;
+    bench.apply(keys).await?;
     let missing = bench.tracker.wait(keys, bench.timeout).await;
     let converged = bench.tracker.last_ready(keys).map(|t| t - started);
     println!(
@@ -304,14 +297,7 @@ pub async fn kill(
         }
         last_kill = Instant::now();
         if let Some(chunk) = chunks.next() {
-            crate::apply_all(
-                bench.client,
-                bench.run,
-                bench.tracker,
-                chunk,
-                bench.in_flight,
-            )
-            .await?;
+            bench.apply(chunk).await?;
         }
     }
     let everything: Vec<Key> = all.iter().chain(keys).cloned().collect();

@@ -238,7 +238,7 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
     report::azure_line(&start.azure);
 
     // The burst: every object at once, as a GitOps sync or a Helm install of a big team does.
-    let burst: Vec<Key> = (0..args.objects).map(|i| run.key(i, "")).collect();
+    let burst = run.keys(args.objects, "");
     report::phase_header(&format!(
         "burst: {} objects ({}) across {} namespaces, {} in flight",
         burst.len(),
@@ -281,7 +281,7 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
     let mut steady = Vec::new();
     if args.steady_seconds > 0 && args.steady_rate > 0.0 {
         let count = (args.steady_rate * args.steady_seconds as f64).round() as usize;
-        steady = (0..count).map(|i| run.key(i, "s")).collect();
+        steady = run.keys(count, "s");
         report::phase_header(&format!(
             "steady arrival: {count} objects at {}/s",
             args.steady_rate
@@ -380,9 +380,7 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
     };
     let mut all = all;
     if args.throttle_for > 0 {
-        let keys: Vec<Key> = (0..args.objects.div_ceil(10))
-            .map(|i| run.key(i, "t"))
-            .collect();
+        let keys = run.keys(args.objects.div_ceil(10), "t");
         failures.extend(
             drills::throttle(
                 &bench_of,
@@ -398,18 +396,14 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
         all.extend(keys);
     }
     if let Some(command) = &args.restart_api_server {
-        let keys: Vec<Key> = (0..args.objects.div_ceil(10))
-            .map(|i| run.key(i, "r"))
-            .collect();
+        let keys = run.keys(args.objects.div_ceil(10), "r");
         failures.extend(
             drills::api_server_restart(&bench_of, &mut operator, command, &keys, &all).await?,
         );
         all.extend(keys);
     }
     if args.kill_every > 0 {
-        let keys: Vec<Key> = (0..args.objects.div_ceil(2))
-            .map(|i| run.key(i, "k"))
-            .collect();
+        let keys = run.keys(args.objects.div_ceil(2), "k");
         failures.extend(
             drills::kill(
                 &bench_of,

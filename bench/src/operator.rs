@@ -139,14 +139,7 @@ impl Operator {
             let Some((labels, value)) = rest.split_once("} ") else {
                 continue;
             };
-            let label = |name: &str| {
-                labels.split(',').find_map(|l| {
-                    l.strip_prefix(name)?
-                        .strip_prefix("=\"")?
-                        .strip_suffix('"')
-                        .map(str::to_owned)
-                })
-            };
+            let label = |name: &str| label_value(labels, name);
             if let (Some(verb), Some(resource), Ok(v)) = (
                 label("verb"),
                 label("resource"),
@@ -187,6 +180,16 @@ impl Drop for Operator {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The value of label `name` in a Prometheus series' `a="x",b="y"` (values without commas).
+fn label_value(labels: &str, name: &str) -> Option<String> {
+    labels.split(',').find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix("=\"")?
+            .strip_suffix('"')
+            .map(str::to_owned)
+    })
 }
 
 /// User plus system CPU seconds of a process.
@@ -244,23 +247,15 @@ impl Operator {
     /// reconciled (an instance forgets an object that left its shard).
     pub async fn reported_objects(&self) -> std::collections::BTreeSet<String> {
         let text = self.metrics().await;
-        let value = |labels: &str, name: &str| {
-            labels.split(',').find_map(|l| {
-                l.strip_prefix(name)?
-                    .strip_prefix("=\"")?
-                    .strip_suffix('"')
-                    .map(str::to_owned)
-            })
-        };
         text.lines()
             .filter_map(|line| line.strip_prefix("aml_identity_operator_ready{"))
             .filter_map(|rest| rest.split_once('}').map(|(labels, _)| labels))
             .filter_map(|labels| {
                 Some(format!(
                     "{}/{}/{}",
-                    value(labels, "kind")?,
-                    value(labels, "namespace")?,
-                    value(labels, "name")?
+                    label_value(labels, "kind")?,
+                    label_value(labels, "namespace")?,
+                    label_value(labels, "name")?
                 ))
             })
             .collect()

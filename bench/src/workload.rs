@@ -68,6 +68,11 @@ impl Run {
         format!("bench-{}", self.id)
     }
 
+    /// Objects 0..`count` of the mix, named with `prefix` (one per phase, so phases never collide).
+    pub fn keys(&self, count: usize, prefix: &str) -> Vec<Key> {
+        (0..count).map(|i| self.key(i, prefix)).collect()
+    }
+
     /// Object `i` of the mix: its kind, namespace and name.
     pub fn key(&self, i: usize, prefix: &str) -> Key {
         let kind = match i % 20 {

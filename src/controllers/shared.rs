@@ -27,6 +27,9 @@ use super::index::Target;
 use super::{Context, Scope, namespaced_or_all};
 use crate::api::{AzureCredential, ClusterAzureCredential, Workspace};
 
+/// How long a reconcile waits for the shard's first listing before asking the API server.
+const SHARD_LISTING: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the reconcilers read from the shared watches.
 #[derive(Clone)]
 pub struct Stores {
@@ -95,12 +98,16 @@ impl Context {
         let Some(selector) = &self.namespace_selector else {
             return Ok(true);
         };
+        // Right after start the shard's watch is listing: wait for it (briefly) rather than ask
+        // the API server once per object.
         if let Some(shard) = self.stores().and_then(|s| s.shard)
-            && futures::FutureExt::now_or_never(shard.wait_until_ready()).is_some_and(|r| r.is_ok())
+            && tokio::time::timeout(SHARD_LISTING, shard.wait_until_ready())
+                .await
+                .is_ok_and(|r| r.is_ok())
         {
             return Ok(shard.get(&ObjectRef::new(namespace)).is_some());
         }
-        // Before the shard's watch has listed: the API server matches this one namespace.
+        // The shard's watch has not listed (yet): the API server matches this one namespace.
         let params = ListParams::default()
             .labels(selector)
             .fields(&format!("metadata.name={namespace}"));
