@@ -42,10 +42,11 @@ export AMLID_OPERATOR_KUBECONFIG="${TMPDIR:-/tmp}/aml-identity-operator-cluster/
 cargo nextest run --locked --test chart --run-ignored only
 cargo nextest run --workspace --locked --no-fail-fast
 # The benchmark's small version (README "Performance"), so it cannot rot: every object Ready, no ARM
-# write and no Entra request beyond one per token lifetime in the steady state, renewal included.
+# write and no Entra request beyond one per token lifetime in the steady state, renewal included;
+# the burst's token Secrets renewing all at once (the storm) and then Azure throttling for a minute.
 cargo build --release --locked -p aml-identity-bench
 target/release/bench --objects 100 --namespaces 4 --identities 2 --steady-seconds 4 \
-  --unrelated-secrets 200 --idle-minutes 2 --token-lifetime 120 --throttle-for 60 --check
+  --unrelated-secrets 200 --idle-minutes 2 --token-lifetime 120 --storm --throttle-for 60 --check
 # The drills' small version (README "Reliability"), on two shards by namespace label: the API server
 # restarted under the operators, then every instance killed with SIGKILL every 15 s for a minute
 # while objects arrive and tokens renew; each object reported by exactly one shard, no duplicate in

@@ -13,6 +13,7 @@ mod operator;
 mod raw;
 mod readiness;
 mod report;
+mod storm;
 mod workload;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -113,6 +114,13 @@ struct Args {
     /// Seconds the kill drill lasts.
     #[arg(long, default_value_t = 300)]
     kill_for: u64,
+    /// Renewal storm drill, right after the burst: its ComputeIdentities' token Secrets share the
+    /// few tokens minted for it and so expire within seconds of each other; wait until every one
+    /// has renewed (about two thirds of --token-lifetime after the burst began) and report how the
+    /// renewals spread, how far each came after its scheduled time, whether any came after its
+    /// expiry, and the Entra requests (one per federated identity and audience at most).
+    #[arg(long)]
+    storm: bool,
     /// Leave the run's objects and namespaces on the cluster (they are removed by default, their
     /// finalizers dropped: the emulator they were made in is gone with the bench).
     #[arg(long)]
@@ -276,6 +284,21 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
     report::operator_line(&start, &after_burst, burst.len());
     report::azure_line(&after_burst.azure.since(&start.azure));
     report::kubernetes_lines(&start, &after_burst, burst.len());
+
+    if args.storm {
+        failures.extend(
+            storm::storm(
+                &client,
+                &run,
+                &operator,
+                &azure,
+                &burst,
+                federated_tuples(&run) as u64,
+                Duration::from_secs(30),
+            )
+            .await?,
+        );
+    }
 
     // Steady arrival: objects one at a time at a fixed rate, as teams add them through a day.
     let mut steady = Vec::new();

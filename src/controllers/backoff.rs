@@ -39,6 +39,55 @@ impl Backoff {
     }
 }
 
+/// What one reconcile decided about the next look at its object.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Verdict {
+    /// Whether the object is Ready.
+    pub ready: bool,
+    /// The outcome's own interval (`None`: only a change brings it back).
+    pub requeue: Option<Duration>,
+    /// A retry its status already announced that is still ahead (Unix seconds).
+    pub pending: Option<i64>,
+    /// The latest the next try may come when the object is failing (a renewal whose Secret runs
+    /// out), however long the backoff has grown.
+    pub retry_within: Option<Duration>,
+}
+
+impl Backoff {
+    /// When to look at `key` again after `verdict`, and the time to announce as its next retry.
+    /// A ready object comes back at its own interval; a failing one backs off, except that a retry
+    /// still ahead stands (a pass triggered by something else or by a restart neither grows the
+    /// backoff nor moves it) and `retry_within` caps the wait.
+    pub fn next_attempt(
+        &self,
+        key: &str,
+        verdict: Verdict,
+        now: i64,
+    ) -> (Option<Duration>, Option<i64>) {
+        let (requeue, next_retry) = match (verdict.requeue, verdict.pending) {
+            (Some(_), Some(at)) if !verdict.ready && at > now => (
+                Some(clamp(Duration::from_secs(at.saturating_sub(now) as u64))),
+                Some(at),
+            ),
+            (Some(base), _) if !verdict.ready => {
+                let after = self.failed(key, base);
+                (Some(after), Some(now + after.as_secs() as i64))
+            }
+            (other, _) => {
+                self.reset(key);
+                return (other.map(clamp), None);
+            }
+        };
+        match (requeue, verdict.retry_within) {
+            (Some(after), Some(cap)) if after > cap => {
+                let after = clamp(cap);
+                (Some(after), Some(now + after.as_secs() as i64))
+            }
+            _ => (requeue, next_retry),
+        }
+    }
+}
+
 /// A requeue between one second and [`MAX_REQUEUE`].
 pub fn clamp(after: Duration) -> Duration {
     after.clamp(Duration::from_secs(1), MAX_REQUEUE)
@@ -71,5 +120,80 @@ mod tests {
         assert!(s(b.failed("z", Duration::from_secs(3600))) >= 3240.0);
         assert_eq!(clamp(Duration::from_secs(u64::MAX)), MAX_REQUEUE);
         assert_eq!(clamp(Duration::ZERO), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_failing_renewal_is_tried_again_within_its_cap_however_long_the_backoff() {
+        let b = Backoff::default();
+        let failing = |within: Option<u64>| Verdict {
+            ready: false,
+            requeue: Some(Duration::from_secs(60)),
+            pending: None,
+            retry_within: within.map(Duration::from_secs),
+        };
+        for _ in 0..10 {
+            b.failed("x", Duration::from_secs(60));
+        }
+        let (grown, _) = b.next_attempt("x", failing(None), 1000);
+        assert!(grown.unwrap() > Duration::from_secs(600), "{grown:?}");
+        let (capped, at) = b.next_attempt("x", failing(Some(30)), 1000);
+        assert_eq!(capped, Some(Duration::from_secs(30)));
+        assert_eq!(at, Some(1030), "status announces the capped retry");
+        // Never below a second, whatever the cap says.
+        let (floor, _) = b.next_attempt("x", failing(Some(0)), 1000);
+        assert_eq!(floor, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn an_announced_retry_stands_and_success_resets() {
+        let b = Backoff::default();
+        let verdict = Verdict {
+            ready: false,
+            requeue: Some(Duration::from_secs(30)),
+            pending: Some(1100),
+            retry_within: None,
+        };
+        assert_eq!(
+            b.next_attempt("x", verdict, 1000),
+            (Some(Duration::from_secs(100)), Some(1100)),
+            "an earlier pass's retry is kept, the backoff not grown"
+        );
+        // Once it has passed, the backoff grows from the base.
+        let (after, _) = b.next_attempt(
+            "x",
+            Verdict {
+                pending: Some(900),
+                ..verdict
+            },
+            1000,
+        );
+        assert!((27..=33).contains(&after.unwrap().as_secs()), "{after:?}");
+        let (again, _) = b.next_attempt(
+            "x",
+            Verdict {
+                pending: None,
+                ..verdict
+            },
+            1000,
+        );
+        assert!((54..=66).contains(&again.unwrap().as_secs()), "{again:?}");
+        let ready = Verdict {
+            ready: true,
+            requeue: Some(Duration::from_secs(3600)),
+            ..Default::default()
+        };
+        assert_eq!(
+            b.next_attempt("x", ready, 1000),
+            (Some(Duration::from_secs(3600)), None)
+        );
+        let (reset, _) = b.next_attempt(
+            "x",
+            Verdict {
+                pending: None,
+                ..verdict
+            },
+            1000,
+        );
+        assert!((27..=33).contains(&reset.unwrap().as_secs()), "{reset:?}");
     }
 }

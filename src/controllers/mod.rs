@@ -372,30 +372,17 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
     let pending = obj
         .status()
         .and_then(|s| s.common().next_retry_time.as_deref())
-        .and_then(crate::renewal::parse_rfc3339)
-        .filter(|at| *at > now);
-    let (requeue, next_retry) = match (outcome.requeue, pending) {
-        (Some(_), Some(at)) if !ready => (
-            Some(backoff::clamp(Duration::from_secs((at - now) as u64))),
-            Some(at),
-        ),
-        (Some(base), None) if !ready => {
-            let after = ctx.backoff.failed(&key, base);
-            (Some(after), Some(now + after.as_secs() as i64))
-        }
-        (other, _) => {
-            ctx.backoff.reset(&key);
-            (other.map(backoff::clamp), None)
-        }
-    };
-    // A renewal that keeps failing is tried again before what it renews runs out.
-    let (requeue, next_retry) = match (requeue, next_retry, outcome.retry_within) {
-        (Some(after), Some(_), Some(cap)) if after > cap => {
-            let after = backoff::clamp(cap);
-            (Some(after), Some(now + after.as_secs() as i64))
-        }
-        other => (other.0, other.1),
-    };
+        .and_then(crate::renewal::parse_rfc3339);
+    let (requeue, next_retry) = ctx.backoff.next_attempt(
+        &key,
+        backoff::Verdict {
+            ready,
+            requeue: outcome.requeue,
+            pending,
+            retry_within: outcome.retry_within,
+        },
+        now,
+    );
     let outcome = outcome.field(
         "nextRetryTime",
         next_retry.map_or(serde_json::Value::Null, |at| {
