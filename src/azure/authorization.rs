@@ -108,7 +108,15 @@ pub async fn find(arm: &ArmClient, grant: &Grant) -> Result<Option<Granted>, Azu
             &[("$filter", filter.as_str())],
         )
         .await?;
-    let equal = existing.iter().any(|ra| {
+    Ok(classify(grant, &existing))
+}
+
+/// Which of `listed` grants the same as `grant` at exactly its scope. The operator's own name among
+/// them is the operator's: another of its passes (for another object holding the same grant) can
+/// make it between the GET and the LIST, and taking it for someone else's would leave it unheld.
+fn classify(grant: &Grant, listed: &[models::RoleAssignment]) -> Option<Granted> {
+    let ours = grant.name();
+    let mut equal = listed.iter().filter(|ra| {
         let p = &ra.properties;
         p.role_definition_id
             .rsplit('/')
@@ -120,7 +128,18 @@ pub async fn find(arm: &ArmClient, grant: &Grant) -> Result<Option<Granted>, Azu
                     .eq_ignore_ascii_case(grant.scope.trim_end_matches('/'))
             })
     });
-    Ok(equal.then_some(Granted::Theirs))
+    let mut found = None;
+    for ra in equal.by_ref() {
+        if ra
+            .name
+            .as_deref()
+            .is_some_and(|n| n.eq_ignore_ascii_case(&ours))
+        {
+            return Some(Granted::Ours);
+        }
+        found = Some(Granted::Theirs);
+    }
+    found
 }
 
 /// Makes the operator's assignment; an equal one made meanwhile under another name counts as
@@ -187,6 +206,58 @@ pub async fn remove(arm: &ArmClient, id: &str) -> Result<bool, AzureError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_equal_assignment_under_the_operators_own_name_is_the_operators() {
+        let grant = Grant::new("/subscriptions/s/resourceGroups/rg", roles::ACR_PULL, "p");
+        let listed = |name: &str, role: &str, scope: &str| models::RoleAssignment {
+            id: None,
+            name: Some(name.to_owned()),
+            properties: models::RoleAssignmentProperties {
+                role_definition_id: format!(
+                    "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/{role}"
+                ),
+                principal_id: "P".into(),
+                principal_type: None,
+                scope: Some(scope.to_owned()),
+                description: None,
+            },
+        };
+        let scope = "/subscriptions/s/resourceGroups/RG/";
+        assert_eq!(classify(&grant, &[]), None);
+        assert_eq!(
+            classify(&grant, &[listed("someone-elses", roles::ACR_PULL, scope)]),
+            Some(Granted::Theirs)
+        );
+        assert_eq!(
+            classify(
+                &grant,
+                &[
+                    listed("someone-elses", roles::ACR_PULL, scope),
+                    listed(&grant.name().to_uppercase(), roles::ACR_PULL, scope)
+                ]
+            ),
+            Some(Granted::Ours),
+            "made by another pass of the operator between the GET and the LIST"
+        );
+        assert_eq!(
+            classify(&grant, &[listed(&grant.name(), "other-role", scope)]),
+            None,
+            "another role grants nothing here"
+        );
+        assert_eq!(
+            classify(
+                &grant,
+                &[listed(
+                    "x",
+                    roles::ACR_PULL,
+                    "/subscriptions/s/resourceGroups/rg/x"
+                )]
+            ),
+            None,
+            "a narrower scope is not this grant"
+        );
+    }
 
     #[test]
     fn names_are_deterministic_and_case_blind() {
