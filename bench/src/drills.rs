@@ -56,6 +56,7 @@ pub async fn throttle(
     ));
     let before = azure.counts();
     let early_before = azure.emulator().early_requests();
+    let overlap_before = azure.emulator().overlapping_requests();
     let latency_ms = latency.as_millis() as u64;
     for route in ["entra.token", "arm."] {
         // Faults apply in order, each with its own chance: 429 on share/2 of the requests, 503 on
@@ -84,22 +85,24 @@ pub async fn throttle(
     azure.emulator().clear_faults();
     let during = azure.counts().since(&before);
     let early = azure.emulator().early_requests() - early_before;
+    let overlap = azure.emulator().overlapping_requests() - overlap_before;
     let missing = bench.tracker.wait(keys, bench.timeout).await;
     let seen = watcher.stop().await;
     report::azure_line(&during);
     report::latency_line("apply→Ready", &bench.tracker.latencies(keys));
     println!(
-        "output Secrets watched: {} ({} samples); ever past their expiry: {}; least time left seen: {}; requests before their Retry-After: {early}",
+        "output Secrets watched: {} ({} samples); ever past their expiry: {}; least time left seen: {}; requests before their Retry-After: {early} (and {overlap} that arrived within {} ms of the answer, sent before it was read)",
         seen.secrets,
         seen.samples,
         seen.expired,
-        seen.least_left.map_or("—".into(), |s| format!("{s} s"))
+        seen.least_left.map_or("—".into(), |s| format!("{s} s")),
+        aml_identity_emulator::IN_FLIGHT.as_millis()
     );
     let early_routes: Vec<String> = azure
         .emulator()
         .counters()
         .into_iter()
-        .filter(|(k, _)| k.starts_with("early:"))
+        .filter(|(k, _)| k.starts_with("early:") || k.starts_with("overlap:"))
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
     if !early_routes.is_empty() {

@@ -136,6 +136,21 @@ pub fn kubernetes_lines(before: &Snapshot, after: &Snapshot, objects: usize) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let reads: f64 = requests
+        .iter()
+        .filter(|(k, _)| is_read(k))
+        .map(|(_, n)| n)
+        .sum();
+    println!(
+        "  reads per object {:.2}: {}",
+        reads / objects.max(1) as f64,
+        requests
+            .iter()
+            .filter(|(k, _)| is_read(k))
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }
 
 fn is_read(key: &str) -> bool {

@@ -273,6 +273,17 @@ impl Emulator {
             .sum()
     }
 
+    /// Requests that arrived within [`IN_FLIGHT`] of their caller's `Retry-After` answer, before
+    /// it was up (any route): on their way before it was read.
+    pub fn overlapping_requests(&self) -> u64 {
+        self.state()
+            .counters
+            .iter()
+            .filter(|(k, _)| k.starts_with("overlap:"))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     /// Requests sent before the `Retry-After` their caller was given (any route).
     pub fn early_requests(&self) -> u64 {
         self.state()
@@ -469,6 +480,11 @@ async fn caller_of(key: &str, request: Request) -> (Option<String>, Request) {
     )
 }
 
+/// How soon after a `Retry-After` answer a request of the same caller may arrive and still have
+/// been sent before the caller could read it (loopback, two busy cores): counted apart, as
+/// `overlap:<route>`, not as early.
+pub const IN_FLIGHT: Duration = Duration::from_millis(100);
+
 /// Counts every request by route key (and, as `early:<route>`, those sent before the caller's
 /// `Retry-After` was up), applies injected faults, and records when each throttled caller was
 /// told to come back.
@@ -479,12 +495,15 @@ async fn count_and_inject(State(emu): State<Emulator>, request: Request, next: N
     let (caller, request) = caller_of(&key, request).await;
     if let Some(caller) = &caller {
         let mut state = emu.state();
-        let early = state
-            .come_back
-            .get(caller)
-            .is_some_and(|at| std::time::Instant::now() < *at);
-        if early {
-            state.count(&format!("early:{key}"));
+        let now = std::time::Instant::now();
+        if let Some((told, until)) = state.come_back.get(caller).copied()
+            && now < until
+        {
+            if now.duration_since(told) < IN_FLIGHT {
+                state.count(&format!("overlap:{key}"));
+            } else {
+                state.count(&format!("early:{key}"));
+            }
         }
     }
     let response = answer(&emu, &key, request, next).await;
@@ -501,7 +520,9 @@ async fn count_and_inject(State(emu): State<Emulator>, request: Request, next: N
         if let Some(at) =
             std::time::Instant::now().checked_add(Duration::from_secs(secs.min(86_400)))
         {
-            emu.state().come_back.insert(caller, at);
+            emu.state()
+                .come_back
+                .insert(caller, (std::time::Instant::now(), at));
         }
     }
     response

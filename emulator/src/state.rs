@@ -339,9 +339,11 @@ pub struct State {
     pub token_lifetimes: HashMap<String, i64>,
     /// ACR refresh-token lifetime instead of the three hours ACR gives.
     pub refresh_lifetime: Option<i64>,
-    /// When each caller (`entra|<client id>`, `arm|<principal>|<subscription>`) was told to come
-    /// back by a 429 or a 5xx with `Retry-After`: a request before then counts as `early:<route>`.
-    pub come_back: HashMap<String, std::time::Instant>,
+    /// When each caller (`entra|<client id>`, `arm|<principal>|<subscription>`) was told, by a 429
+    /// or a 5xx with `Retry-After`, to come back, and when that was: a request before then counts
+    /// as `early:<route>`, or as `overlap:<route>` when it arrived so soon after the answer
+    /// ([`crate::IN_FLIGHT`]) that it was on its way before the caller could have read it.
+    pub come_back: HashMap<String, (std::time::Instant, std::time::Instant)>,
 }
 
 impl State {
