@@ -273,8 +273,20 @@ pub fn status_patch(
     );
     let unchanged = status
         .iter()
-        .all(|(k, v)| current.get(k).unwrap_or(&Value::Null) == v);
+        .all(|(k, v)| says_the_same(current.get(k).unwrap_or(&Value::Null), v));
     (!unchanged).then(|| serde_json::json!({ "status": status }))
+}
+
+/// Whether two status values say the same: an absent field, `null` and an empty list or map all
+/// say "none", so a field written empty once is not written again for that alone.
+fn says_the_same(current: &Value, desired: &Value) -> bool {
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    current == desired || (empty(current) && empty(desired))
 }
 
 /// `Ready` of a condition list as (status, reason, message).
@@ -429,5 +441,19 @@ mod tests {
             of(&conditions, READY).last_transition_time
         );
         assert_eq!(patch["status"]["objectId"], "x");
+    }
+
+    #[test]
+    fn an_empty_list_says_what_an_absent_field_says() {
+        use serde_json::json;
+        assert!(says_the_same(&Value::Null, &json!([])));
+        assert!(says_the_same(&json!({}), &Value::Null));
+        assert!(says_the_same(&json!([]), &json!({})));
+        assert!(!says_the_same(&Value::Null, &json!(["x"])));
+        assert!(!says_the_same(&json!([]), &json!(0)));
+        assert!(
+            !says_the_same(&json!(""), &Value::Null),
+            "an empty string is a value"
+        );
     }
 }

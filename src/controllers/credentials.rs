@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::Api;
 use kube::{Resource, ResourceExt};
 
 use super::Context;
@@ -144,8 +142,9 @@ async fn secret_value(
     namespace: &str,
     r: &SecretKeyRef,
 ) -> Result<(String, String), ResolveError> {
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(&r.name)
+    let secret = ctx
+        .input_secrets
+        .get(&ctx.client, namespace, &r.name)
         .await?
         .ok_or_else(|| {
             ResolveError::NotFound(format!("Secret {namespace}/{} does not exist", r.name))

@@ -65,10 +65,11 @@ async fn secret_key(
     namespace: &str,
     r: &SecretKeyRef,
 ) -> Result<Result<String, Outcome>, Error> {
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(&r.name)
+    let secret = ctx
+        .input_secrets
+        .get(&ctx.client, namespace, &r.name)
         .await?;
-    let value = secret.and_then(|s| s.data).and_then(|d| {
+    let value = secret.as_ref().and_then(|s| s.data.as_ref()).and_then(|d| {
         d.get(&r.key)
             .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
     });

@@ -11,6 +11,7 @@ mod expiring;
 mod failures;
 mod in_use;
 mod index;
+mod input_secrets;
 mod kinds;
 pub mod ledger;
 mod own_writes;
@@ -142,6 +143,8 @@ pub struct Context {
     changes: tokio::sync::broadcast::Sender<index::Target>,
     /// The shared watches' stores, while this instance leads.
     stores: std::sync::RwLock<Option<shared::Stores>>,
+    /// Credential and account-key Secrets read, kept while the shared Secret watch runs.
+    pub(crate) input_secrets: input_secrets::InputSecrets,
     issuer: tokio::sync::OnceCell<String>,
 }
 
@@ -171,6 +174,7 @@ impl Context {
             released: tokio::sync::broadcast::channel(1024).0,
             changes: tokio::sync::broadcast::channel(8192).0,
             stores: Default::default(),
+            input_secrets: Default::default(),
             issuer: Default::default(),
         }
     }
@@ -402,8 +406,15 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
                 if ready.ok { "True" } else { "False" }.to_owned(),
                 ready.reason.as_str().to_owned(),
             );
-            // A new Ready verdict is an Event: a Warning when it says what is wrong.
-            if before.as_ref() != Some(&now) {
+            // A new Ready verdict is an Event: a Warning when it says what is wrong. An object
+            // whose credentials this pass issued for the first time gets the TokenIssued Event
+            // (who got what, until when) instead of a second one saying it is Ready.
+            let first_issue = ready.ok
+                && outcome.events.iter().any(|(reason, action, _)| {
+                    reason == crate::api::conditions::ConditionType::TokenIssued.as_str()
+                        && action == "Issue"
+                });
+            if before.as_ref() != Some(&now) && !first_issue {
                 let type_ = if ready.ok {
                     EventType::Normal
                 } else {
@@ -674,6 +685,22 @@ fn target_of<O: Resource>(kind: &str, object: &O) -> index::Target {
 }
 
 /// Changes to objects of `api`, metadata only: enough to know which dependents to reconcile.
+/// How a watch retries after its connection fails: kube's default (800 ms doubling, jittered, the
+/// step reset after two quiet minutes), capped at 5 s instead of 30 s. A watch retries against an
+/// API server that is restarting or failing over: 30 s steps left the operator idle for up to
+/// 40 s after a restarted server was back (the API server restart drill); a request every few
+/// seconds per watch costs it little.
+pub(crate) fn watch_backoff() -> kube::runtime::utils::ResetTimerBackoff<watcher::ExponentialBackoff>
+{
+    let steps = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(800))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .without_max_times()
+        .with_jitter();
+    kube::runtime::utils::ResetTimerBackoff::new(steps.into(), Duration::from_secs(120))
+}
+
 fn changes<T>(
     api: Api<PartialObjectMeta<T>>,
     config: watcher::Config,
@@ -681,7 +708,9 @@ fn changes<T>(
 where
     T: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    watcher(api, config).default_backoff().touched_objects()
+    watcher(api, config)
+        .backoff(watch_backoff())
+        .touched_objects()
 }
 
 async fn run_one<K: Reconciled>(
@@ -706,7 +735,7 @@ async fn run_one<K: Reconciled>(
     let metrics = ctx.metrics.clone();
     let kind = K::kind(&()).into_owned();
     let trigger = watcher(api, config)
-        .default_backoff()
+        .backoff(watch_backoff())
         // What no reconcile reads stays out of the cache: an object's managedFields and kubectl's
         // copy of its last applied spec are often most of its size.
         .modify(|obj: &mut K| {

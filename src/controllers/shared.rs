@@ -147,7 +147,7 @@ where
 {
     let kind = K::kind(&()).into_owned();
     let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
+        .backoff(super::watch_backoff())
         .modify(|obj: &mut K| {
             obj.meta_mut().managed_fields = None;
             if let Some(annotations) = &mut obj.meta_mut().annotations {
@@ -182,7 +182,7 @@ async fn watch_namespaces(
 ) {
     let api = Api::<PartialObjectMeta<Namespace>>::all(ctx.client.clone());
     let stream = watcher(api, config)
-        .default_backoff()
+        .backoff(super::watch_backoff())
         .modify(|ns| ns.metadata.managed_fields = None)
         .reflect(writer);
     futures::pin_mut!(stream);
@@ -234,21 +234,32 @@ async fn watch_namespaces(
 }
 
 /// Every Secret in scope, metadata only (their data is never read, none of them is held): each
-/// change goes to `ctx.changes`.
-async fn watch_secrets(ctx: Arc<Context>, api: Api<PartialObjectMeta<Secret>>) {
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
+/// change goes to `ctx.changes`, after the input Secret kept for it (if any) is dropped. While the
+/// watch is down or relisting, nothing kept is served.
+async fn watch_secrets(
+    ctx: Arc<Context>,
+    api: Api<PartialObjectMeta<Secret>>,
+    scope: Option<String>,
+) {
+    let stream = watcher(api, watcher::Config::default()).backoff(super::watch_backoff());
     futures::pin_mut!(stream);
     while let Some(next) = stream.next().await {
         match next {
-            Ok(secret) => {
-                let _ = ctx.changes.send(Target::secret(
-                    &secret.namespace().unwrap_or_default(),
-                    &secret.name_any(),
-                ));
+            Ok(watcher::Event::Init) => ctx.input_secrets.relisting(),
+            Ok(watcher::Event::InitDone) => ctx.input_secrets.listed(scope.as_deref()),
+            Ok(
+                watcher::Event::Apply(secret)
+                | watcher::Event::InitApply(secret)
+                | watcher::Event::Delete(secret),
+            ) => {
+                let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                ctx.input_secrets.changed(&namespace, &name);
+                let _ = ctx.changes.send(Target::secret(&namespace, &name));
             }
-            Err(e) => tracing::debug!(error = %e, "watching Secrets"),
+            Err(e) => {
+                ctx.input_secrets.relisting();
+                tracing::debug!(error = %e, "watching Secrets");
+            }
         }
     }
 }
@@ -313,7 +324,11 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, mut stop: tokio::sync::watch::
             cluster_credential_writer,
         ),
         futures::future::join(
-            watch_secrets(ctx.clone(), namespaced_or_all(&ctx.client, &scope)),
+            watch_secrets(
+                ctx.clone(),
+                namespaced_or_all(&ctx.client, &scope),
+                scope.namespace.clone(),
+            ),
             namespace_watches,
         ),
     );
@@ -322,4 +337,5 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, mut stop: tokio::sync::watch::
         _ = watches => {}
     }
     *ctx.stores.write().unwrap_or_else(|e| e.into_inner()) = None;
+    ctx.input_secrets.relisting();
 }
