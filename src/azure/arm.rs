@@ -547,6 +547,21 @@ impl ArmClient {
                 tokio::time::sleep(wait).await;
             }
             let token = self.tokens.get(&self.credential, &self.endpoint).await?;
+            // A pause another call was given while this one waited for its slot or its token
+            // holds it too: nothing goes out before a Retry-After this principal was told.
+            for waited in 0.. {
+                let paused = self.budget.paused_for(&budget_key);
+                if paused.is_zero() {
+                    break;
+                }
+                if paused > self.retry.max_retry_after || waited >= self.retry.max_attempts {
+                    return Err(AzureError::Throttled {
+                        code: "ClientPaused".into(),
+                        retry_after: paused.as_secs().max(1),
+                    });
+                }
+                tokio::time::sleep(paused).await;
+            }
             let mut request = self
                 .http
                 .request(method.clone(), &url)

@@ -685,22 +685,6 @@ fn target_of<O: Resource>(kind: &str, object: &O) -> index::Target {
 }
 
 /// Changes to objects of `api`, metadata only: enough to know which dependents to reconcile.
-/// How a watch retries after its connection fails: kube's default (800 ms doubling, jittered, the
-/// step reset after two quiet minutes), capped at 5 s instead of 30 s. A watch retries against an
-/// API server that is restarting or failing over: 30 s steps left the operator idle for up to
-/// 40 s after a restarted server was back (the API server restart drill); a request every few
-/// seconds per watch costs it little.
-pub(crate) fn watch_backoff() -> kube::runtime::utils::ResetTimerBackoff<watcher::ExponentialBackoff>
-{
-    let steps = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(800))
-        .with_max_delay(Duration::from_secs(5))
-        .with_factor(2.0)
-        .without_max_times()
-        .with_jitter();
-    kube::runtime::utils::ResetTimerBackoff::new(steps.into(), Duration::from_secs(120))
-}
-
 fn changes<T>(
     api: Api<PartialObjectMeta<T>>,
     config: watcher::Config,
@@ -708,9 +692,7 @@ fn changes<T>(
 where
     T: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    watcher(api, config)
-        .backoff(watch_backoff())
-        .touched_objects()
+    watcher(api, config).default_backoff().touched_objects()
 }
 
 async fn run_one<K: Reconciled>(
@@ -735,7 +717,7 @@ async fn run_one<K: Reconciled>(
     let metrics = ctx.metrics.clone();
     let kind = K::kind(&()).into_owned();
     let trigger = watcher(api, config)
-        .backoff(watch_backoff())
+        .default_backoff()
         // What no reconcile reads stays out of the cache: an object's managedFields and kubectl's
         // copy of its last applied spec are often most of its size.
         .modify(|obj: &mut K| {

@@ -147,7 +147,7 @@ where
 {
     let kind = K::kind(&()).into_owned();
     let stream = watcher(api, watcher::Config::default())
-        .backoff(super::watch_backoff())
+        .default_backoff()
         .modify(|obj: &mut K| {
             obj.meta_mut().managed_fields = None;
             if let Some(annotations) = &mut obj.meta_mut().annotations {
@@ -182,7 +182,7 @@ async fn watch_namespaces(
 ) {
     let api = Api::<PartialObjectMeta<Namespace>>::all(ctx.client.clone());
     let stream = watcher(api, config)
-        .backoff(super::watch_backoff())
+        .default_backoff()
         .modify(|ns| ns.metadata.managed_fields = None)
         .reflect(writer);
     futures::pin_mut!(stream);
@@ -241,7 +241,7 @@ async fn watch_secrets(
     api: Api<PartialObjectMeta<Secret>>,
     scope: Option<String>,
 ) {
-    let stream = watcher(api, watcher::Config::default()).backoff(super::watch_backoff());
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
     while let Some(next) = stream.next().await {
         match next {

@@ -97,9 +97,7 @@ impl Directory {
         if let Some(labels) = labels {
             config = config.labels(labels);
         }
-        let mut events = watcher(api, config)
-            .backoff(crate::controllers::watch_backoff())
-            .boxed();
+        let mut events = watcher(api, config).default_backoff().boxed();
         let mut relist: Option<Index> = None;
         while let Some(event) = events.next().await {
             let event = match event {
