@@ -289,7 +289,6 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
         failures.extend(
             storm::storm(
                 &client,
-                &run,
                 &operator,
                 &azure,
                 &burst,

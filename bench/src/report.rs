@@ -121,32 +121,30 @@ pub fn kubernetes_lines(before: &Snapshot, after: &Snapshot, objects: usize) {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let writes: f64 = requests
-        .iter()
-        .filter(|(k, _)| !is_read(k))
-        .map(|(_, n)| n)
-        .sum();
-    println!(
-        "  writes per object {:.2} (the raw client makes 3 besides the create): {}",
-        writes / objects.max(1) as f64,
-        requests
-            .iter()
-            .filter(|(k, _)| !is_read(k))
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+    per_object(
+        &requests,
+        objects,
+        "writes per object {} (the raw client makes 3 besides the create)",
+        |k| !is_read(k),
     );
-    let reads: f64 = requests
-        .iter()
-        .filter(|(k, _)| is_read(k))
-        .map(|(_, n)| n)
-        .sum();
+    per_object(&requests, objects, "reads per object {}", is_read);
+}
+
+/// One line of `requests` that `pick` chooses: their count per object (in `label`'s `{}`), then
+/// each of them.
+fn per_object(
+    requests: &BTreeMap<String, f64>,
+    objects: usize,
+    label: &str,
+    pick: impl Fn(&str) -> bool,
+) {
+    let picked: Vec<(&String, &f64)> = requests.iter().filter(|(k, _)| pick(k)).collect();
+    let total: f64 = picked.iter().map(|(_, n)| **n).sum();
     println!(
-        "  reads per object {:.2}: {}",
-        reads / objects.max(1) as f64,
-        requests
+        "  {}: {}",
+        label.replace("{}", &format!("{:.2}", total / objects.max(1) as f64)),
+        picked
             .iter()
-            .filter(|(k, _)| is_read(k))
             .map(|(k, n)| format!("{k} {n}"))
             .collect::<Vec<_>>()
             .join(", ")

@@ -18,7 +18,7 @@ use kube::{Client, ResourceExt};
 use crate::azure::Azure;
 use crate::operator::Instances;
 use crate::report::{self, Snapshot};
-use crate::workload::{Key, Run};
+use crate::workload::Key;
 
 /// Expiring outputs whose expiries span more than this are no storm.
 const STORM_WINDOW: i64 = 60;
@@ -52,7 +52,6 @@ struct Renewed {
 /// expiry has passed by `grace`), then prints the storm's figures and returns what failed.
 pub async fn storm(
     client: &Client,
-    run: &Run,
     instances: &Instances,
     azure: &Azure,
     keys: &[Key],
@@ -68,13 +67,11 @@ pub async fn storm(
         !wanted.is_empty(),
         "the renewal storm needs ComputeIdentities in the burst"
     );
-    let namespaces: BTreeSet<&String> = run.namespaces.iter().collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watch = {
         let api: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
         let config =
             watcher::Config::default().labels("app.kubernetes.io/managed-by=aml-identity-operator");
-        let namespaces: BTreeSet<String> = namespaces.iter().map(|n| (*n).clone()).collect();
         let wanted = wanted.clone();
         tokio::spawn(async move {
             let mut secrets = watcher(api, config)
@@ -83,15 +80,15 @@ pub async fn storm(
                 .boxed();
             while let Some(next) = secrets.next().await {
                 let Ok(secret) = next else { continue };
-                let ns = secret.namespace().unwrap_or_default();
-                if !namespaces.contains(&ns) || !wanted.contains(&(ns.clone(), secret.name_any())) {
+                // The run's own names, in the run's own namespaces.
+                let key = (secret.namespace().unwrap_or_default(), secret.name_any());
+                if !wanted.contains(&key) {
                     continue;
                 }
-                if let Some(version) = Version::of(&secret) {
-                    let key = (ns, secret.name_any());
-                    if tx.send((unix_now_f64(), key, version)).is_err() {
-                        break;
-                    }
+                if let Some(version) = Version::of(&secret)
+                    && tx.send((unix_now_f64(), key, version)).is_err()
+                {
+                    break;
                 }
             }
         })

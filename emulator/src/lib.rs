@@ -276,20 +276,20 @@ impl Emulator {
     /// Requests that arrived within [`IN_FLIGHT`] of their caller's `Retry-After` answer, before
     /// it was up (any route): on their way before it was read.
     pub fn overlapping_requests(&self) -> u64 {
-        self.state()
-            .counters
-            .iter()
-            .filter(|(k, _)| k.starts_with("overlap:"))
-            .map(|(_, v)| v)
-            .sum()
+        self.counted_as("overlap:")
     }
 
     /// Requests sent before the `Retry-After` their caller was given (any route).
     pub fn early_requests(&self) -> u64 {
+        self.counted_as("early:")
+    }
+
+    /// The sum of the counters named `<label>…` (`early:`, `overlap:`).
+    fn counted_as(&self, label: &str) -> u64 {
         self.state()
             .counters
             .iter()
-            .filter(|(k, _)| k.starts_with("early:"))
+            .filter(|(k, _)| k.starts_with(label))
             .map(|(_, v)| v)
             .sum()
     }
