@@ -53,7 +53,31 @@ fn owned_by<O: Resource>(existing: &impl Resource, owner: &O) -> bool {
 
 /// Applies `object` (name and content; metadata is completed here) in `owner`'s namespace.
 /// Returns the object as stored.
-pub async fn apply<O, T>(client: &kube::Client, owner: &O, mut object: T) -> Result<T, OutputError>
+pub async fn apply<O, T>(client: &kube::Client, owner: &O, object: T) -> Result<T, OutputError>
+where
+    O: Resource<DynamicType = ()>,
+    T: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let namespace = owner.namespace().unwrap_or_default();
+    let api: Api<T> = Api::namespaced(client.clone(), &namespace);
+    let existing = api.get_opt(&object.name_any()).await?;
+    apply_over(client, owner, object, existing.as_ref()).await
+}
+
+/// [`apply`] for a caller that has just read the target (`existing`, `None` when there was none):
+/// no second read. The write carries the resourceVersion read as its precondition, so an object
+/// replaced since then is not written over (the API server answers 409 and the next pass reads
+/// again).
+pub async fn apply_over<O, T>(
+    client: &kube::Client,
+    owner: &O,
+    mut object: T,
+    existing: Option<&T>,
+) -> Result<T, OutputError>
 where
     O: Resource<DynamicType = ()>,
     T: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -65,8 +89,8 @@ where
     let namespace = owner.namespace().unwrap_or_default();
     let name = object.name_any();
     let api: Api<T> = Api::namespaced(client.clone(), &namespace);
-    if let Some(existing) = api.get_opt(&name).await?
-        && !owned_by(&existing, owner)
+    if let Some(existing) = existing
+        && !owned_by(existing, owner)
     {
         return Err(OutputError::Conflict {
             kind: T::kind(&()).into(),
@@ -82,7 +106,7 @@ where
         .insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
     meta.owner_references = owner.controller_owner_ref(&()).map(|r| vec![r]);
     meta.managed_fields = None;
-    meta.resource_version = None;
+    meta.resource_version = existing.and_then(|e| e.meta().resource_version.clone());
     let mut value =
         serde_json::to_value(&object).map_err(|e| OutputError::Kube(kube::Error::SerdeError(e)))?;
     value["apiVersion"] = T::api_version(&()).into();
@@ -232,8 +256,9 @@ pub fn fingerprint(text: &str) -> String {
 }
 
 /// Writes `owner`'s Secret `name` of `type_` holding expiring credentials, with their [`Expiry`]
-/// in its annotations; returns the resourceVersion written. `Ok(Err(message))` when another object
-/// of that name is in the way.
+/// in its annotations; returns the resourceVersion written. `existing` is the Secret as the caller
+/// just read it (see [`apply_over`]). `Ok(Err(message))` when another object of that name is in the
+/// way.
 pub async fn apply_expiring<O: Resource<DynamicType = ()>>(
     client: &kube::Client,
     owner: &O,
@@ -241,6 +266,7 @@ pub async fn apply_expiring<O: Resource<DynamicType = ()>>(
     type_: &str,
     data: std::collections::BTreeMap<String, k8s_openapi::ByteString>,
     expiry: &Expiry,
+    existing: Option<&k8s_openapi::api::core::v1::Secret>,
 ) -> Result<Result<Option<String>, String>, kube::Error> {
     let secret = k8s_openapi::api::core::v1::Secret {
         metadata: kube::api::ObjectMeta {
@@ -252,7 +278,7 @@ pub async fn apply_expiring<O: Resource<DynamicType = ()>>(
         data: Some(data),
         ..Default::default()
     };
-    match apply(client, owner, secret).await {
+    match apply_over(client, owner, secret, existing).await {
         Ok(written) => Ok(Ok(written.metadata.resource_version)),
         Err(OutputError::Kube(e)) => Err(e),
         Err(e @ OutputError::Conflict { .. }) => Ok(Err(e.to_string())),

@@ -159,6 +159,7 @@ impl<O: Resource<DynamicType = ()>> Output<'_, O> {
             self.secret_type,
             minted.data,
             &expiry,
+            existing.as_ref(),
         )
         .await?;
         match written {
