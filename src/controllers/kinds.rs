@@ -174,6 +174,7 @@ impl Reconciled for Workspace {
             self.spec.credential_ref.name.clone(),
         )]
     }
+    const WRITES_CONFIG_MAPS: bool = true;
     fn behaviour<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<Outcome, Error>> {
         Box::pin(workspace::reconcile(self, ctx))
     }

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PartialObjectMeta};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -141,6 +141,9 @@ pub struct Context {
     /// Each Secret, Workspace and credential in scope that changed, from one watch per kind shared
     /// by every controller (`shared.rs`), sent once its store holds the change.
     changes: tokio::sync::broadcast::Sender<index::Target>,
+    /// (kind, namespace, name) of objects whose output Secret someone else changed or deleted,
+    /// from the same shared Secret watch (one watch for every controller, not one each).
+    outputs_changed: tokio::sync::broadcast::Sender<(String, String, String)>,
     /// The shared watches' stores, while this instance leads.
     stores: std::sync::RwLock<Option<shared::Stores>>,
     /// Credential and account-key Secrets read, kept while the shared Secret watch runs.
@@ -173,6 +176,7 @@ impl Context {
             own_writes: Default::default(),
             released: tokio::sync::broadcast::channel(1024).0,
             changes: tokio::sync::broadcast::channel(8192).0,
+            outputs_changed: tokio::sync::broadcast::channel(8192).0,
             stores: Default::default(),
             input_secrets: Default::default(),
             issuer: Default::default(),
@@ -265,6 +269,9 @@ pub trait Reconciled:
     /// Whether this kind reads ComputeIdentities it references (their identity and status), so a
     /// change to one must reconcile it at once rather than at its next retry.
     const READS_COMPUTE_IDENTITIES: bool = false;
+    /// Whether this kind writes ConfigMaps (only a Workspace's `config.json`): only then does its
+    /// controller watch them.
+    const WRITES_CONFIG_MAPS: bool = false;
     /// What the operator made or holds in Azure for this object (`status.azureResources`).
     fn record(&self) -> &[AzureResource] {
         &[]
@@ -761,6 +768,7 @@ async fn run_one<K: Reconciled>(
         futures::future::ready(!echo)
     });
     let in_namespace = reader.clone();
+    let every = reader.clone();
     let controller = Controller::for_stream(trigger, reader);
     // A changed Secret, Workspace or credential reconciles the objects that name it; a namespace
     // whose labels changed (admission, shard) every object in it; missed changes every object that
@@ -816,43 +824,46 @@ async fn run_one<K: Reconciled>(
     } else {
         controller
     };
-    // Outputs the operator wrote: deleting or editing one brings its owner back to fix it.
-    let managed = watcher::Config::default().labels(&format!(
-        "{}={}",
-        crate::outputs::MANAGED_BY.0,
-        crate::outputs::MANAGED_BY.1
-    ));
-    let (config_maps, owned_secrets): (
-        Api<PartialObjectMeta<ConfigMap>>,
-        Api<PartialObjectMeta<Secret>>,
-    ) = match &scope.namespace {
-        Some(ns) => (
-            Api::namespaced(ctx.client.clone(), ns),
-            Api::namespaced(ctx.client.clone(), ns),
-        ),
-        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-    };
-    // The echo of this controller's own Secret write is not a reason to reconcile its owner again.
-    let own = ctx.clone();
-    let owner_kind = K::kind(&()).into_owned();
-    let owned_secrets = changes(owned_secrets, managed.clone()).filter(move |result| {
-        let echo = result.as_ref().is_ok_and(|secret| {
-            let ours = secret
-                .owner_references()
-                .iter()
-                .any(|r| r.controller == Some(true) && r.kind == owner_kind);
-            ours && own.own_writes.is_echo(
-                "Secret",
-                &secret.namespace().unwrap_or_default(),
-                &secret.name_any(),
-                secret.metadata.resource_version.as_deref(),
-            )
+    // Outputs the operator wrote: deleting or editing one brings its owner back to fix it. Secrets
+    // come from the shared Secret watch (the echo of the operator's own write already dropped);
+    // when this controller fell behind it, every object of the kind is looked at again.
+    let outputs_changed =
+        futures::stream::unfold(ctx.outputs_changed.subscribe(), |mut rx| async move {
+            match rx.recv().await {
+                Ok(owner) => Some((Some(owner), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some((None, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+            }
+        })
+        .flat_map(move |owner| {
+            futures::stream::iter(match owner {
+                Some((kind, namespace, name)) if kind == K::kind(&()) => {
+                    vec![ObjectRef::<K>::new(&name).within(&namespace)]
+                }
+                Some(_) => Vec::new(),
+                None => every
+                    .state()
+                    .iter()
+                    .map(|obj| ObjectRef::from_obj(&**obj))
+                    .collect(),
+            })
         });
-        futures::future::ready(!echo)
-    });
+    let controller = controller.reconcile_on(outputs_changed);
+    let controller = if K::WRITES_CONFIG_MAPS {
+        let managed = watcher::Config::default().labels(&format!(
+            "{}={}",
+            crate::outputs::MANAGED_BY.0,
+            crate::outputs::MANAGED_BY.1
+        ));
+        let config_maps: Api<PartialObjectMeta<ConfigMap>> = match &scope.namespace {
+            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+            None => Api::all(ctx.client.clone()),
+        };
+        controller.owns_stream(changes(config_maps, managed))
+    } else {
+        controller
+    };
     controller
-        .owns_stream(changes(config_maps, managed))
-        .owns_stream(owned_secrets)
         .with_config(kube::runtime::controller::Config::default().concurrency(scope.concurrency))
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -255,6 +255,7 @@ async fn watch_secrets(
                 let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
                 ctx.input_secrets.changed(&namespace, &name);
                 let _ = ctx.changes.send(Target::secret(&namespace, &name));
+                output_changed(&ctx, &secret, &namespace, &name);
             }
             Err(e) => {
                 ctx.input_secrets.relisting();
@@ -262,6 +263,35 @@ async fn watch_secrets(
             }
         }
     }
+}
+
+/// A Secret the operator wrote (its label, a controller reference) that changed: its owner is
+/// told, unless the change is the echo of the operator's own write.
+fn output_changed(ctx: &Context, secret: &PartialObjectMeta<Secret>, namespace: &str, name: &str) {
+    let managed = secret
+        .labels()
+        .get(crate::outputs::MANAGED_BY.0)
+        .is_some_and(|v| v == crate::outputs::MANAGED_BY.1);
+    let Some(owner) = secret
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true))
+    else {
+        return;
+    };
+    if !managed
+        || ctx.own_writes.is_echo(
+            "Secret",
+            namespace,
+            name,
+            secret.metadata.resource_version.as_deref(),
+        )
+    {
+        return;
+    }
+    let _ =
+        ctx.outputs_changed
+            .send((owner.kind.clone(), namespace.to_owned(), owner.name.clone()));
 }
 
 /// Runs the shared watches, with their stores in `ctx`, until `stop` turns true; the stores go
