@@ -72,6 +72,10 @@ pub struct RunOptions {
     /// emulators); default `https://{account}.blob.<storage suffix>`.
     #[arg(long, env = "AMLID_BLOB_URL_TEMPLATE")]
     pub blob_url_template: Option<String>,
+    /// File endpoint of a storage account, with `{account}`, for path-style endpoints; default
+    /// `https://{account}.file.<storage suffix>`.
+    #[arg(long, env = "AMLID_FILE_URL_TEMPLATE")]
+    pub file_url_template: Option<String>,
     /// The Azure CLI program for `azureCli` credentials.
     #[arg(long, env = "AMLID_AZURE_CLI", default_value = "az")]
     pub azure_cli: std::path::PathBuf,
@@ -262,6 +266,7 @@ pub async fn run(mut opts: RunOptions) -> anyhow::Result<()> {
         opts.clock_offset_seconds,
     );
     azure.blob_url_template = opts.blob_url_template.clone();
+    azure.file_url_template = opts.file_url_template.clone();
     azure.azure_cli = opts.azure_cli.clone();
     azure.allowed_custom_cloud_hosts = opts.allowed_custom_cloud_hosts.clone();
     let mut ctx = Context::new(

@@ -1,6 +1,8 @@
 //! The Datastore controller end to end: registered in the workspace with the account key (which the
 //! pod never sees), and an access Secret with a read/list SAS for the container that a "training
-//! pod" using the official azure-storage-blob reads with — and cannot write with, nor use once expired.
+//! pod" using the official azure-storage-blob reads with — and cannot write with, nor use once expired;
+//! for an Azure Files datastore, a share SAS that azure-storage-file-share reads the emulator's
+//! File service with, under the same limits.
 
 mod support;
 
@@ -400,5 +402,136 @@ async fn a_forged_access_secret_is_repaired_from_the_sas_itself() {
         );
     }
     assert!(!operator.logs().contains("panicked"));
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+const FILE_ACCOUNT: &str = "stmlwfiles";
+const FILE: (&str, &str) = ("train.csv", "feature,label\n0.5,1\n");
+
+fn file_datastore(name: &str, share: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "Datastore", "metadata": {"name": name},
+        "spec": {
+            "workspaceRef": {"name": "ml-workspace"}, "datastoreName": name.replace('-', "_"), "type": "AzureFile",
+            "accountName": FILE_ACCOUNT, "shareName": share,
+            "credentials": {"type": "AccountKey", "secretRef": {"name": "account-key", "key": "accountKey"}},
+            "register": true,
+            "podAccess": {"secretName": format!("{name}-access"), "sas": {"permissions": "rl", "ttl": "1h"}},
+        },
+    })
+}
+
+/// Runs the file-share training pod (azure-storage-file-share) with the Secret's keys.
+fn file_pod(azure: &Azure, data: &BTreeMap<String, String>) -> serde_json::Value {
+    let python = std::env::var("AMLID_PYTHON")
+        .expect("AMLID_PYTHON is not set: run the tests with `make test`");
+    let output = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/file_pod.py"
+        ))
+        .envs(
+            data.iter()
+                .filter(|(k, _)| k.chars().all(|c| c.is_ascii_uppercase() || c == '_')),
+        )
+        .env("FILE_NAME", FILE.0)
+        .env("REQUESTS_CA_BUNDLE", &azure.running.ca_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr)))
+}
+
+/// An Azure Files datastore: the pod gets a share SAS (`sr=s`), never the key; with it the official
+/// azure-storage-file-share lists the share and reads a file, and cannot create one, reach another
+/// share, widen its own permissions or use it once expired (the emulator checks each as the File
+/// service does).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_share_sas_reads_the_share_and_nothing_more() {
+    use aml_identity_emulator::state::{FileShare, StorageAccount};
+    let (client, azure, ns) = setup("ds-file").await;
+    azure
+        .emulator()
+        .seed(Seed {
+            storage_accounts: vec![StorageAccount {
+                id: format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Storage/storageAccounts/{FILE_ACCOUNT}"),
+                location: "eastus".into(),
+                keys: vec![azurite::KEY.into()],
+            }],
+            file_shares: ["shared-files", "other-team-files"]
+                .map(|share| FileShare {
+                    account: FILE_ACCOUNT.into(),
+                    share: share.into(),
+                    files: [
+                        (FILE.0.to_owned(), FILE.1.to_owned()),
+                        ("runs/metrics.json".to_owned(), "{}".to_owned()),
+                    ]
+                    .into(),
+                })
+                .to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut args = azure_args(&azure);
+    args.extend([
+        "--file-url-template".into(),
+        format!("{}/_file/{{account}}", azure.running.base_url()),
+    ]);
+    let operator = Operator::start_with(&ns, "lease-ds-file", "ds-file-0", &args);
+    let name = apply(&client, &ns, file_datastore("shared-files", "shared-files")).await;
+    let (status, message, _) = ready_reason(&client, "Datastore", &ns, &name, "AccessIssued").await;
+    assert_eq!(status, "True", "{message}");
+    let data = secret_data(&client, &ns, "shared-files-access").await;
+    let sas = data["AZURE_STORAGE_SAS_TOKEN"].clone();
+    assert!(
+        sas.contains("sr=s") && sas.contains("sp=rl") && sas.contains("spr=https"),
+        "{sas}"
+    );
+    assert_eq!(data["AZURE_STORAGE_SHARE"], "shared-files");
+    assert!(!data.contains_key("AZURE_STORAGE_CONTAINER"), "{data:?}");
+    assert!(!data.values().any(|v| v.contains(azurite::KEY)));
+
+    let result = tokio::task::block_in_place(|| file_pod(&azure, &data));
+    assert_eq!(
+        result["list"],
+        serde_json::json!(["runs", FILE.0]),
+        "{result}"
+    );
+    assert_eq!(result["read"], FILE.1, "{result}");
+    assert_eq!(
+        result["write"], "AuthorizationPermissionMismatch",
+        "{result}"
+    );
+
+    // The same SAS pointed at another share, or with its permissions widened, fails its signature.
+    let mut elsewhere = data.clone();
+    elsewhere.insert("AZURE_STORAGE_SHARE".into(), "other-team-files".into());
+    let mut widened = data.clone();
+    widened.insert(
+        "AZURE_STORAGE_SAS_TOKEN".into(),
+        sas.replace("sp=rl", "sp=rcwdl"),
+    );
+    for (what, forged) in [("another share", elsewhere), ("widened", widened)] {
+        let result = tokio::task::block_in_place(|| file_pod(&azure, &forged));
+        for op in ["list", "read", "write"] {
+            assert_eq!(result[op], "AuthenticationFailed", "{what}: {result}");
+        }
+    }
+    // Past its expiry on the service's clock, nothing works.
+    azure.emulator().clock().advance(2 * 3600);
+    let result = tokio::task::block_in_place(|| file_pod(&azure, &data));
+    azure.emulator().clock().advance(-2 * 3600);
+    assert_eq!(result["list"], "AuthenticationFailed", "{result}");
+    assert_eq!(result["read"], "AuthenticationFailed", "{result}");
+
+    assert_no_leaks(
+        &client,
+        &azure,
+        &operator,
+        &ns,
+        &[APP_SECRET, azurite::KEY, &sas],
+    )
+    .await;
     cluster::delete_namespace(&client, &ns).await;
 }

@@ -1,5 +1,6 @@
-//! SAS strings from the operator are byte-identical to what the official azure-storage-blob
-//! computes for the same key, times and permissions: service, account and user-delegation SAS.
+//! SAS strings from the operator are byte-identical to what the official azure-storage-blob and
+//! azure-storage-file-share compute for the same key, times and permissions: blob service, file
+//! service (share and file), account and user-delegation SAS.
 
 use std::process::Command;
 
@@ -111,4 +112,46 @@ fn user_delegation_sas_matches_the_python_sdk() {
         },
     }));
     assert_eq!(user_delegation_sas(&key, &sas).unwrap(), theirs);
+}
+
+#[test]
+fn share_and_file_sas_match_the_python_sdk() {
+    let (start, expiry) = times();
+    // (file, permissions, start, ip, protocol): each field present and absent at least once.
+    for (file, permissions, start, ip, protocol) in [
+        (None, "rl", Some(start), None, Some("https")),
+        (None, "rcwdl", None, Some("10.1.0.4"), Some("https,http")),
+        (None, "l", Some(start), Some("10.1.0.0-10.1.255.255"), None),
+        (Some("train.csv"), "r", Some(start), None, Some("https")),
+        (
+            Some("runs/2026/metrics.json"),
+            "rcwd",
+            None,
+            Some("10.1.0.4"),
+            None,
+        ),
+    ] {
+        let sas = FileSas {
+            account: "stmlwteama".into(),
+            share: "training-share".into(),
+            file: file.map(String::from),
+            permissions: permissions.into(),
+            start,
+            expiry,
+            ip: ip.map(String::from),
+            protocol: protocol.map(String::from),
+        };
+        let ours = file_sas(KEY, &sas).unwrap();
+        let theirs = python(serde_json::json!({
+            "kind": "file", "account": "stmlwteama", "key": KEY, "share": "training-share", "file": file,
+            "permissions": permissions, "start": start.map(sas_time), "expiry": sas_time(expiry), "ip": ip,
+            "protocol": protocol, "version": SAS_VERSION,
+        }));
+        assert_eq!(
+            ours, theirs,
+            "file {file:?}, permissions {permissions}, ip {ip:?}"
+        );
+        let resource = if file.is_some() { "sr=f" } else { "sr=s" };
+        assert!(ours.contains(resource), "{ours}");
+    }
 }

@@ -1,6 +1,7 @@
 //! A strict local emulator of the Azure APIs the operator calls: Entra ID's token endpoint (client
 //! secrets and federated assertions verified against the issuer's real keys), IMDS, and an ARM
-//! subset with role-based access control and throttling. It refuses what Azure refuses, with Azure's
+//! subset with role-based access control and throttling, Key Vault secrets, ACR's token exchange,
+//! and Azure Files reads with a SAS (Azurite has no File service). It refuses what Azure refuses, with Azure's
 //! error codes, so code that passes here is not merely passing a permissive fake.
 //!
 //! Use it in-process ([`Emulator::start`]) or as the `aml-identity-emulator` binary.
@@ -12,6 +13,7 @@ pub mod clock;
 mod entra;
 mod errors;
 mod federation;
+mod files;
 mod imds;
 mod keyvault;
 pub mod rbac;
@@ -189,7 +191,10 @@ impl Emulator {
                 axum_server::from_tcp_rustls(https_listener, tls).map(|s| s.handle(server_handle));
             match server {
                 Ok(server) => {
-                    if let Err(e) = server.serve(app.into_make_service()).await {
+                    if let Err(e) = server
+                        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+                        .await
+                    {
                         tracing::error!(error = %e, "emulator HTTPS server failed");
                     }
                 }
@@ -231,6 +236,7 @@ impl Emulator {
             .route("/v2/", get(acr::v2))
             .route("/secrets/{*path}", get(keyvault::by_host))
             .route("/_vault/{vault}/secrets/{*path}", get(keyvault::by_path))
+            .route("/_file/{*path}", any(files::handle))
             .route("/_emulator/seed", post(admin::seed))
             .route("/_emulator/counters", get(admin::counters))
             .route("/_emulator/clock", post(admin::clock))
@@ -396,6 +402,9 @@ fn route_key(method: &str, path: &str) -> Option<String> {
     }
     if path.starts_with("/secrets/") || path.starts_with("/_vault/") {
         return Some("keyvault.get".into());
+    }
+    if path.starts_with("/_file/") {
+        return Some(format!("file.{method}"));
     }
     if path.ends_with("/oauth2/v2.0/token") {
         return Some("entra.token".into());

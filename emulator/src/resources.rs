@@ -301,7 +301,7 @@ fn storage_account(state: &State, rp: &ResourcePath) -> Response {
             Json(json!({
                 "id": a.id, "name": name, "type": "Microsoft.Storage/storageAccounts", "location": a.location, "kind": "StorageV2",
                 "sku": {"name": "Standard_LRS", "tier": "Standard"},
-                "properties": {"provisioningState": "Succeeded", "allowSharedKeyAccess": true, "primaryEndpoints": {"blob": format!("https://{name}.blob.core.windows.net/")}},
+                "properties": {"provisioningState": "Succeeded", "allowSharedKeyAccess": true, "primaryEndpoints": {"blob": format!("https://{name}.blob.core.windows.net/"), "file": format!("https://{name}.file.core.windows.net/")}},
             }))
             .into_response()
         }

@@ -178,6 +178,19 @@ pub struct StorageAccount {
     pub keys: Vec<String>,
 }
 
+/// A file share (Azure Files) and its files, text by path (`dir/name`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileShare {
+    /// Storage account name (one of `storageAccounts`, whose keys sign its SAS).
+    pub account: String,
+    /// Share name.
+    pub share: String,
+    /// Files by path.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+}
+
 /// A long-running operation in progress.
 #[derive(Clone, Debug)]
 pub struct Operation {
@@ -220,6 +233,9 @@ pub struct Seed {
     /// Storage accounts.
     #[serde(default)]
     pub storage_accounts: Vec<StorageAccount>,
+    /// File shares of those accounts and the files in them.
+    #[serde(default)]
+    pub file_shares: Vec<FileShare>,
     /// Any other ARM resources, as full bodies with an `id` (e.g. an existing AML workspace to adopt).
     #[serde(default)]
     pub resources: Vec<serde_json::Value>,
@@ -321,6 +337,8 @@ pub struct State {
     pub vaults: HashMap<String, Vault>,
     /// Storage accounts by lower-case id.
     pub storage_accounts: HashMap<String, StorageAccount>,
+    /// File shares by lower-case `account/share`: file contents by path.
+    pub file_shares: HashMap<String, BTreeMap<String, Vec<u8>>>,
     /// Generic ARM resources (workspaces, computes, datastores, connections) by lower-case id, as
     /// returned by GET (secrets removed).
     pub resources: BTreeMap<String, serde_json::Value>,
@@ -396,6 +414,17 @@ impl State {
         }
         for a in seed.storage_accounts {
             self.storage_accounts.insert(a.id.to_ascii_lowercase(), a);
+        }
+        for f in seed.file_shares {
+            let files = self
+                .file_shares
+                .entry(format!(
+                    "{}/{}",
+                    f.account.to_ascii_lowercase(),
+                    f.share.to_ascii_lowercase()
+                ))
+                .or_default();
+            files.extend(f.files.into_iter().map(|(p, c)| (p, c.into_bytes())));
         }
         for r in seed.resources {
             let id = r["id"]

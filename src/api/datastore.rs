@@ -101,7 +101,8 @@ pub enum IdentityAccessMode {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = sas_access_rules)]
 pub struct SasAccess {
-    /// Permissions in canonical order, a subset of `racwdl` (default `rl`: read and list).
+    /// Permissions in canonical order, a subset of `racwdl` (default `rl`: read and list); for an
+    /// `AzureFile` share, of `rcwdl` (Azure Files has no add).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = SAS_PERMISSIONS_PATTERN), length(min = 1))]
     pub permissions: Option<String>,
@@ -249,6 +250,11 @@ pub const RULE_SAS_NEEDS_KEY: CelRule = CelRule {
     rule: "!has(self.podAccess) || !has(self.podAccess.sas) || (has(self.credentials) && self.credentials.type == 'AccountKey')",
     message: "podAccess.sas is signed with the account key: set credentials.type AccountKey with its secretRef",
 };
+/// Azure Files has no add permission.
+pub const RULE_FILE_SAS_PERMISSIONS: CelRule = CelRule {
+    rule: "self.type != 'AzureFile' || !has(self.podAccess) || !has(self.podAccess.sas) || !has(self.podAccess.sas.permissions) || !self.podAccess.sas.permissions.contains('a')",
+    message: "a share SAS has no add permission (a is the Blob service's): give podAccess.sas.permissions a subset of rcwdl",
+};
 /// Exactly one pod access method.
 pub const RULE_ONE_POD_ACCESS: CelRule = CelRule {
     rule: "has(self.identity) != has(self.sas)",
@@ -270,7 +276,8 @@ cel_rules!(
     &[
         RULE_LOCATION_FIELDS,
         RULE_IDENTITY_BLOB_ADLS,
-        RULE_SAS_NEEDS_KEY
+        RULE_SAS_NEEDS_KEY,
+        RULE_FILE_SAS_PERMISSIONS
     ]
 );
 cel_rules!(pod_access_rules, &[RULE_ONE_POD_ACCESS]);
@@ -414,6 +421,12 @@ impl Validate for Datastore {
                     SAS_PERMISSIONS_PATTERN,
                     "spec.podAccess.sas.permissions",
                     "a subset of racwdl in that order",
+                );
+                v.check(
+                    s.type_ != DatastoreType::AzureFile
+                        || !sas.permissions.as_deref().is_some_and(|p| p.contains('a')),
+                    "spec.podAccess.sas.permissions",
+                    RULE_FILE_SAS_PERMISSIONS.message,
                 );
                 v.check(
                     sas.permissions.as_deref() != Some(""),

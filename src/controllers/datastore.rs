@@ -1,7 +1,8 @@
 //! The `Datastore` behaviour: register the datastore in the workspace (PUT with credentials read
 //! from Secrets, again only when something changed — a rotated key included), and write the access
-//! Secret pods use instead of the account key: a short-lived, container-scoped service SAS, or
-//! (identity-based) a storage token or user-delegation SAS minted as a ComputeIdentity.
+//! Secret pods use instead of the account key: a short-lived service SAS scoped to the container
+//! (or, for Azure Files, the share), or (identity-based) a storage token or user-delegation SAS
+//! minted as a ComputeIdentity.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::api::*;
 use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
 use crate::azure::models::{self};
 use crate::azure::paths;
-use crate::azure::storage::{self, ServiceSas};
+use crate::azure::storage::{self, FileSas, ServiceSas};
 use crate::azure::{AzureError, Cloud, Credential};
 use crate::outputs;
 use crate::renewal::{self, Policy};
@@ -40,13 +41,18 @@ fn container_of(spec: &DatastoreSpec) -> Option<&str> {
         .or(spec.share_name.as_deref())
 }
 
-/// The blob endpoint of the datastore's account.
+/// The endpoint pods reach the datastore's account at: the File service for a file share, the
+/// Blob service otherwise (ADLS Gen2 included: the SDKs reach a filesystem through it).
 fn account_url(ctx: &Context, spec: &DatastoreSpec, cloud: &Cloud) -> String {
     let account = spec.account_name.clone().unwrap_or_default();
-    match &ctx.azure.blob_url_template {
+    let (template, service) = match spec.type_ {
+        DatastoreType::AzureFile => (&ctx.azure.file_url_template, "file"),
+        _ => (&ctx.azure.blob_url_template, "blob"),
+    };
+    match template {
         Some(template) => template.replace("{account}", &account),
         None => format!(
-            "https://{account}.blob.{}",
+            "https://{account}.{service}.{}",
             spec.endpoint.as_deref().unwrap_or(&cloud.storage_suffix)
         ),
     }
@@ -384,6 +390,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
             protocol: Some("https".into()),
         };
         let url = account_url(ctx, spec, cloud);
+        let file_share = spec.type_ == DatastoreType::AzureFile;
         let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
         let text = |v: &str| ByteString(v.as_bytes().to_vec());
         data.insert(
@@ -391,16 +398,13 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
             text(spec.account_name.as_deref().unwrap_or_default()),
         );
         data.insert("AZURE_STORAGE_ACCOUNT_URL".into(), text(&url));
-        data.insert("AZURE_STORAGE_CONTAINER".into(), text(&container));
+        let location_key = if file_share {
+            "AZURE_STORAGE_SHARE"
+        } else {
+            "AZURE_STORAGE_CONTAINER"
+        };
+        data.insert(location_key.into(), text(&container));
         data.insert("AZUREML_DATASTORE_URI".into(), text(uri));
-
-        // A file-share SAS signs a different resource (`/file/...`) than the blob SAS built here.
-        if spec.type_ == DatastoreType::AzureFile {
-            return Ok(Err(Outcome::not_ready(
-                Reason::NotImplemented,
-                "podAccess for AzureFile datastores (a file-share SAS) is not implemented in this version; the datastore is registered",
-            )));
-        }
         // SAS times come from the operator's clock (movable in tests), like every expiry decision.
         let clock = Timestamp::from_second(now).unwrap_or_else(|_| Timestamp::now());
         let result: Result<(i64, i64, &str), AzureError> = async {
@@ -419,10 +423,32 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
                     .permissions
                     .clone()
                     .unwrap_or_else(|| DEFAULT_PERMISSIONS.into());
-                let token = storage::service_sas(&key, &container_sas(permissions, start, expiry))?;
+                // Azure Files signs a share (`sr=s`, `/file/...`), the Blob service a container.
+                let token = if file_share {
+                    storage::file_sas(
+                        &key,
+                        &FileSas {
+                            account: spec.account_name.clone().unwrap_or_default(),
+                            share: container.clone(),
+                            file: None,
+                            permissions,
+                            start: Some(start),
+                            expiry,
+                            ip: None,
+                            protocol: Some("https".into()),
+                        },
+                    )?
+                } else {
+                    storage::service_sas(&key, &container_sas(permissions, start, expiry))?
+                };
                 data.insert("AZURE_STORAGE_SAS_TOKEN".into(), text(&token));
                 data.insert("expires-on".into(), text(&expiry.as_second().to_string()));
-                return Ok((now, expiry.as_second(), "a service SAS"));
+                let what = if file_share {
+                    "a share SAS"
+                } else {
+                    "a service SAS"
+                };
+                return Ok((now, expiry.as_second(), what));
             }
             let identity = access
                 .identity
@@ -474,7 +500,8 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
             obtained,
             expires,
             what: format!(
-                "{what} for container {container} of {}",
+                "{what} for {} {container} of {}",
+                if file_share { "share" } else { "container" },
                 spec.account_name.as_deref().unwrap_or_default()
             ),
         }))

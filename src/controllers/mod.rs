@@ -71,6 +71,9 @@ pub struct AzureSettings {
     /// Blob endpoint for an account, with `{account}` (default
     /// `https://{account}.blob.<storage suffix>`); path-style endpoints such as Azurite's need it.
     pub blob_url_template: Option<String>,
+    /// File endpoint for an account, with `{account}` (default
+    /// `https://{account}.file.<storage suffix>`).
+    pub file_url_template: Option<String>,
     /// The Azure CLI program for `azureCli` credentials.
     pub azure_cli: std::path::PathBuf,
     /// Hosts (and their subdomains) a namespaced credential's `Custom` cloud may name.
@@ -104,6 +107,7 @@ impl AzureSettings {
             budget: Arc::new(Budget::default()),
             reads: Default::default(),
             blob_url_template: None,
+            file_url_template: None,
             azure_cli: "az".into(),
             allowed_custom_cloud_hosts: Vec::new(),
         }
