@@ -7,10 +7,14 @@ use serde::{Deserialize, Serialize};
 /// Lower-case GUID, as Entra ID and ARM print tenant, client, subscription and object ids.
 pub const GUID_PATTERN: &str =
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+// Character classes are spelled out in ASCII (`[A-Za-z0-9_]`, never `\w` or `\d`): the API server
+// evaluates these patterns with Go's regexps, where `\w` is ASCII, while Rust's `\w` is Unicode —
+// a different rule, and `[-\w._()]{1,90}` compiles to over 5 MB there (once per id pattern).
+
 /// What every ARM resource id begins with, up to its resource provider.
 macro_rules! arm_id_prefix {
     () => {
-        r"^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/resourceGroups/[-\w._()]{1,90}/providers/"
+        r"^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/resourceGroups/[-A-Za-z0-9_.()]{1,90}/providers/"
     };
 }
 
@@ -57,11 +61,11 @@ pub const USER_ASSIGNED_IDENTITY_PATTERN: &str = concat!(
 );
 /// An ARM scope a shared credential may touch: a subscription, a resource group or a resource id,
 /// where `{namespace}` may stand in a resource group or resource name.
-pub const SCOPE_PATTERN: &str = r"^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(/resourceGroups/([-\w._()]|\{namespace\})+(/providers/[A-Za-z0-9]+\.[A-Za-z0-9.]+(/[A-Za-z0-9]+/([-\w._()]|\{namespace\})+)+)?)?$";
+pub const SCOPE_PATTERN: &str = r"^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(/resourceGroups/([-A-Za-z0-9_.()]|\{namespace\})+(/providers/[A-Za-z0-9]+\.[A-Za-z0-9.]+(/[A-Za-z0-9]+/([-A-Za-z0-9_.()]|\{namespace\})+)+)?)?$";
 /// A token audience (resource): an https URI or an `api://` application id URI.
 pub const AUDIENCE_PATTERN: &str = r"^(https|api)://[^\s]+$";
 /// ARM resource group names: 1-90 of letters, digits, `-_.()`, not ending in a period.
-pub const RESOURCE_GROUP_PATTERN: &str = r"^[-\w._()]{0,89}[-\w_()]$";
+pub const RESOURCE_GROUP_PATTERN: &str = r"^[-A-Za-z0-9_.()]{0,89}[-A-Za-z0-9_()]$";
 /// A Kubernetes object name (DNS-1123 subdomain).
 pub const K8S_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$";
 /// A namespace name (DNS-1123 label).

@@ -145,8 +145,16 @@ pub fn shown(value: &str) -> String {
 /// server bounds every string before a rule or a controller reads it) and [`Violations::pattern`]
 /// checks it; a pattern without a bound here is a bug the CRD tests catch.
 pub fn max_length(pattern: &str) -> Option<usize> {
+    PATTERNS
+        .iter()
+        .find(|(p, _)| *p == pattern)
+        .map(|(_, n)| *n)
+}
+
+/// Every shared pattern with the longest value it admits.
+const PATTERNS: &[(&str, usize)] = {
     use super::*;
-    let table: &[(&str, usize)] = &[
+    &[
         (GUID_PATTERN, 36),
         (RESOURCE_ID_PATTERN, 1024),
         (STORAGE_ACCOUNT_ID_PATTERN, 512),
@@ -176,9 +184,8 @@ pub fn max_length(pattern: &str) -> Option<usize> {
         (SAS_PERMISSIONS_PATTERN, 6),
         (LOGIN_SERVER_PATTERN, 253),
         (CONNECTION_NAME_PATTERN, 255),
-    ];
-    table.iter().find(|(p, _)| *p == pattern).map(|(_, n)| *n)
-}
+    ]
+};
 
 /// Compiled regexes for the shared pattern constants (a handful, each compiled once).
 fn regex_for(pattern: &'static str) -> &'static Regex {
@@ -220,6 +227,32 @@ pub fn parse_duration(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_read_classes_as_the_api_server_does() {
+        // Go's `\w` and `\d` are ASCII, Rust's Unicode (and megabytes once repeated).
+        for (pattern, _) in PATTERNS {
+            assert!(
+                !pattern.contains(r"\w") && !pattern.contains(r"\d"),
+                "{pattern} uses a Perl class"
+            );
+        }
+        let mut v = Violations::default();
+        v.pattern(
+            "rg-é",
+            super::super::RESOURCE_GROUP_PATTERN,
+            "spec.resourceGroup",
+            "a group",
+        );
+        v.pattern(
+            "rg-(a)_b.c",
+            super::super::RESOURCE_GROUP_PATTERN,
+            "spec.x",
+            "a group",
+        );
+        assert_eq!(v.0.len(), 1, "{:?}", v.0);
+        assert_eq!(v.0[0].field, "spec.resourceGroup");
+    }
 
     #[test]
     fn durations_parse_like_go() {
