@@ -543,3 +543,98 @@ async fn a_namespace_selector_the_api_server_cannot_parse_stops_the_start_naming
     );
     cluster::delete_namespace(&client, &home).await;
 }
+
+/// An Event that repeats within six minutes is one Event with a series count, as `kubectl describe`
+/// shows "(x3 over …)"; another note is another Event; a cluster-scoped object's Events land in a
+/// namespace this API server accepts.
+#[tokio::test]
+async fn a_repeated_event_is_counted_on_the_first_one() {
+    use aml_identity_operator::controllers::events::Events;
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use kube::runtime::events::{Event, EventType, Reporter};
+
+    let client = cluster::client().await;
+    let ns = cluster::namespace(&client, "events").await;
+    let reporter = Reporter {
+        controller: "aml-identity-operator".into(),
+        instance: Some(cluster::unique()),
+    };
+    let events = Events::new(client.clone(), reporter);
+    let warning = |note: &str| Event {
+        type_: EventType::Warning,
+        reason: "OutOfScope".into(),
+        note: Some(note.into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let regarding = ObjectReference {
+        api_version: Some("amlidentity.io/v1alpha1".into()),
+        kind: Some("Datastore".into()),
+        name: Some("refused".into()),
+        namespace: Some(ns.clone()),
+        uid: Some(cluster::unique()),
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        events
+            .publish(&warning("spec.accountName is out of scope"), &regarding)
+            .await
+            .unwrap();
+    }
+    events
+        .publish(&warning("spec.containerName is out of scope"), &regarding)
+        .await
+        .unwrap();
+    let list = Api::<K8sEvent>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let mut counts: Vec<(String, i32)> = list
+        .items
+        .iter()
+        .map(|e| {
+            (
+                e.note.clone().unwrap_or_default(),
+                e.series.as_ref().map_or(1, |s| s.count),
+            )
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("spec.accountName is out of scope".to_owned(), 3),
+            ("spec.containerName is out of scope".to_owned(), 1),
+        ]
+    );
+
+    // A cluster-scoped object: `default`, or `kube-system` where `default` refuses it (< 1.22).
+    let cluster_scoped = ObjectReference {
+        api_version: Some("amlidentity.io/v1alpha1".into()),
+        kind: Some("ClusterAzureCredential".into()),
+        name: Some(format!("shared-{}", cluster::unique())),
+        uid: Some(cluster::unique()),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        events
+            .publish(&warning("not admitted"), &cluster_scoped)
+            .await
+            .unwrap();
+    }
+    let everywhere = Api::<K8sEvent>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let about: Vec<_> = everywhere
+        .items
+        .iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_ref()) == cluster_scoped.name.as_ref()
+        })
+        .collect();
+    assert_eq!(about.len(), 1, "{about:?}");
+    assert_eq!(about[0].series.as_ref().map(|s| s.count), Some(2));
+    cluster::delete_namespace(&client, &ns).await;
+}

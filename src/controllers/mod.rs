@@ -6,7 +6,7 @@ pub mod compute_identity;
 mod conditions;
 pub mod credentials;
 pub mod datastore;
-mod events;
+pub mod events;
 mod expiring;
 mod failures;
 mod in_use;
