@@ -256,9 +256,8 @@ pub fn fingerprint(text: &str) -> String {
 }
 
 /// Writes `owner`'s Secret `name` of `type_` holding expiring credentials, with their [`Expiry`]
-/// in its annotations; returns the resourceVersion written. `existing` is the Secret as the caller
-/// just read it (see [`apply_over`]). `Ok(Err(message))` when another object of that name is in the
-/// way.
+/// in its annotations. `existing` is the Secret as the caller just read it (see [`apply_over`]).
+/// `Ok(Err(message))` when another object of that name is in the way.
 pub async fn apply_expiring<O: Resource<DynamicType = ()>>(
     client: &kube::Client,
     owner: &O,
@@ -267,7 +266,7 @@ pub async fn apply_expiring<O: Resource<DynamicType = ()>>(
     data: std::collections::BTreeMap<String, k8s_openapi::ByteString>,
     expiry: &Expiry,
     existing: Option<&k8s_openapi::api::core::v1::Secret>,
-) -> Result<Result<Option<String>, String>, kube::Error> {
+) -> Result<Result<(), String>, kube::Error> {
     let secret = k8s_openapi::api::core::v1::Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(name.to_owned()),
@@ -279,7 +278,7 @@ pub async fn apply_expiring<O: Resource<DynamicType = ()>>(
         ..Default::default()
     };
     match apply_over(client, owner, secret, existing).await {
-        Ok(written) => Ok(Ok(written.metadata.resource_version)),
+        Ok(_) => Ok(Ok(())),
         Err(OutputError::Kube(e)) => Err(e),
         Err(e @ OutputError::Conflict { .. }) => Ok(Err(e.to_string())),
     }

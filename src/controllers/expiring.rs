@@ -152,6 +152,11 @@ impl<O: Resource<DynamicType = ()>> Output<'_, O> {
             fingerprint: self.fingerprint.clone(),
             force,
         };
+        // Its echo on the Secret watch shows the annotations written (when they were issued).
+        let namespace = self.owner.namespace().unwrap_or_default();
+        let echo = super::own_writes::fingerprint(expiry.annotations());
+        ctx.own_writes
+            .expect("Secret", &namespace, self.secret_name, echo);
         let written = outputs::apply_expiring(
             &ctx.client,
             self.owner,
@@ -161,26 +166,22 @@ impl<O: Resource<DynamicType = ()>> Output<'_, O> {
             &expiry,
             existing.as_ref(),
         )
-        .await?;
-        match written {
-            Ok(version) => ctx.own_writes.wrote(
-                "Secret",
-                &self.owner.namespace().unwrap_or_default(),
-                self.secret_name,
-                version.as_deref(),
-            ),
-            Err(conflict) => {
-                return Ok(Err(Outcome::not_ready(
-                    Reason::TargetConflict,
-                    conflict.clone(),
-                )
-                .condition(
-                    ConditionType::TokenIssued,
-                    false,
-                    Reason::TargetConflict,
-                    conflict,
-                )));
-            }
+        .await;
+        if !matches!(written, Ok(Ok(_))) {
+            ctx.own_writes
+                .withdraw("Secret", &namespace, self.secret_name);
+        }
+        if let Err(conflict) = written? {
+            return Ok(Err(Outcome::not_ready(
+                Reason::TargetConflict,
+                conflict.clone(),
+            )
+            .condition(
+                ConditionType::TokenIssued,
+                false,
+                Reason::TargetConflict,
+                conflict,
+            )));
         }
         let note = format!(
             "{} written to Secret {}, valid until {} ({why})",

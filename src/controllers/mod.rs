@@ -348,19 +348,16 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
     let outcome = if violations.is_empty() {
         // Before any later behaviour can write to Azure, the object must not be deletable unseen.
         if !obj.finalizers().iter().any(|f| f == FINALIZER) {
-            let patched = add_finalizer(&api, &*obj).await?;
             // This pass goes on with the object as it was; the echo of the patch needs no other,
-            // unless someone else changed the object meanwhile (then its event triggers as usual).
-            if patched.meta().generation == obj.meta().generation
-                && cached_annotations(patched.meta()) == cached_annotations(obj.meta())
-                && patched.meta().labels == obj.meta().labels
-            {
-                ctx.own_writes.wrote(
-                    &kind,
-                    &obj.namespace().unwrap_or_default(),
-                    &obj.name_any(),
-                    patched.meta().resource_version.as_deref(),
-                );
+            // unless someone else changed the object meanwhile (then its event shows that).
+            let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+            let mut finalizers = obj.finalizers().to_vec();
+            finalizers.push(FINALIZER.to_owned());
+            let echo = trigger_fingerprint(obj.meta(), &finalizers);
+            ctx.own_writes.expect(&kind, &namespace, &name, echo);
+            if let Err(e) = add_finalizer(&api, &*obj).await {
+                ctx.own_writes.withdraw(&kind, &namespace, &name);
+                return Err(e);
             }
         }
         // One object cannot hold a reconcile slot for ever (what it made is recorded first).
@@ -600,6 +597,17 @@ fn cached_annotations(meta: &ObjectMeta) -> BTreeMap<&str, &str> {
         .collect()
 }
 
+/// What the trigger's predicates see of an object whose finalizers are `finalizers`: its echo, when
+/// the operator writes them.
+fn trigger_fingerprint(meta: &ObjectMeta, finalizers: &[String]) -> u64 {
+    own_writes::fingerprint((
+        meta.generation,
+        cached_annotations(meta),
+        meta.labels.iter().flatten().collect::<Vec<_>>(),
+        finalizers,
+    ))
+}
+
 /// Adds the finalizer with a JSON patch that fails if the list changed meanwhile; returns the
 /// object as patched.
 async fn add_finalizer<K: Reconciled>(api: &Api<K>, obj: &K) -> Result<K, Error> {
@@ -766,7 +774,7 @@ async fn run_one<K: Reconciled>(
                 &own_kind,
                 &obj.namespace().unwrap_or_default(),
                 &obj.name_any(),
-                obj.meta().resource_version.as_deref(),
+                trigger_fingerprint(obj.meta(), obj.finalizers()),
             )
         });
         futures::future::ready(!echo)

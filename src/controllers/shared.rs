@@ -284,7 +284,7 @@ fn output_changed(ctx: &Context, secret: &PartialObjectMeta<Secret>, namespace: 
             "Secret",
             namespace,
             name,
-            secret.metadata.resource_version.as_deref(),
+            super::own_writes::fingerprint(secret.annotations()),
         )
     {
         return;
