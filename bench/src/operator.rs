@@ -219,6 +219,15 @@ impl Instances {
             .fold((0.0, 0.0), |(c, p), (rc, rp)| (c + rc, f64::max(p, rp)))
     }
 
+    /// Reconciles every instance ran so far.
+    pub async fn reconciles(&self) -> f64 {
+        let mut total = 0.0;
+        for operator in &self.0 {
+            total += operator.reconciles().await;
+        }
+        total
+    }
+
     /// Kubernetes requests of every instance, by `verb resource`.
     pub async fn kubernetes_requests(&self) -> BTreeMap<String, f64> {
         let mut out = BTreeMap::new();

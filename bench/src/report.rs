@@ -13,6 +13,7 @@ use crate::workload::{self, Key};
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub cpu: f64,
+    pub reconciles: f64,
     pub azure: AzureCounts,
     pub kubernetes: BTreeMap<String, f64>,
 }
@@ -21,6 +22,7 @@ impl Snapshot {
     pub async fn take(operator: &Instances, azure: &Azure) -> Snapshot {
         Snapshot {
             cpu: operator.cpu_seconds(),
+            reconciles: operator.reconciles().await,
             azure: azure.counts(),
             kubernetes: operator.kubernetes_requests().await,
         }
@@ -81,9 +83,11 @@ pub fn latency_line(what: &str, seconds: &[f64]) {
 
 pub fn operator_line(before: &Snapshot, after: &Snapshot, objects: usize) {
     let cpu = after.cpu - before.cpu;
+    let reconciles = after.reconciles - before.reconciles;
     println!(
-        "operator CPU {cpu:.1} s: {:.1} ms per object",
-        cpu * 1000.0 / objects.max(1) as f64
+        "operator CPU {cpu:.1} s: {:.1} ms per object; {reconciles:.0} reconciles, {:.2} per object",
+        cpu * 1000.0 / objects.max(1) as f64,
+        reconciles / objects.max(1) as f64
     );
 }
 
