@@ -6,7 +6,8 @@
 
 FROM docker.io/library/rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# aws-lc-rs builds its C library with the image's gcc; nothing else is needed.
+# aws-lc-rs and jemalloc build their C libraries with the image's gcc; jemalloc's also needs make.
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 COPY emulator emulator
 COPY src src
