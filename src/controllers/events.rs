@@ -169,7 +169,7 @@ impl Events {
             }});
             let name = event_name(regarding, &self.reporter, seen.stamp);
             match self
-                .api(regarding)
+                .api(self.namespace(regarding))
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&series))
                 .await
             {
@@ -188,12 +188,15 @@ impl Events {
     }
 
     /// Where Events about `regarding` live.
-    fn api(&self, regarding: &ObjectReference) -> Api<K8sEvent> {
-        let namespace = match &regarding.namespace {
+    fn namespace<'a>(&self, regarding: &'a ObjectReference) -> &'a str {
+        match &regarding.namespace {
             Some(ns) => ns.as_str(),
             None if self.cluster_in_kube_system.load(Ordering::Relaxed) => CLUSTER_EVENTS_FALLBACK,
             None => CLUSTER_EVENTS,
-        };
+        }
+    }
+
+    fn api(&self, namespace: &str) -> Api<K8sEvent> {
         Api::namespaced(self.client.clone(), namespace)
     }
 
@@ -231,17 +234,19 @@ impl Events {
             },
             ..Default::default()
         };
+        let namespace = self.namespace(regarding);
         let created = self
-            .api(regarding)
+            .api(namespace)
             .create(&PostParams::default(), &object)
             .await;
         match created {
             Err(kube::Error::Api(status))
                 if regarding.namespace.is_none()
-                    && status.code == 422
-                    && !self.cluster_in_kube_system.swap(true, Ordering::Relaxed) =>
+                    && namespace == CLUSTER_EVENTS
+                    && status.code == 422 =>
             {
-                self.api(regarding)
+                self.cluster_in_kube_system.store(true, Ordering::Relaxed);
+                self.api(CLUSTER_EVENTS_FALLBACK)
                     .create(&PostParams::default(), &object)
                     .await
                     .map(|_| ())
