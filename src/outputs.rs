@@ -51,33 +51,11 @@ fn owned_by<O: Resource>(existing: &impl Resource, owner: &O) -> bool {
     ours && controlled
 }
 
-/// Applies `object` (name and content; metadata is completed here) in `owner`'s namespace.
-/// Returns the object as stored.
-pub async fn apply<O, T>(client: &kube::Client, owner: &O, object: T) -> Result<T, OutputError>
-where
-    O: Resource<DynamicType = ()>,
-    T: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let namespace = owner.namespace().unwrap_or_default();
-    let api: Api<T> = Api::namespaced(client.clone(), &namespace);
-    let existing = api.get_opt(&object.name_any()).await?;
-    apply_over(client, owner, object, existing.as_ref()).await
-}
-
-/// [`apply`] for a caller that has just read the target (`existing`, `None` when there was none):
-/// no second read. The write carries the resourceVersion read as its precondition, so an object
+/// Applies `object` (name and content; metadata is completed here) in `owner`'s namespace, after
+/// reading it: the write carries the resourceVersion read as its precondition, so an object
 /// replaced since then is not written over (the API server answers 409 and the next pass reads
-/// again).
-pub async fn apply_over<O, T>(
-    client: &kube::Client,
-    owner: &O,
-    mut object: T,
-    existing: Option<&T>,
-) -> Result<T, OutputError>
+/// again). Returns the object as stored.
+pub async fn apply<O, T>(client: &kube::Client, owner: &O, mut object: T) -> Result<T, OutputError>
 where
     O: Resource<DynamicType = ()>,
     T: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -89,6 +67,8 @@ where
     let namespace = owner.namespace().unwrap_or_default();
     let name = object.name_any();
     let api: Api<T> = Api::namespaced(client.clone(), &namespace);
+    let existing = api.get_opt(&name).await?;
+    let existing = existing.as_ref();
     if let Some(existing) = existing
         && !owned_by(existing, owner)
     {
@@ -255,10 +235,21 @@ pub fn fingerprint(text: &str) -> String {
         .collect()
 }
 
+/// Why a Secret of expiring credentials was not written.
+#[derive(Debug)]
+pub enum WriteError {
+    /// It was to be created and one of that name exists (the API server's answer).
+    Exists(kube::Error),
+    /// It is someone else's, or the API server failed.
+    Output(OutputError),
+}
+
 /// Writes `owner`'s Secret `name` of `type_` holding expiring credentials, with their [`Expiry`]
-/// in its annotations. `existing` is the Secret as the caller just read it (see [`apply_over`]).
-/// `Ok(Err(message))` when another object of that name is in the way.
-pub async fn apply_expiring<O: Resource<DynamicType = ()>>(
+/// in its annotations: created when `existing` is `None`, otherwise (when `existing` is the
+/// owner's) replaced whole with the resourceVersion read as precondition, so a Secret changed
+/// since it was read is not written over (409). The operator owns every field of such a Secret:
+/// a key it no longer writes goes, and an edit is not kept.
+pub async fn write_expiring<O: Resource<DynamicType = ()>>(
     client: &kube::Client,
     owner: &O,
     name: &str,
@@ -266,20 +257,46 @@ pub async fn apply_expiring<O: Resource<DynamicType = ()>>(
     data: std::collections::BTreeMap<String, k8s_openapi::ByteString>,
     expiry: &Expiry,
     existing: Option<&k8s_openapi::api::core::v1::Secret>,
-) -> Result<Result<(), String>, kube::Error> {
+) -> Result<(), WriteError> {
+    let namespace = owner.namespace().unwrap_or_default();
+    if let Some(existing) = existing
+        && !owned_by(existing, owner)
+    {
+        return Err(WriteError::Output(OutputError::Conflict {
+            kind: "Secret".into(),
+            namespace,
+            name: name.into(),
+            owner: O::kind(&()).into(),
+        }));
+    }
     let secret = k8s_openapi::api::core::v1::Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(name.to_owned()),
+            namespace: Some(namespace.clone()),
+            labels: Some([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())].into()),
             annotations: Some(expiry.annotations()),
+            owner_references: owner.controller_owner_ref(&()).map(|r| vec![r]),
+            resource_version: existing.and_then(|e| e.metadata.resource_version.clone()),
             ..Default::default()
         },
         type_: Some(type_.to_owned()),
         data: Some(data),
         ..Default::default()
     };
-    match apply_over(client, owner, secret, existing).await {
-        Ok(_) => Ok(Ok(())),
-        Err(OutputError::Kube(e)) => Err(e),
-        Err(e @ OutputError::Conflict { .. }) => Ok(Err(e.to_string())),
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &namespace);
+    let params = kube::api::PostParams {
+        field_manager: Some(crate::controllers::MANAGER.into()),
+        ..Default::default()
+    };
+    let written = match existing {
+        None => api.create(&params, &secret).await,
+        Some(_) => api.replace(name, &params, &secret).await,
+    };
+    match written {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if existing.is_none() && e.code == 409 => {
+            Err(WriteError::Exists(kube::Error::Api(e)))
+        }
+        Err(e) => Err(WriteError::Output(OutputError::Kube(e))),
     }
 }

@@ -210,6 +210,46 @@ async fn the_same_kind_of_secret_is_refused_once_expired() {
     cluster::delete_namespace(&client, &ns).await;
 }
 
+/// A new object's access Secret is created without being read first; one of that name that someone
+/// else made is left as it is (`TargetConflict`), and once it is gone the object issues its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_someone_else_made_is_neither_overwritten_nor_taken() {
+    let (client, azure, ns) = setup("ds-taken").await;
+    let blob = Blob::new();
+    let container = blob.prepare().await;
+    secret(&client, &ns, "held-access", "note", "the team's own").await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let before = secrets.get("held-access").await.unwrap();
+    let _operator = Operator::start_with(
+        &ns,
+        "lease-ds-taken",
+        "ds-taken-0",
+        &operator_args(&azure, &blob, 0),
+    );
+    let name = apply(&client, &ns, datastore("held", &container)).await;
+    let (_, message, _) = ready_reason(&client, "Datastore", &ns, &name, "TargetConflict").await;
+    assert!(message.contains("held-access"), "{message}");
+    let after = secrets.get("held-access").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "the team's Secret was written"
+    );
+    assert!(after.metadata.owner_references.is_none());
+    secrets
+        .delete("held-access", &Default::default())
+        .await
+        .unwrap();
+    ready_reason(&client, "Datastore", &ns, &name, "AccessIssued").await;
+    let data = secret_data(&client, &ns, "held-access").await;
+    assert!(
+        data.contains_key("AZURE_STORAGE_SAS_TOKEN"),
+        "{:?}",
+        data.keys()
+    );
+    assert!(!data.contains_key("note"));
+    cluster::delete_namespace(&client, &ns).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn identity_based_access_mints_as_a_compute_identity() {
     let client = cluster::client().await;

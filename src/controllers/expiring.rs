@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::Api;
-use kube::{Resource, ResourceExt};
 
 use super::{Context, Error, Outcome};
+use crate::api::HasCommonStatus;
 use crate::api::conditions::{ConditionType, Reason};
 use crate::freshness::Renew;
 use crate::outputs::{self, Expiry};
@@ -75,7 +76,7 @@ impl Written {
     }
 }
 
-impl<O: Resource<DynamicType = ()>> Output<'_, O> {
+impl<O: super::Reconciled> Output<'_, O> {
     /// The current Secret, and its expiry when every freshness rule passes at `now` (`truth`
     /// reads its credentials' own expiry) or the first reason to write it again.
     pub async fn check(
@@ -99,6 +100,21 @@ impl<O: Resource<DynamicType = ()>> Output<'_, O> {
         Ok((existing, checked))
     }
 
+    /// Whether this object has never reached issuing (its `TokenIssued` condition was never
+    /// set): its Secret is then presumed absent and created without being read first. A create
+    /// fails when one exists after all (a crash between the write and the status, someone
+    /// else's), and it is then read and judged as always.
+    fn never_issued(&self) -> bool {
+        let issued = crate::api::conditions::ConditionType::TokenIssued.as_str();
+        self.owner.status().is_none_or(|s| {
+            s.common()
+                .conditions
+                .iter()
+                .find(|c| c.type_ == issued)
+                .is_none_or(|c| c.status == "Unknown")
+        })
+    }
+
     /// Keeps the Secret when every freshness rule passes at `now` (`truth` reads its credentials'
     /// own expiry); otherwise mints (`mint` gets the issue time of what the Secret holds, so a
     /// token cache hands out nothing older) and writes. `Ok(Err(outcome))`: minting failed, or a
@@ -114,7 +130,11 @@ impl<O: Resource<DynamicType = ()>> Output<'_, O> {
         M: FnOnce(i64) -> F,
         F: Future<Output = Result<Result<Minted, Outcome>, Error>>,
     {
-        let (existing, checked) = self.check(ctx, now, &truth).await?;
+        let (existing, checked) = if self.never_issued() {
+            (None, Err(Renew::Missing))
+        } else {
+            self.check(ctx, now, &truth).await?
+        };
         let why = match checked {
             // Still valid: nothing to mint (this is what keeps a restart from re-minting).
             Ok(still) => return Ok(Ok(Written::Kept(still))),
@@ -152,36 +172,36 @@ impl<O: Resource<DynamicType = ()>> Output<'_, O> {
             fingerprint: self.fingerprint.clone(),
             force,
         };
-        // Its echo on the Secret watch shows the annotations written (when they were issued).
-        let namespace = self.owner.namespace().unwrap_or_default();
-        let echo = super::own_writes::fingerprint(expiry.annotations());
-        ctx.own_writes
-            .expect("Secret", &namespace, self.secret_name, echo);
-        let written = outputs::apply_expiring(
-            &ctx.client,
-            self.owner,
-            self.secret_name,
-            self.secret_type,
-            minted.data,
-            &expiry,
-            existing.as_ref(),
-        )
-        .await;
-        if !matches!(written, Ok(Ok(_))) {
-            ctx.own_writes
-                .withdraw("Secret", &namespace, self.secret_name);
-        }
-        if let Err(conflict) = written? {
-            return Ok(Err(Outcome::not_ready(
-                Reason::TargetConflict,
-                conflict.clone(),
-            )
-            .condition(
-                ConditionType::TokenIssued,
-                false,
-                Reason::TargetConflict,
-                conflict,
-            )));
+        let (why, written) = match self.write(ctx, &minted, &expiry, existing.as_ref()).await? {
+            Err(Refused::Exists(_)) => {
+                // Presumed absent, but there is one: judged as any Secret is.
+                let (existing, checked) = self.check(ctx, now, &truth).await?;
+                match checked {
+                    Ok(still) => return Ok(Ok(Written::Kept(still))),
+                    Err(why) => (
+                        why,
+                        self.write(ctx, &minted, &expiry, existing.as_ref()).await?,
+                    ),
+                }
+            }
+            written => (why, written),
+        };
+        match written {
+            Ok(()) => {}
+            // Gone and made again between the read and the write: the next pass reads it.
+            Err(Refused::Exists(e)) => return Err(e.into()),
+            Err(Refused::NotOurs(conflict)) => {
+                return Ok(Err(Outcome::not_ready(
+                    Reason::TargetConflict,
+                    conflict.clone(),
+                )
+                .condition(
+                    ConditionType::TokenIssued,
+                    false,
+                    Reason::TargetConflict,
+                    conflict,
+                )));
+            }
         }
         let note = format!(
             "{} written to Secret {}, valid until {} ({why})",
@@ -191,4 +211,51 @@ impl<O: Resource<DynamicType = ()>> Output<'_, O> {
         );
         Ok(Ok(Written::Issued { expiry, why, note }))
     }
+
+    /// Writes `minted` with `expiry` over `existing` (as just read; `None`: creates it), expecting
+    /// its echo on the Secret watch.
+    async fn write(
+        &self,
+        ctx: &Context,
+        minted: &Minted,
+        expiry: &Expiry,
+        existing: Option<&Secret>,
+    ) -> Result<Result<(), Refused>, Error> {
+        // Its echo shows the annotations written (when the credentials were issued).
+        let namespace = self.owner.namespace().unwrap_or_default();
+        let echo = super::own_writes::fingerprint(expiry.annotations());
+        ctx.own_writes
+            .expect("Secret", &namespace, self.secret_name, echo);
+        let written = outputs::write_expiring(
+            &ctx.client,
+            self.owner,
+            self.secret_name,
+            self.secret_type,
+            minted.data.clone(),
+            expiry,
+            existing,
+        )
+        .await;
+        let refused = match written {
+            Ok(()) => return Ok(Ok(())),
+            Err(outputs::WriteError::Exists(e)) => Refused::Exists(e),
+            Err(outputs::WriteError::Output(outputs::OutputError::Kube(e))) => {
+                ctx.own_writes
+                    .withdraw("Secret", &namespace, self.secret_name);
+                return Err(e.into());
+            }
+            Err(outputs::WriteError::Output(conflict)) => Refused::NotOurs(conflict.to_string()),
+        };
+        ctx.own_writes
+            .withdraw("Secret", &namespace, self.secret_name);
+        Ok(Err(refused))
+    }
+}
+
+/// Why a Secret was not written.
+enum Refused {
+    /// It was to be created, and one exists (the API server's answer).
+    Exists(kube::Error),
+    /// It is someone else's.
+    NotOurs(String),
 }
