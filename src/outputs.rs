@@ -1,6 +1,7 @@
 //! Objects the operator writes into namespaces (ConfigMaps, Secrets): always with a controller
-//! ownerReference to the custom resource and the managed-by label, applied server-side under the
-//! operator's field manager — and never over an object someone else made (`TargetConflict`).
+//! ownerReference to the custom resource and the managed-by label, under the operator's field
+//! manager, with the version read as precondition — and never over an object someone else made
+//! (`TargetConflict`).
 
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, Patch, PatchParams};
