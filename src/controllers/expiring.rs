@@ -18,6 +18,9 @@ use crate::freshness::Renew;
 use crate::outputs::{self, Expiry};
 use crate::renewal::{self, Policy};
 
+/// The first retry of an object whose Secret name is taken by someone else's (doubling from there).
+pub const CONFLICT_RETRY: Duration = Duration::from_secs(10);
+
 /// The Secret an object keeps of expiring credentials.
 pub struct Output<'a, O> {
     /// The object that owns it.
@@ -190,6 +193,7 @@ impl<O: super::Reconciled> Output<'_, O> {
             Ok(()) => {}
             // Gone and made again between the read and the write: the next pass reads it.
             Err(Refused::Exists(e)) => return Err(e.into()),
+            // Looked at again, less and less often: the Secret in the way may be removed.
             Err(Refused::NotOurs(conflict)) => {
                 return Ok(Err(Outcome::not_ready(
                     Reason::TargetConflict,
@@ -200,7 +204,8 @@ impl<O: super::Reconciled> Output<'_, O> {
                     false,
                     Reason::TargetConflict,
                     conflict,
-                )));
+                )
+                .requeue(CONFLICT_RETRY)));
             }
         }
         let note = format!(

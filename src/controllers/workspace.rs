@@ -386,6 +386,7 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
     };
     let outcome = if let Some(conflict) = conflict {
         Outcome::not_ready(Reason::TargetConflict, conflict)
+            .requeue(super::expiring::CONFLICT_RETRY)
     } else if !roles_ok {
         Outcome::not_ready(roles_reason, roles_message.clone())
     } else if !identity_ok {
