@@ -1,6 +1,7 @@
 //! One controller per kind, all with the same reconciler shape: validate first, then the kind's
 //! behaviour, then the status; the finalizer is added before any Azure write and removed on delete.
 
+mod awaiting;
 mod backoff;
 pub mod compute_identity;
 mod conditions;
@@ -26,8 +27,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PartialObjectMeta};
 use kube::api::{Patch, PatchParams};
@@ -318,16 +319,52 @@ async fn write_status<K: Reconciled>(
     Ok(true)
 }
 
-async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// A pass over the object `name`: the object as the watch just delivered it when it is new and was
+/// kept for this pass (`awaiting`), otherwise as the API server has it now.
+async fn pass<K: Reconciled>(
+    name: Arc<PartialObjectMeta<K>>,
+    ctx: Arc<Context>,
+    awaiting: Arc<awaiting::Awaiting<K>>,
+) -> Result<Action, Error> {
     let kind = K::kind(&());
+    let namespace = name.metadata.namespace.as_deref();
+    let name = name.metadata.name.as_deref().unwrap_or_default();
     // Another instance's shard: nothing here is touched, and this instance stops reporting it.
-    if let Some(namespace) = obj.namespace()
-        && !ctx.in_shard(&namespace).await?
+    if let Some(namespace) = namespace
+        && !ctx.in_shard(namespace).await?
     {
-        ctx.metrics
-            .forget(&Metrics::object(&kind, Some(namespace), obj.name_any()));
+        ctx.metrics.forget(&Metrics::object(
+            &kind,
+            Some(namespace.to_owned()),
+            name.to_owned(),
+        ));
         return Ok(Action::await_change());
     }
+    let obj = match awaiting.take(namespace, name) {
+        Some(obj) => obj,
+        None => match K::api(ctx.client.clone(), namespace).get_opt(name).await? {
+            Some(mut obj) => {
+                uncached(&mut obj);
+                Arc::new(obj)
+            }
+            // Gone since it was scheduled: its Delete event forgets it.
+            None => return Ok(Action::await_change()),
+        },
+    };
+    reconcile(obj, ctx).await
+}
+
+/// Drops what no pass reads: an object's managedFields and kubectl's copy of its last applied
+/// spec are often most of its size.
+fn uncached<K: Reconciled>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    if let Some(annotations) = &mut obj.meta_mut().annotations {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let kind = K::kind(&());
     let _timer = ctx.metrics.start(&kind);
     let api = K::api(ctx.client.clone(), obj.namespace().as_deref());
     let key = format!(
@@ -650,7 +687,11 @@ async fn remove_finalizer<K: Reconciled>(api: &Api<K>, obj: &K) -> Result<(), Er
     Ok(())
 }
 
-fn error_policy<K: Reconciled>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy<K: Reconciled>(
+    obj: Arc<PartialObjectMeta<K>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     let kind = K::kind(&()).to_string();
     ctx.metrics
         .errors
@@ -728,26 +769,23 @@ async fn run_one<K: Reconciled>(
     // The object's own changes trigger a reconcile only when someone changed what it asks for
     // (generation), its annotations (force-refresh), labels or finalizers: the operator's own
     // status writes never do, so a failing object waits out its backoff instead of looping.
-    let (reader, writer) = kube::runtime::reflector::store();
+    // The controller keeps only the objects' names (`awaiting.rs`).
+    let (reader, mut writer) = kube::runtime::reflector::store::<PartialObjectMeta<K>>();
+    let awaiting = Arc::new(awaiting::Awaiting::<K>::default());
     let index = Arc::new(index::ReferenceIndex::<K>::new(
         &ctx.azure.cluster_resource_namespace,
     ));
     let indexed = index.clone();
+    let followed = awaiting.clone();
     let metrics = ctx.metrics.clone();
     let kind = K::kind(&()).into_owned();
     let trigger = watcher(api, config)
         .default_backoff()
-        // What no reconcile reads stays out of the cache: an object's managedFields and kubectl's
-        // copy of its last applied spec are often most of its size.
-        .modify(|obj: &mut K| {
-            obj.managed_fields_mut().clear();
-            if let Some(annotations) = &mut obj.meta_mut().annotations {
-                annotations.remove(LAST_APPLIED);
-            }
-        })
-        .reflect(writer)
+        .modify(uncached)
         .inspect(move |event| {
             if let Ok(event) = event {
+                writer.apply_watcher_event(&awaiting::names_of(event));
+                followed.observe(event);
                 indexed.observe(event);
                 // An object deleted without the finalizer (one never valid) is never reconciled
                 // again: its series go here, or they would alert for ever.
@@ -779,6 +817,12 @@ async fn run_one<K: Reconciled>(
         });
         futures::future::ready(!echo)
     });
+    // This version asks for a pass: a new object waits for it whole, then only its name goes on.
+    let kept = awaiting.clone();
+    let trigger = trigger.map_ok(move |obj| {
+        kept.keep(&obj);
+        awaiting::name_of(&obj)
+    });
     let in_namespace = reader.clone();
     let every = reader.clone();
     let controller = Controller::for_stream(trigger, reader);
@@ -801,8 +845,8 @@ async fn run_one<K: Reconciled>(
                 .filter(|obj| obj.namespace().as_deref() == Some(target.name.as_str()))
                 .map(|obj| ObjectRef::from_obj(&**obj))
                 .collect(),
-            Some(target) => readers.readers(&target),
-            None => readers.all_readers(),
+            Some(target) => scheduled(readers.readers(&target)),
+            None => scheduled(readers.all_readers()),
         })
     });
     let controller = controller.reconcile_on(changed);
@@ -818,7 +862,7 @@ async fn run_one<K: Reconciled>(
     })
     .filter_map(|(kind, namespace, name)| async move {
         (kind == K::kind(&())).then(|| {
-            let object = ObjectRef::<K>::new(&name);
+            let object = ObjectRef::<PartialObjectMeta<K>>::new(&name);
             match &namespace {
                 Some(ns) => object.within(ns),
                 None => object,
@@ -831,7 +875,7 @@ async fn run_one<K: Reconciled>(
         let identities: Api<PartialObjectMeta<crate::api::ComputeIdentity>> =
             namespaced_or_all(&ctx.client, &scope);
         controller.watches_stream(changes(identities, Default::default()), move |ci| {
-            readers.readers(&target_of("ComputeIdentity", &ci))
+            scheduled(readers.readers(&target_of("ComputeIdentity", &ci)))
         })
     } else {
         controller
@@ -850,7 +894,7 @@ async fn run_one<K: Reconciled>(
         .flat_map(move |owner| {
             futures::stream::iter(match owner {
                 Some((kind, namespace, name)) if kind == K::kind(&()) => {
-                    vec![ObjectRef::<K>::new(&name).within(&namespace)]
+                    vec![ObjectRef::<PartialObjectMeta<K>>::new(&name).within(&namespace)]
                 }
                 Some(_) => Vec::new(),
                 None => every
@@ -880,13 +924,25 @@ async fn run_one<K: Reconciled>(
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
-        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .run(
+            move |name, ctx| pass(name, ctx, awaiting.clone()),
+            error_policy::<K>,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "controller event");
             }
         })
         .await;
+}
+
+/// `objects` as the controller schedules them (by name).
+fn scheduled<K: Reconciled>(objects: Vec<ObjectRef<K>>) -> Vec<ObjectRef<PartialObjectMeta<K>>> {
+    objects
+        .into_iter()
+        .map(|o| o.into_kind_unchecked(()))
+        .collect()
 }
 
 /// Runs every controller until `shutdown` turns true.
