@@ -43,7 +43,9 @@ pub fn names_of<K: Reconciled>(event: &watcher::Event<K>) -> watcher::Event<Part
     }
 }
 
-fn key<K: Reconciled>(obj: &K) -> ObjectRef<K> {
+/// `obj`'s reference by name and namespace only (`ObjectRef::from_obj` also copies its uid and
+/// resourceVersion, which no comparison uses).
+pub fn key<K: Reconciled>(obj: &K) -> ObjectRef<K> {
     let name = ObjectRef::new(obj.meta().name.as_deref().unwrap_or_default());
     match &obj.meta().namespace {
         Some(ns) => name.within(ns),

@@ -3,6 +3,7 @@
 //! Kept up to date from the kind's own watch, so an event about a Secret, Workspace or credential
 //! maps to the objects to reconcile by a lookup, not by a scan of every object of the kind.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
@@ -11,13 +12,14 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use super::Reconciled;
+use super::awaiting::key;
 
 /// Something objects name: a Secret (`kind` "Secret") or an object of this API. `namespace` is
 /// `None` for cluster-scoped objects.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Target {
     /// "Secret" or a kind of this API.
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     /// The target's namespace; `None` when cluster-scoped.
     pub namespace: Option<String>,
     /// The target's name.
@@ -76,11 +78,11 @@ impl<K: Reconciled> ReferenceIndex<K> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Apply(obj) => inner.set(obj, self.targets(obj)),
-            watcher::Event::Delete(obj) => inner.remove(&ObjectRef::from_obj(obj)),
+            watcher::Event::Delete(obj) => inner.remove(&key(obj)),
             watcher::Event::Init => inner.listed = Some(HashSet::new()),
             watcher::Event::InitApply(obj) => {
                 if let Some(listed) = inner.listed.as_mut() {
-                    listed.insert(ObjectRef::from_obj(obj));
+                    listed.insert(key(obj));
                 }
                 inner.set(obj, self.targets(obj));
             }
@@ -138,7 +140,7 @@ impl<K: Reconciled> ReferenceIndex<K> {
 
 impl<K: Reconciled> Inner<K> {
     fn set(&mut self, obj: &K, targets: Vec<Target>) {
-        let object = ObjectRef::from_obj(obj);
+        let object = key(obj);
         self.remove(&object);
         for target in &targets {
             self.by_target

@@ -736,7 +736,7 @@ fn namespaced_or_all<T: Resource<DynamicType = (), Scope = k8s_openapi::Namespac
 }
 
 /// `object` (of `kind`) as the objects that name it see it.
-fn target_of<O: Resource>(kind: &str, object: &O) -> index::Target {
+fn target_of<O: Resource>(kind: &'static str, object: &O) -> index::Target {
     index::Target {
         kind: kind.into(),
         namespace: object.meta().namespace.clone(),

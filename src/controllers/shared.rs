@@ -145,7 +145,7 @@ where
         + Sync
         + 'static,
 {
-    let kind = K::kind(&()).into_owned();
+    let kind = K::kind(&());
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(|obj: &mut K| {
