@@ -488,7 +488,7 @@ async fn bench(args: &Args) -> anyhow::Result<Vec<String>> {
         })
         .collect();
     report::phase_header(&format!(
-        "raw: the same {} objects' writes by a minimal client (create, finalizer, Secret apply, status), {} in flight",
+        "raw: the same {} objects' writes by a minimal client (create, finalizer, Secret create, status), {} in flight",
         args.objects, args.in_flight
     ));
     let raw_time = raw::run(&client, raw_objects, &samples, args.in_flight).await?;

@@ -1,14 +1,15 @@
 //! The physical limit: a minimal client making, per object, the Kubernetes writes the operator's
-//! work amounts to — the user's create, the finalizer, the output Secret (server-side apply, the
-//! bytes the operator wrote for that kind) and the status (the operator's status for that kind) —
-//! on the same API server, with the same number of requests in flight.
+//! work amounts to — the user's create, the finalizer, the output Secret (created, as the operator
+//! creates a new object's, with the bytes the operator wrote for that kind) and the status (the
+//! operator's status for that kind) — on the same API server, with the same number of requests in
+//! flight.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -73,11 +74,14 @@ async fn write(
         },
         "type": sample.secret.type_, "data": sample.secret.data,
     });
+    let secret: Secret = serde_json::from_value(secret)?;
     Api::<Secret>::namespaced(client.clone(), &key.namespace)
-        .patch(
-            &name,
-            &PatchParams::apply("aml-identity-bench-raw").force(),
-            &Patch::Apply(secret),
+        .create(
+            &PostParams {
+                field_manager: Some("aml-identity-bench-raw".into()),
+                ..Default::default()
+            },
+            &secret,
         )
         .await?;
     api.patch_status(
