@@ -219,10 +219,12 @@ pub async fn run(mut opts: RunOptions) -> anyhow::Result<()> {
     });
     let ready = Arc::new(AtomicBool::new(false));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_tx = Arc::new(shutdown_tx);
+    let signalled = shutdown_tx.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown signal received");
-        let _ = shutdown_tx.send(true);
+        signalled.send_replace(true);
     });
 
     // Loaded before anything is served: a replica without the key could not tell secrets apart.
@@ -338,6 +340,11 @@ pub async fn run(mut opts: RunOptions) -> anyhow::Result<()> {
         .await;
         Ok(())
     };
+    if result.is_err() {
+        // Leadership lost: the servers stop too, so that the process exits and its restart rejoins
+        // the election (a process left serving would look alive and never lead again).
+        shutdown_tx.send_replace(true);
+    }
     // Requests in flight finish (graceful shutdown), bounded like the controllers.
     if let Some((task, watch)) = endpoint_task {
         let _ = tokio::time::timeout(grace, task).await;
@@ -363,7 +370,7 @@ async fn run_as_leader(
         .with_identity(&identity)
         .with_duration(opts.lease_duration)
         .with_grace(opts.lease_duration.div_ceil(3))
-        .with_field_manager(controllers::MANAGER)
+        .with_field_manager(lease_field_manager(&identity))
         .build()
         .await?;
     let (mut leader, lease_task) = manager.watch().await;
@@ -399,6 +406,19 @@ async fn run_as_leader(
     Ok(())
 }
 
+/// The field manager of this instance's Lease writes. Taking the Lease is a server-side apply whose
+/// conflict tells a contender it lost, so each instance needs its own manager: under one shared
+/// name, two instances starting together both took the Lease and both reconciled. The API server
+/// allows 128 characters; a longer identity is named by its UUIDv5.
+fn lease_field_manager(identity: &str) -> String {
+    let manager = format!("{}-{identity}", controllers::MANAGER);
+    if manager.len() <= 128 {
+        return manager;
+    }
+    let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, identity.as_bytes());
+    format!("{}-{id}", controllers::MANAGER)
+}
+
 /// Runs `controllers` until they finish, but no longer than `grace` after shutdown was asked for:
 /// an in-flight reconcile waiting on Azure must not keep the process alive past its termination grace.
 async fn bounded(
@@ -427,7 +447,19 @@ async fn wait_for_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::own_namespace;
+    use super::{lease_field_manager, own_namespace};
+
+    #[test]
+    fn each_instance_writes_its_lease_under_its_own_manager() {
+        let a = lease_field_manager("operator-7d9f-abcde");
+        let b = lease_field_manager("operator-7d9f-fghij");
+        assert_ne!(a, b);
+        assert!(a.ends_with("operator-7d9f-abcde"), "{a}");
+        let long_a = lease_field_manager(&"a".repeat(253));
+        let long_b = lease_field_manager(&format!("{}b", "a".repeat(252)));
+        assert_ne!(long_a, long_b);
+        assert!(long_a.len() <= 128 && long_b.len() <= 128, "{long_a}");
+    }
 
     #[test]
     fn the_own_namespace_is_told_never_guessed() {

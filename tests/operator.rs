@@ -384,6 +384,44 @@ async fn two_operators_elect_exactly_one_leader() {
     cluster::delete_namespace(&client, &ns).await;
 }
 
+#[tokio::test]
+async fn a_leader_that_loses_its_lease_exits_to_rejoin_the_election() {
+    let client = cluster::client().await;
+    cluster::install_crds(&client).await;
+    let ns = cluster::namespace(&client, "lease-lost").await;
+    let mut operator = Operator::start(&ns, "lease-lost", "first-holder");
+    cluster::wait_until(Duration::from_secs(30), "leadership", || async {
+        (operator.metric_sum("aml_identity_operator_leader").await? == 1.0).then_some(())
+    })
+    .await;
+
+    // Another instance holds the Lease now (as after a network partition outlived the Lease).
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &ns);
+    leases
+        .patch(
+            "lease-lost",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "spec": {"holderIdentity": "second-holder", "acquireTime": now, "renewTime": now}
+            })),
+        )
+        .await
+        .unwrap();
+    let status = operator.exited_within(Duration::from_secs(30));
+    let logs = operator.logs();
+    let status = status.unwrap_or_else(|| {
+        panic!("the operator kept running 30 s after losing its Lease; its log:\n{logs}")
+    });
+    assert!(
+        !status.success(),
+        "it exited with {status}: a restart must follow"
+    );
+    assert!(logs.contains("lost the leader Lease"), "{logs}");
+    cluster::delete_namespace(&client, &ns).await;
+}
+
 /// The namespaces of the objects an instance reports a Ready series for, i.e. reconciled last.
 async fn reported_namespaces(operator: &Operator, kind: &str) -> Option<BTreeSet<String>> {
     let text = operator.metrics().await?;

@@ -448,6 +448,23 @@ impl Operator {
         false
     }
 
+    /// Waits up to `timeout` for the operator to exit by itself: its exit status, or `None` while
+    /// it still runs.
+    pub fn exited_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Everything the operator logged so far.
     pub fn logs(&self) -> String {
         let mut text = String::new();
