@@ -11,6 +11,19 @@ pub struct Policy {
     pub renew_before_percentage: Option<i32>,
 }
 
+impl Policy {
+    /// The policy of a spec's `renewBefore` (a duration, checked by validation) and
+    /// `renewBeforePercentage`.
+    pub fn from_spec(renew_before: Option<&str>, renew_before_percentage: Option<i32>) -> Policy {
+        Policy {
+            renew_before: renew_before
+                .and_then(crate::api::validation::parse_duration)
+                .map(|s| s as i64),
+            renew_before_percentage,
+        }
+    }
+}
+
 /// The renewal time (Unix seconds) of a credential obtained at `obtained` and expiring at `expires`.
 /// `seed` (e.g. the object's uid) spreads renewals of many objects over up to 5% of the lifetime.
 pub fn renewal_time(obtained: i64, expires: i64, policy: Policy, seed: &str) -> i64 {

@@ -12,7 +12,8 @@ use std::process::Command;
 use aml_identity_emulator::Seed;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
+use std::time::Duration;
 use support::azure::*;
 use support::azurite::{self, Blob};
 use support::cluster::{self, Operator};
@@ -207,6 +208,73 @@ async fn the_same_kind_of_secret_is_refused_once_expired() {
     let result = tokio::task::block_in_place(|| pod(&blob, &data));
     assert_eq!(result["read"], "AuthorizationFailure", "{result}");
     assert_eq!(result["write"], "AuthorizationFailure", "{result}");
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+/// Seconds of an RFC 3339 status field.
+fn seconds(obj: &kube::api::DynamicObject, field: &str) -> i64 {
+    obj.data["status"][field]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .unwrap_or_else(|| panic!("status.{field}: {}", obj.data["status"]))
+        .as_second()
+}
+
+/// `renewBefore` sets when the SAS Secret is renewed (less a jitter of up to a twentieth of the
+/// lifetime), the Secret is renewed then, and a changed setting rewrites it with its new time.
+#[tokio::test(flavor = "multi_thread")]
+async fn renew_before_sets_when_the_access_secret_is_renewed() {
+    let (client, azure, ns) = setup("ds-renew").await;
+    let blob = Blob::new();
+    let container = blob.prepare().await;
+    let _operator = Operator::start_with(
+        &ns,
+        "lease-ds-renew",
+        "ds-renew-0",
+        &operator_args(&azure, &blob, 0),
+    );
+    let mut object = datastore("short-lived", &container);
+    object["spec"]["podAccess"]["sas"]["ttl"] = "5m".into();
+    object["spec"]["podAccess"]["renewBefore"] = "4m".into();
+    let name = apply(&client, &ns, object).await;
+    let (_, _, obj) = ready_reason(&client, "Datastore", &ns, &name, "AccessIssued").await;
+    let (expires, renewal) = (seconds(&obj, "expiresAt"), seconds(&obj, "renewalTime"));
+    assert!(
+        (expires - 240 - 15..=expires - 240).contains(&renewal),
+        "renewal {} s before expiry, not 240 s (less up to 15 s of jitter)",
+        expires - renewal
+    );
+
+    // Renewed at that time (about a minute after issuing), not at the default two thirds.
+    let api = cluster::dynamic_api(&client, &kind("Datastore"), &ns);
+    let renewed = cluster::wait_until(Duration::from_secs(120), "the SAS renewed", || async {
+        let obj = api.get(&name).await.ok()?;
+        (seconds(&obj, "expiresAt") > expires).then_some(obj)
+    })
+    .await;
+    assert!(
+        jiff::Timestamp::now().as_second() >= renewal,
+        "renewed early"
+    );
+    let data = secret_data(&client, &ns, "short-lived-access").await;
+    assert_eq!(
+        data["expires-on"].parse::<i64>().unwrap(),
+        seconds(&renewed, "expiresAt")
+    );
+
+    // Another setting: the Secret is written again, renewing when half its lifetime is left.
+    let patch = serde_json::json!({"spec": {"podAccess": {"renewBefore": null, "renewBeforePercentage": 50}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    cluster::wait_until(Duration::from_secs(40), "the new renewal time", || async {
+        let obj = api.get(&name).await.ok()?;
+        let (expires, renewal) = (seconds(&obj, "expiresAt"), seconds(&obj, "renewalTime"));
+        (expires - 150 - 15..=expires - 150)
+            .contains(&renewal)
+            .then_some(())
+    })
+    .await;
     cluster::delete_namespace(&client, &ns).await;
 }
 

@@ -165,7 +165,9 @@ async fn a_compute_identity_pulls_once_it_holds_acr_pull() {
     .await;
     assert!(message.contains("AcrPull"), "{message}");
 
-    let name = apply(&client, &ns, connection("workspace-registry", true)).await;
+    let mut object = connection("workspace-registry", true);
+    object["spec"]["target"]["renewBefore"] = "2h".into();
+    let name = apply(&client, &ns, object).await;
     let (status, message, obj) = ready_reason(
         &client,
         "RegistryConnection",
@@ -190,6 +192,17 @@ async fn a_compute_identity_pulls_once_it_holds_acr_pull() {
     assert!(
         (3 * 3600 - 120..=3 * 3600).contains(&lifetime),
         "renewed from the refresh token's own exp: {lifetime}s"
+    );
+    // target.renewBefore 2h: renewed two hours before that (less up to 9 minutes of jitter).
+    let renewal: jiff::Timestamp = obj.data["status"]["renewalTime"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let before = expires.as_second() - renewal.as_second();
+    assert!(
+        (7200..=7200 + 540).contains(&before),
+        "renewal {before} s before expiry, not 2 h"
     );
 
     let (username, password) = dockerconfig(&client, &ns, "workspace-registry-pull").await;
@@ -237,6 +250,38 @@ async fn a_compute_identity_pulls_once_it_holds_acr_pull() {
         client_id.as_str()
     );
     assert!(!operator.logs().contains(&password));
+
+    // A second object naming the same workspace connection is told it belongs to another, and
+    // neither writes it nor takes it away when deleted.
+    let second = apply(&client, &ns, connection("second-registry", true)).await;
+    let (_, message, _) = ready_reason(
+        &client,
+        "RegistryConnection",
+        &ns,
+        &second,
+        "AzureTargetConflict",
+    )
+    .await;
+    assert!(
+        message.contains("spec.workspaceConnection.name"),
+        "{message}"
+    );
+    delete_and_wait(&client, "RegistryConnection", &ns, &second).await;
+    let kept: aml_identity_operator::azure::models::WorkspaceConnection = arm
+        .post::<(), _>(
+            &format!("{}/connections/workspace-acr/listsecrets", workspace_id()),
+            "2025-12-01",
+            None,
+        )
+        .await
+        .unwrap()
+        .body
+        .unwrap();
+    assert_eq!(
+        kept.properties.credentials.unwrap()["clientId"],
+        client_id.as_str(),
+        "the first object's connection is untouched"
+    );
 
     // The workspace connection goes with the object.
     delete_and_wait(&client, "RegistryConnection", &ns, &name).await;

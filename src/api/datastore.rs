@@ -126,6 +126,17 @@ pub struct PodAccess {
     /// Service SAS derived from the account key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sas: Option<SasAccess>,
+    /// Renew the Secret this long before it expires (a duration such as `10m`): at least 1m and
+    /// less than the SAS's ttl, or at most 45m with identity access (Entra tokens live about an
+    /// hour); not with renewBeforePercentage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub renew_before: Option<String>,
+    /// Renew the Secret when this percentage of its lifetime is left (1-99; default 33: renew at
+    /// two thirds of the lifetime); not with renewBefore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 99))]
+    pub renew_before_percentage: Option<i32>,
 }
 
 /// An AML datastore.
@@ -260,6 +271,16 @@ pub const RULE_ONE_POD_ACCESS: CelRule = CelRule {
     rule: "has(self.identity) != has(self.sas)",
     message: "podAccess needs exactly one of identity or sas",
 };
+/// One renewal setting at most.
+pub const RULE_ONE_POD_RENEWAL: CelRule = CelRule {
+    rule: "!(has(self.renewBefore) && has(self.renewBeforePercentage))",
+    message: "podAccess takes renewBefore or renewBeforePercentage, not both",
+};
+/// `renewBefore` within the lifetime of what the Secret holds.
+pub const RULE_POD_RENEW_BEFORE_BOUNDS: CelRule = CelRule {
+    rule: "!has(self.renewBefore) || (duration(self.renewBefore) >= duration('1m') && (has(self.sas) ? duration(self.renewBefore) < duration(has(self.sas.ttl) ? self.sas.ttl : '1h') : duration(self.renewBefore) <= duration('45m')))",
+    message: "podAccess.renewBefore must be at least 1m and less than the SAS's ttl (default 1h), or at most 45m with identity access: Entra tokens live about an hour",
+};
 /// SAS lifetime bounds.
 pub const RULE_SAS_TTL_BOUNDS: CelRule = CelRule {
     rule: "!has(self.ttl) || (duration(self.ttl) >= duration('5m') && duration(self.ttl) <= duration('24h'))",
@@ -280,7 +301,14 @@ cel_rules!(
         RULE_FILE_SAS_PERMISSIONS
     ]
 );
-cel_rules!(pod_access_rules, &[RULE_ONE_POD_ACCESS]);
+cel_rules!(
+    pod_access_rules,
+    &[
+        RULE_ONE_POD_ACCESS,
+        RULE_ONE_POD_RENEWAL,
+        RULE_POD_RENEW_BEFORE_BOUNDS
+    ]
+);
 cel_rules!(sas_access_rules, &[RULE_SAS_TTL_BOUNDS]);
 cel_rules!(datastore_credentials_rules, &[RULE_CREDENTIAL_FIELDS]);
 
@@ -402,6 +430,42 @@ impl Validate for Datastore {
                 "spec.podAccess",
                 RULE_ONE_POD_ACCESS.message,
             );
+            v.check(
+                !(p.renew_before.is_some() && p.renew_before_percentage.is_some()),
+                "spec.podAccess",
+                RULE_ONE_POD_RENEWAL.message,
+            );
+            if let Some(rb) = &p.renew_before {
+                // What the Secret holds lives the SAS's ttl, or an Entra token's hour.
+                let lifetime = match &p.sas {
+                    Some(sas) => sas
+                        .ttl
+                        .as_deref()
+                        .map_or(Some(3600.0), parse_duration)
+                        .map(|ttl| (ttl, false)),
+                    None => Some((2700.0, true)),
+                };
+                match (parse_duration(rb), lifetime) {
+                    (None, _) => v.push(
+                        "spec.podAccess.renewBefore",
+                        format!("{rb:?} is not a duration such as 10m or 1h30m"),
+                    ),
+                    // An unreadable ttl is reported on its own field.
+                    (Some(_), None) => {}
+                    (Some(secs), Some((limit, inclusive))) => v.check(
+                        secs >= 60.0 && (secs < limit || (inclusive && secs == limit)),
+                        "spec.podAccess.renewBefore",
+                        RULE_POD_RENEW_BEFORE_BOUNDS.message,
+                    ),
+                }
+            }
+            if let Some(pct) = p.renew_before_percentage {
+                v.check(
+                    (1..=99).contains(&pct),
+                    "spec.podAccess.renewBeforePercentage",
+                    "must be between 1 and 99",
+                );
+            }
             if let Some(i) = &p.identity {
                 v.pattern(
                     &i.compute_identity_ref.name,

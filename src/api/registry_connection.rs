@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::common::*;
 use super::credential::validate_secret_key_ref;
 use super::rules::{CelRule, cel_rules};
-use super::validation::{Validate, Violation, Violations, shown};
+use super::validation::{Validate, Violation, Violations, parse_duration, shown};
 
 /// A workspace connection name.
 pub const CONNECTION_NAME_PATTERN: &str = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}$";
@@ -107,6 +107,7 @@ pub struct RegistryGrants {
 /// Where the pull secret goes.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = registry_target_rules)]
 pub struct RegistryTarget {
     /// Name of the `kubernetes.io/dockerconfigjson` Secret, in this namespace.
     #[schemars(regex(pattern = K8S_NAME_PATTERN))]
@@ -119,6 +120,17 @@ pub struct RegistryTarget {
         inner(regex(pattern = K8S_NAME_PATTERN))
     )]
     pub service_accounts: Vec<String>,
+    /// Renew the pull Secret this long before its ACR refresh token expires (a duration such as
+    /// `30m`, between 1m and 2h: the token lives 3 hours); not with renewBeforePercentage, nor with
+    /// auth AdminUser (the admin password does not expire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub renew_before: Option<String>,
+    /// Renew the pull Secret when this percentage of its lifetime is left (1-99; default 33:
+    /// renew at two thirds of the lifetime); not with renewBefore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 99))]
+    pub renew_before_percentage: Option<i32>,
 }
 
 /// A container registry connection.
@@ -222,11 +234,35 @@ pub const RULE_CONNECTION_NEEDS_WORKSPACE: CelRule = CelRule {
     message: "workspaceConnection needs workspaceRef and auth.type ManagedIdentity (the connection stores ManagedIdentity credentials)",
 };
 
+/// One renewal setting at most.
+pub const RULE_ONE_PULL_RENEWAL: CelRule = CelRule {
+    rule: "!(has(self.renewBefore) && has(self.renewBeforePercentage))",
+    message: "target takes renewBefore or renewBeforePercentage, not both",
+};
+/// `renewBefore` within the ACR refresh token's three hours.
+pub const RULE_PULL_RENEW_BEFORE_BOUNDS: CelRule = CelRule {
+    rule: "!has(self.renewBefore) || (duration(self.renewBefore) >= duration('1m') && duration(self.renewBefore) <= duration('2h'))",
+    message: "target.renewBefore must be between 1m and 2h: the ACR refresh token in the pull Secret lives 3 hours",
+};
+/// Renewal settings need something that expires.
+pub const RULE_RENEWAL_NEEDS_EXPIRY: CelRule = CelRule {
+    rule: "self.auth.type != 'AdminUser' || (!has(self.target.renewBefore) && !has(self.target.renewBeforePercentage))",
+    message: "target.renewBefore and renewBeforePercentage apply to ACR refresh tokens: with auth.type AdminUser the pull Secret holds the admin password, which does not expire",
+};
+
 cel_rules!(registry_auth_rules, &[RULE_AUTH_MATCHES_TYPE]);
+cel_rules!(
+    registry_target_rules,
+    &[RULE_ONE_PULL_RENEWAL, RULE_PULL_RENEW_BEFORE_BOUNDS]
+);
 cel_rules!(registry_identity_rules, &[RULE_IDENTITY_REF_OR_IDS]);
 cel_rules!(
     registry_connection_rules,
-    &[RULE_CREDENTIAL_SOURCE, RULE_CONNECTION_NEEDS_WORKSPACE]
+    &[
+        RULE_CREDENTIAL_SOURCE,
+        RULE_CONNECTION_NEEDS_WORKSPACE,
+        RULE_RENEWAL_NEEDS_EXPIRY
+    ]
 );
 
 impl Validate for RegistryConnection {
@@ -368,6 +404,38 @@ impl Validate for RegistryConnection {
                 K8S_NAME_PATTERN,
                 format!("spec.target.serviceAccounts[{i}]"),
                 "a ServiceAccount name",
+            );
+        }
+        let t = &s.target;
+        v.check(
+            !(t.renew_before.is_some() && t.renew_before_percentage.is_some()),
+            "spec.target",
+            RULE_ONE_PULL_RENEWAL.message,
+        );
+        v.check(
+            a.type_ != RegistryAuthType::AdminUser
+                || (t.renew_before.is_none() && t.renew_before_percentage.is_none()),
+            "spec.target",
+            RULE_RENEWAL_NEEDS_EXPIRY.message,
+        );
+        if let Some(rb) = &t.renew_before {
+            match parse_duration(rb) {
+                None => v.push(
+                    "spec.target.renewBefore",
+                    format!("{rb:?} is not a duration such as 30m or 1h30m"),
+                ),
+                Some(secs) => v.check(
+                    (60.0..=7200.0).contains(&secs),
+                    "spec.target.renewBefore",
+                    RULE_PULL_RENEW_BEFORE_BOUNDS.message,
+                ),
+            }
+        }
+        if let Some(pct) = t.renew_before_percentage {
+            v.check(
+                (1..=99).contains(&pct),
+                "spec.target.renewBeforePercentage",
+                "must be between 1 and 99",
             );
         }
         v.into_vec()

@@ -226,14 +226,7 @@ fn endpoint_env(ctx: &Context, ci: &ComputeIdentity) -> Option<(String, String)>
 
 /// When a token Secret is renewed.
 fn renewal_policy(spec: &TokenSecret) -> Policy {
-    Policy {
-        renew_before: spec
-            .renew_before
-            .as_deref()
-            .and_then(crate::api::validation::parse_duration)
-            .map(|s| s as i64),
-        renew_before_percentage: spec.renew_before_percentage,
-    }
+    Policy::from_spec(spec.renew_before.as_deref(), spec.renew_before_percentage)
 }
 
 /// What a token Secret was made for: the identity, the audiences, the renewal settings and, with

@@ -353,9 +353,25 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
 
     // 2. The access Secret.
     let now = ctx.azure.tokens.now();
+    let policy = Policy::from_spec(
+        access.renew_before.as_deref(),
+        access.renew_before_percentage,
+    );
+    // What the Secret is made of; a changed renewal setting writes it again with the renewal time
+    // it gives (the settings' absence hashes as before they existed: an upgrade rewrites nothing).
+    let made_of = PodAccess {
+        renew_before: None,
+        renew_before_percentage: None,
+        ..access.clone()
+    };
+    let renewal = if policy == Policy::default() {
+        String::new()
+    } else {
+        format!("|{policy:?}")
+    };
     let fingerprint = outputs::fingerprint(&format!(
-        "{:?}|{}|{}",
-        access,
+        "{:?}|{}|{}{renewal}",
+        made_of,
         registered.clone().unwrap_or_default(),
         secret
             .as_deref()
@@ -374,7 +390,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
         secret_name: &access.secret_name,
         secret_type: "Opaque",
         fingerprint,
-        policy: Policy::default(),
+        policy,
     };
     let (uri, signed) = (&uri, &signed);
     let mint = |issued_after: i64| async move {

@@ -484,8 +484,21 @@ async fn pull_secret(
 ) -> Result<Result<Outcome, Outcome>, Error> {
     let spec = &rc.spec;
     let now = ctx.azure.tokens.now();
-    let fingerprint =
-        outputs::fingerprint(&format!("{:?}|{}", spec.auth, spec.registry.login_server));
+    let policy = Policy::from_spec(
+        spec.target.renew_before.as_deref(),
+        spec.target.renew_before_percentage,
+    );
+    // A changed renewal setting writes the Secret again with the renewal time it gives (their
+    // absence hashes as before they existed: an upgrade rewrites nothing).
+    let renewal = if policy == Policy::default() {
+        String::new()
+    } else {
+        format!("|{policy:?}")
+    };
+    let fingerprint = outputs::fingerprint(&format!(
+        "{:?}|{}{renewal}",
+        spec.auth, spec.registry.login_server
+    ));
     // What the pull Secret really holds: the ACR refresh token's own `exp`; an admin password
     // never expires, so its recheck time may only be nearer than the operator's own interval.
     let admin = spec.auth.type_ == RegistryAuthType::AdminUser;
@@ -505,7 +518,7 @@ async fn pull_secret(
         secret_name: &spec.target.secret_name,
         secret_type: "kubernetes.io/dockerconfigjson",
         fingerprint,
-        policy: Policy::default(),
+        policy,
     };
     let mint = |issued_after: i64| async move {
         let (config, expires, what) = match spec.auth.type_ {
