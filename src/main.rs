@@ -4,6 +4,16 @@ use clap::{Parser, Subcommand, ValueEnum};
 // per-thread arenas: 65 against 75 MiB peak RSS at 4,000 objects in the benchmark.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read when it starts: one arena (the operator's few threads mostly wait on
+/// the network, so arenas per core only hold more idle pages) and freed pages returned after a
+/// second instead of ten. Benchmark, 10,000 objects: peak RSS 69.8 -> 64.9 MiB at the same CPU per
+/// object. `_RJEM_MALLOC_CONF` in the environment still overrides them.
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static malloc_conf: Option<&std::ffi::c_char> =
+    Some(unsafe { &*MALLOC_CONF.as_ptr().cast::<std::ffi::c_char>() });
+const MALLOC_CONF: &[u8] = b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 use tracing_subscriber::EnvFilter;
 
 /// Kubernetes operator for the identity side of Azure Machine Learning.

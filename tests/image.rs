@@ -155,6 +155,25 @@ fn the_packaged_release_binaries_start_and_need_only_the_base_image() {
     );
 }
 
+/// The operator starts jemalloc with its own settings (src/main.rs), which the environment may
+/// still override.
+#[test]
+fn the_operator_starts_its_allocator_with_one_arena_and_a_short_decay() {
+    let operator = release_binary("aml-identity-operator");
+    let shown = Command::new(&operator)
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "confirm_conf:true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&shown.stderr);
+    for set in ["narenas:1", "dirty_decay_ms:1000", "confirm_conf:true"] {
+        assert!(
+            stderr.contains(&format!("Set conf value: {set}")),
+            "{set} not set: {stderr}"
+        );
+    }
+}
+
 /// The `[[bin]]` names of a Cargo manifest, read without a TOML crate (the manifest is ours).
 fn bins(manifest: &str) -> Vec<String> {
     let mut names = Vec::new();
