@@ -333,11 +333,7 @@ async fn pass<K: Reconciled>(
     if let Some(namespace) = namespace
         && !ctx.in_shard(namespace).await?
     {
-        ctx.metrics.forget(&Metrics::object(
-            &kind,
-            Some(namespace.to_owned()),
-            name.to_owned(),
-        ));
+        ctx.metrics.objects.forget(&kind, namespace, name);
         return Ok(Action::await_change());
     }
     let obj = match awaiting.take(namespace, name) {
@@ -471,39 +467,23 @@ async fn reconcile<K: Reconciled>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Acti
         tracing::info!(kind = %kind, name = %obj.name_any(), namespace = obj.namespace(), reason = outcome.ready_condition().map(|c| c.reason.as_str()).unwrap_or_default(), "status updated");
     }
     // The expiry of what the object wrote, for alerting on credentials that stop being renewed.
-    let labels = Metrics::object(&kind, obj.namespace(), obj.name_any());
-    match outcome
-        .fields
-        .get("expiresAt")
-        .and_then(|v| v.as_str())
-        .and_then(crate::renewal::parse_rfc3339)
-    {
-        Some(expires) => {
-            ctx.metrics.expiry.get_or_create(&labels).set(expires);
-        }
-        None => {
-            ctx.metrics.expiry.remove(&labels);
-        }
-    }
-    ctx.metrics
-        .ready
-        .get_or_create(&labels)
-        .set(i64::from(ready));
-    match outcome
-        .fields
-        .get("failedAttempts")
-        .and_then(|v| v.as_i64())
-    {
-        Some(failed) => {
-            ctx.metrics
-                .renewal_failures
-                .get_or_create(&labels)
-                .set(failed);
-        }
-        None => {
-            ctx.metrics.renewal_failures.remove(&labels);
-        }
-    }
+    ctx.metrics.objects.set(
+        &kind,
+        obj.namespace().as_deref().unwrap_or_default(),
+        &obj.name_any(),
+        crate::metrics::ObjectValues {
+            ready,
+            expiry: outcome
+                .fields
+                .get("expiresAt")
+                .and_then(|v| v.as_str())
+                .and_then(crate::renewal::parse_rfc3339),
+            failed_attempts: outcome
+                .fields
+                .get("failedAttempts")
+                .and_then(|v| v.as_i64()),
+        },
+    );
     for (reason, action, note) in &outcome.events {
         publish_as(&ctx, &*obj, EventType::Normal, reason, action, note).await;
     }
@@ -568,8 +548,11 @@ async fn finish_deletion<K: Reconciled>(
                 .inc();
         }
     }
-    ctx.metrics
-        .forget(&Metrics::object(&kind, obj.namespace(), obj.name_any()));
+    ctx.metrics.objects.forget(
+        &kind,
+        obj.namespace().as_deref().unwrap_or_default(),
+        &obj.name_any(),
+    );
     remove_finalizer(api, obj).await?;
     ctx.backoff.reset(key);
     for (kind, name) in obj.references() {
@@ -790,7 +773,11 @@ async fn run_one<K: Reconciled>(
                 // An object deleted without the finalizer (one never valid) is never reconciled
                 // again: its series go here, or they would alert for ever.
                 if let watcher::Event::Delete(gone) = event {
-                    metrics.forget(&Metrics::object(&kind, gone.namespace(), gone.name_any()));
+                    metrics.objects.forget(
+                        &kind,
+                        gone.namespace().as_deref().unwrap_or_default(),
+                        &gone.name_any(),
+                    );
                 }
             }
         })

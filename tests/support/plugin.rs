@@ -23,13 +23,19 @@ pub fn exported_metrics() -> BTreeSet<String> {
         AzureLabels, ErrorLabels, KindLabels, KubernetesLabels, Metrics,
     };
     let metrics = Metrics::default();
-    let object = Metrics::object("Datastore", Some("ns".into()), "x".into());
     let kind = KindLabels {
         kind: "Datastore".into(),
     };
-    metrics.expiry.get_or_create(&object).set(1);
-    metrics.ready.get_or_create(&object).set(1);
-    metrics.renewal_failures.get_or_create(&object).set(1);
+    metrics.objects.set(
+        "Datastore",
+        "ns",
+        "x",
+        aml_identity_operator::metrics::ObjectValues {
+            ready: true,
+            expiry: Some(1),
+            failed_attempts: Some(1),
+        },
+    );
     metrics.cleanup_abandoned.get_or_create(&kind).inc();
     metrics.reconciles.get_or_create(&kind).inc();
     metrics.duration.get_or_create(&kind).observe(1.0);
