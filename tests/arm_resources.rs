@@ -270,6 +270,42 @@ async fn datastore_and_connection_secrets_come_back_only_through_list_calls() {
         matches!(&refused, AzureError::Arm { status: 400, .. }),
         "{refused:?}"
     );
+    // Each type needs its own location fields, and a Data Lake Gen1 store takes no account key.
+    for (name, properties) in [
+        (
+            "lake",
+            json!({"datastoreType": "AzureDataLakeGen2", "accountName": "stmlwteama", "containerName": "not-a-filesystem-field", "credentials": {"credentialsType": "None"}}),
+        ),
+        (
+            "gen1",
+            json!({"datastoreType": "AzureDataLakeGen1", "storeName": "adlsteama", "credentials": {"credentialsType": "AccountKey", "secrets": {"secretsType": "AccountKey", "key": "a2V5"}}}),
+        ),
+        (
+            "blob",
+            json!({"datastoreType": "AzureBlob", "accountName": "stmlwteama", "credentials": {"credentialsType": "None"}}),
+        ),
+    ] {
+        let refused = arm
+            .put_and_wait::<_, Datastore>(
+                &format!("{workspace}/datastores/{name}"),
+                MACHINE_LEARNING,
+                &json!({"properties": properties}),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, AzureError::Arm { status: 400, .. }),
+            "{name}: {refused:?}"
+        );
+    }
+    let gen2 = json!({"properties": {"datastoreType": "AzureDataLakeGen2", "accountName": "stmlwteama", "filesystem": "raw", "credentials": {"credentialsType": "None"}}});
+    arm.put_and_wait::<_, Datastore>(
+        &format!("{workspace}/datastores/lake"),
+        MACHINE_LEARNING,
+        &gen2,
+    )
+    .await
+    .unwrap();
 
     let connection = format!("{workspace}/connections/workspace-acr");
     let body = json!({"properties": {"category": "ContainerRegistry", "target": "crmlwteama.azurecr.io", "authType": "ManagedIdentity", "credentials": {"clientId": UAI_CLIENT, "resourceId": uai_id()}}});

@@ -211,6 +211,75 @@ async fn the_same_kind_of_secret_is_refused_once_expired() {
     cluster::delete_namespace(&client, &ns).await;
 }
 
+/// An ADLS Gen2 datastore: registered with its filesystem, and a SAS Secret that
+/// `azure-storage-file-datalake` reads with from the keys it expects (the filesystem and the `dfs`
+/// endpoint; Azurite serves the blob API the SDK downloads through).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_adls_gen2_filesystem_is_registered_and_read_through_the_data_lake_sdk() {
+    let (client, azure, ns) = setup("ds-gen2").await;
+    let blob = Blob::new();
+    let filesystem = blob.prepare().await;
+    let _operator = Operator::start_with(
+        &ns,
+        "lease-ds-gen2",
+        "ds-gen2-0",
+        &operator_args(&azure, &blob, 0),
+    );
+    let mut object = datastore("lake", &filesystem);
+    object["spec"]["type"] = "AzureDataLakeGen2".into();
+    let spec = object["spec"].as_object_mut().unwrap();
+    spec.remove("containerName");
+    spec.insert("filesystem".into(), filesystem.clone().into());
+    let name = apply(&client, &ns, object).await;
+    let (status, message, _) = ready_reason(&client, "Datastore", &ns, &name, "AccessIssued").await;
+    assert_eq!(status, "True", "{message}");
+
+    let arm = azure.arm(azure.app_credential("test"));
+    let registered: aml_identity_operator::azure::models::Datastore = arm
+        .get(&format!("{}/datastores/lake", workspace_id()), "2025-12-01")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(registered.properties.datastore_type, "AzureDataLakeGen2");
+    assert_eq!(
+        registered.properties.filesystem.as_deref(),
+        Some(filesystem.as_str())
+    );
+
+    let data = secret_data(&client, &ns, "lake-access").await;
+    assert_eq!(data["AZURE_STORAGE_FILESYSTEM"], filesystem);
+    assert_eq!(
+        data["AZURE_STORAGE_CONTAINER"], filesystem,
+        "blob SDKs read it as a container"
+    );
+    assert_eq!(
+        data["AZURE_STORAGE_DFS_URL"], data["AZURE_STORAGE_ACCOUNT_URL"],
+        "Azurite's address has no .blob. label to turn into .dfs."
+    );
+    let python = std::env::var("AMLID_PYTHON")
+        .expect("AMLID_PYTHON is not set: run the tests with `make test`");
+    let output = tokio::task::block_in_place(|| {
+        Command::new(python)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/python/datalake_pod.py"
+            ))
+            .envs(
+                data.iter()
+                    .filter(|(k, _)| k.chars().all(|c| c.is_ascii_uppercase() || c == '_')),
+            )
+            .env("FILE_PATH", azurite::BLOB.0)
+            .env("REQUESTS_CA_BUNDLE", &blob.ca)
+            .output()
+            .unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let result: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr)));
+    assert_eq!(result["read"], azurite::BLOB.1, "{result}");
+    cluster::delete_namespace(&client, &ns).await;
+}
+
 /// Seconds of an RFC 3339 status field.
 fn seconds(obj: &kube::api::DynamicObject, field: &str) -> i64 {
     obj.data["status"][field]

@@ -647,10 +647,37 @@ fn datastore(state: &mut State, rp: &ResourcePath, body: Value) -> Response {
             ),
         );
     }
+    // Each type names its storage with its own properties.
+    let required: &[&str] = match kind.as_str() {
+        "AzureBlob" => &["accountName", "containerName"],
+        "AzureDataLakeGen2" => &["accountName", "filesystem"],
+        "AzureFile" => &["accountName", "fileShareName"],
+        _ => &["storeName"],
+    };
+    if let Some(missing) = required
+        .iter()
+        .find(|p| properties[**p].as_str().is_none_or(str::is_empty))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "UserError",
+            format!("The field {missing} is required for a datastore of type {kind}."),
+        );
+    }
     let credentials_type = properties["credentials"]["credentialsType"]
         .as_str()
         .unwrap_or("None")
         .to_owned();
+    // A Data Lake Gen1 store has no account key or SAS: a service principal or the identity.
+    if kind == "AzureDataLakeGen1" && ["AccountKey", "Sas"].contains(&credentials_type.as_str()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "UserError",
+            format!(
+                "Credentials of type {credentials_type} are not supported for AzureDataLakeGen1 datastores; use ServicePrincipal, Certificate or None."
+            ),
+        );
+    }
     if credentials_type == "None" && kind == "AzureFile" {
         return error(
             StatusCode::BAD_REQUEST,

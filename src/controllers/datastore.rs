@@ -58,6 +58,12 @@ fn account_url(ctx: &Context, spec: &DatastoreSpec, cloud: &Cloud) -> String {
     }
 }
 
+/// The Data Lake (`dfs`) endpoint of an ADLS Gen2 account, where `azure-storage-file-datalake` and
+/// Spark's `abfss://` look for it: the blob endpoint's `.blob.` label as `.dfs.`.
+fn dfs_url(ctx: &Context, spec: &DatastoreSpec, cloud: &Cloud) -> String {
+    account_url(ctx, spec, cloud).replacen(".blob.", ".dfs.", 1)
+}
+
 /// The `azureml://` URI of a datastore.
 fn datastore_uri(ws: &WorkspaceSpec, name: &str) -> String {
     format!(
@@ -420,6 +426,14 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
             "AZURE_STORAGE_CONTAINER"
         };
         data.insert(location_key.into(), text(&container));
+        // ADLS Gen2: the filesystem (the blob API's container) and the Data Lake endpoint too.
+        if spec.type_ == DatastoreType::AzureDataLakeGen2 {
+            data.insert("AZURE_STORAGE_FILESYSTEM".into(), text(&container));
+            data.insert(
+                "AZURE_STORAGE_DFS_URL".into(),
+                text(&dfs_url(ctx, spec, cloud)),
+            );
+        }
         data.insert("AZUREML_DATASTORE_URI".into(), text(uri));
         // SAS times come from the operator's clock (movable in tests), like every expiry decision.
         let clock = Timestamp::from_second(now).unwrap_or_else(|_| Timestamp::now());
