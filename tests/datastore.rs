@@ -466,6 +466,52 @@ async fn identity_based_access_mints_as_a_compute_identity() {
         let result = tokio::task::block_in_place(|| pod(&blob, &data));
         assert_eq!(result["read"], azurite::BLOB.1, "{name}: {result}");
     }
+
+    // A Data Lake Gen1 store: registered by its name alone, and a token for Data Lake's own
+    // audience (a storage token is refused by Gen1 stores).
+    let gen1 = serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "Datastore", "metadata": {"name": "gen1-store"},
+        "spec": {"workspaceRef": {"name": "ml-workspace"}, "datastoreName": "lake_gen1", "type": "AzureDataLakeGen1",
+                 "storeName": "adlsteama", "credentials": {"type": "None"}, "register": true,
+                 "podAccess": {"secretName": "gen1-access", "identity": {"computeIdentityRef": {"name": "cpu-cluster"}}}},
+    });
+    apply(&client, &ns, gen1).await;
+    let (status, message, _) =
+        ready_reason(&client, "Datastore", &ns, "gen1-store", "AccessIssued").await;
+    assert_eq!(status, "True", "{message}");
+    let arm = azure.arm(azure.app_credential("test"));
+    let registered: serde_json::Value = arm
+        .get(
+            &format!("{}/datastores/lake_gen1", workspace_id()),
+            "2025-12-01",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let properties = &registered["properties"];
+    assert_eq!(properties["datastoreType"], "AzureDataLakeGen1");
+    assert_eq!(properties["storeName"], "adlsteama");
+    assert!(
+        properties.get("endpoint").is_none() && properties.get("accountName").is_none(),
+        "a Gen1 store has neither: {properties}"
+    );
+    let data = secret_data(&client, &ns, "gen1-access").await;
+    assert_eq!(data["AZURE_DATALAKE_STORE_NAME"], "adlsteama");
+    assert!(
+        !data.contains_key("AZURE_STORAGE_ACCOUNT_URL"),
+        "{:?}",
+        data.keys().collect::<Vec<_>>()
+    );
+    let token = &data["AZURE_STORAGE_TOKEN"];
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            token.split('.').nth(1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["aud"], "https://datalake.azure.net", "{claims}");
     cluster::delete_namespace(&client, &ns).await;
 }
 

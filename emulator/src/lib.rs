@@ -84,6 +84,7 @@ const KNOWN_RESOURCES: &[&str] = &[
     "https://management.usgovcloudapi.net",
     "https://management.chinacloudapi.cn",
     "https://storage.azure.com",
+    "https://datalake.azure.net",
     "https://vault.azure.net",
     "https://vault.usgovcloudapi.net",
     "https://vault.azure.cn",

@@ -261,6 +261,16 @@ pub const RULE_SAS_NEEDS_KEY: CelRule = CelRule {
     rule: "!has(self.podAccess) || !has(self.podAccess.sas) || (has(self.credentials) && self.credentials.type == 'AccountKey')",
     message: "podAccess.sas is signed with the account key: set credentials.type AccountKey with its secretRef",
 };
+/// A Data Lake Gen1 store has no account key.
+pub const RULE_GEN1_NO_KEY: CelRule = CelRule {
+    rule: "self.type != 'AzureDataLakeGen1' || !has(self.credentials) || (self.credentials.type != 'AccountKey' && self.credentials.type != 'Sas')",
+    message: "an AzureDataLakeGen1 store has no account key or SAS: give it credentials ServicePrincipal, Certificate or None, and pods podAccess.identity",
+};
+/// A Data Lake Gen1 store has no blob service to sign a user-delegation SAS.
+pub const RULE_GEN1_TOKEN_ONLY: CelRule = CelRule {
+    rule: "self.type != 'AzureDataLakeGen1' || !has(self.podAccess) || !has(self.podAccess.identity) || !has(self.podAccess.identity.mode) || self.podAccess.identity.mode == 'Token'",
+    message: "an AzureDataLakeGen1 store has no blob service to sign a user-delegation SAS: use podAccess.identity.mode Token",
+};
 /// Azure Files has no add permission.
 pub const RULE_FILE_SAS_PERMISSIONS: CelRule = CelRule {
     rule: "self.type != 'AzureFile' || !has(self.podAccess) || !has(self.podAccess.sas) || !has(self.podAccess.sas.permissions) || !self.podAccess.sas.permissions.contains('a')",
@@ -297,6 +307,8 @@ cel_rules!(
     &[
         RULE_LOCATION_FIELDS,
         RULE_IDENTITY_BLOB_ADLS,
+        RULE_GEN1_NO_KEY,
+        RULE_GEN1_TOKEN_ONLY,
         RULE_SAS_NEEDS_KEY,
         RULE_FILE_SAS_PERMISSIONS
     ]
@@ -375,6 +387,26 @@ impl Validate for Datastore {
         };
         v.check(location_ok, location_field, RULE_LOCATION_FIELDS.message);
         let credential_type = s.credentials.as_ref().map(|c| c.type_);
+        if s.type_ == DatastoreType::AzureDataLakeGen1 {
+            v.check(
+                !matches!(
+                    credential_type,
+                    Some(DatastoreCredentialType::AccountKey | DatastoreCredentialType::Sas)
+                ),
+                "spec.credentials.type",
+                RULE_GEN1_NO_KEY.message,
+            );
+            let mode = s
+                .pod_access
+                .as_ref()
+                .and_then(|p| p.identity.as_ref())
+                .and_then(|i| i.mode);
+            v.check(
+                mode.is_none_or(|m| m == IdentityAccessMode::Token),
+                "spec.podAccess.identity.mode",
+                RULE_GEN1_TOKEN_ONLY.message,
+            );
+        }
         if s.type_ == DatastoreType::AzureFile {
             let identity_based =
                 matches!(credential_type, None | Some(DatastoreCredentialType::None))

@@ -168,12 +168,13 @@ fn registration(
             filesystem: spec.filesystem.clone(),
             file_share_name: spec.share_name.clone(),
             store_name: spec.store_name.clone(),
-            endpoint: Some(
+            // A Data Lake Gen1 store is named by storeName alone (no endpoint or protocol).
+            endpoint: (spec.type_ != DatastoreType::AzureDataLakeGen1).then(|| {
                 spec.endpoint
                     .clone()
-                    .unwrap_or_else(|| cloud.storage_suffix.clone()),
-            ),
-            protocol: Some("https".into()),
+                    .unwrap_or_else(|| cloud.storage_suffix.clone())
+            }),
+            protocol: (spec.type_ != DatastoreType::AzureDataLakeGen1).then(|| "https".into()),
             service_data_access_auth_identity: None,
             tags: Default::default(),
             extra: models::Extra::new(),
@@ -228,7 +229,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
     }
     let identity_access = spec.pod_access.as_ref().and_then(|p| p.identity.as_ref());
     let audiences =
-        identity_access.map(|_| ("spec.podAccess.identity".to_owned(), STORAGE_AUDIENCE));
+        identity_access.map(|_| ("spec.podAccess.identity".to_owned(), audience_of(spec)));
     if let Err(refused) = signed
         .check(&scope_ids, &namespace)
         .and_then(|()| signed.check_audiences(audiences))
@@ -415,17 +416,26 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
         let file_share = spec.type_ == DatastoreType::AzureFile;
         let mut data: BTreeMap<String, ByteString> = BTreeMap::new();
         let text = |v: &str| ByteString(v.as_bytes().to_vec());
-        data.insert(
-            "AZURE_STORAGE_ACCOUNT".into(),
-            text(spec.account_name.as_deref().unwrap_or_default()),
-        );
-        data.insert("AZURE_STORAGE_ACCOUNT_URL".into(), text(&url));
-        let location_key = if file_share {
-            "AZURE_STORAGE_SHARE"
+        let gen1 = spec.type_ == DatastoreType::AzureDataLakeGen1;
+        if gen1 {
+            // A Data Lake Gen1 store: its name is what its SDKs and `adl://` URIs take.
+            data.insert(
+                "AZURE_DATALAKE_STORE_NAME".into(),
+                text(spec.store_name.as_deref().unwrap_or_default()),
+            );
         } else {
-            "AZURE_STORAGE_CONTAINER"
-        };
-        data.insert(location_key.into(), text(&container));
+            data.insert(
+                "AZURE_STORAGE_ACCOUNT".into(),
+                text(spec.account_name.as_deref().unwrap_or_default()),
+            );
+            data.insert("AZURE_STORAGE_ACCOUNT_URL".into(), text(&url));
+            let location_key = if file_share {
+                "AZURE_STORAGE_SHARE"
+            } else {
+                "AZURE_STORAGE_CONTAINER"
+            };
+            data.insert(location_key.into(), text(&container));
+        }
         // ADLS Gen2: the filesystem (the blob API's container) and the Data Lake endpoint too.
         if spec.type_ == DatastoreType::AzureDataLakeGen2 {
             data.insert("AZURE_STORAGE_FILESYSTEM".into(), text(&container));
@@ -489,6 +499,7 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
                 signed,
                 &namespace,
                 &identity.compute_identity_ref.name,
+                audience_of(spec),
                 issued_after,
             )
             .await?;
@@ -529,11 +540,18 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
             data,
             obtained,
             expires,
-            what: format!(
-                "{what} for {} {container} of {}",
-                if file_share { "share" } else { "container" },
-                spec.account_name.as_deref().unwrap_or_default()
-            ),
+            what: if gen1 {
+                format!(
+                    "a Data Lake token for store {}",
+                    spec.store_name.as_deref().unwrap_or_default()
+                )
+            } else {
+                format!(
+                    "{what} for {} {container} of {}",
+                    if file_share { "share" } else { "container" },
+                    spec.account_name.as_deref().unwrap_or_default()
+                )
+            },
         }))
     };
     let written = match output.refresh(ctx, now, truth, mint).await? {
@@ -547,6 +565,16 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
 
 /// The storage audience of identity-based access.
 const STORAGE_AUDIENCE: &str = "https://storage.azure.com";
+/// Data Lake Storage Gen1's audience: its stores take tokens for it, not for storage.
+const DATALAKE_AUDIENCE: &str = "https://datalake.azure.net";
+
+/// The audience identity-based pod access mints for.
+fn audience_of(spec: &DatastoreSpec) -> &'static str {
+    match spec.type_ {
+        DatastoreType::AzureDataLakeGen1 => DATALAKE_AUDIENCE,
+        _ => STORAGE_AUDIENCE,
+    }
+}
 
 /// A storage token minted as a ComputeIdentity (through its federated ServiceAccount), whose
 /// identity must lie within the scopes of the Datastore's credential.
@@ -555,6 +583,7 @@ async fn identity_token(
     signed: &resolve::Signed,
     namespace: &str,
     name: &str,
+    audience: &str,
     issued_after: i64,
 ) -> Result<crate::azure::Token, AzureError> {
     let (tenant, cloud) = (&signed.tenant, &signed.cloud);
@@ -605,7 +634,7 @@ async fn identity_token(
     )?;
     ctx.azure
         .tokens
-        .get_newer_than(&credential, STORAGE_AUDIENCE, issued_after)
+        .get_newer_than(&credential, audience, issued_after)
         .await
 }
 
