@@ -234,8 +234,9 @@ async fn a_compute_identity_pulls_once_it_holds_acr_pull() {
             .any(|p| p.name == "workspace-registry-pull")
     );
     let arm = azure.arm(azure.app_credential("test"));
-    let conn: aml_identity_operator::azure::models::WorkspaceConnection = arm
-        .post::<(), _>(
+    // The workspace connection with its credentials, as `listsecrets` returns it.
+    let listed = || async {
+        arm.post::<(), aml_identity_operator::azure::models::WorkspaceConnection>(
             &format!("{}/connections/workspace-acr/listsecrets", workspace_id()),
             "2025-12-01",
             None,
@@ -243,7 +244,9 @@ async fn a_compute_identity_pulls_once_it_holds_acr_pull() {
         .await
         .unwrap()
         .body
-        .unwrap();
+        .unwrap()
+    };
+    let conn = listed().await;
     assert_eq!(conn.properties.auth_type, "ManagedIdentity");
     assert_eq!(
         conn.properties.credentials.unwrap()["clientId"],
@@ -267,16 +270,7 @@ async fn a_compute_identity_pulls_once_it_holds_acr_pull() {
         "{message}"
     );
     delete_and_wait(&client, "RegistryConnection", &ns, &second).await;
-    let kept: aml_identity_operator::azure::models::WorkspaceConnection = arm
-        .post::<(), _>(
-            &format!("{}/connections/workspace-acr/listsecrets", workspace_id()),
-            "2025-12-01",
-            None,
-        )
-        .await
-        .unwrap()
-        .body
-        .unwrap();
+    let kept = listed().await;
     assert_eq!(
         kept.properties.credentials.unwrap()["clientId"],
         client_id.as_str(),

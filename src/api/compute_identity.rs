@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::*;
 use super::rules::{CelRule, cel_rules};
-use super::validation::{Validate, Violation, Violations, parse_duration};
+use super::validation::{Validate, Violation, Violations};
 
 /// AML compute names: 2-16 letters, digits and `-`, starting with a letter.
 pub const COMPUTE_NAME_PATTERN: &str = r"^[a-zA-Z][a-zA-Z0-9-]{1,15}$";
@@ -396,31 +396,14 @@ impl Validate for ComputeIdentity {
                 "spec.tokenSecret.msiEndpoint",
                 RULE_ENDPOINT_USER_ASSIGNED.message,
             );
-            v.check(
-                !(t.renew_before.is_some() && t.renew_before_percentage.is_some()),
+            v.renewal(
                 "spec.tokenSecret",
+                t.renew_before.as_deref(),
+                t.renew_before_percentage,
                 RULE_ONE_RENEWAL.message,
+                |secs| (60.0..=2700.0).contains(&secs),
+                RULE_RENEW_BEFORE_BOUNDS.message,
             );
-            if let Some(rb) = &t.renew_before {
-                match parse_duration(rb) {
-                    None => v.push(
-                        "spec.tokenSecret.renewBefore",
-                        format!("{rb:?} is not a duration such as 15m or 1h30m"),
-                    ),
-                    Some(secs) => v.check(
-                        (60.0..=2700.0).contains(&secs),
-                        "spec.tokenSecret.renewBefore",
-                        RULE_RENEW_BEFORE_BOUNDS.message,
-                    ),
-                }
-            }
-            if let Some(p) = t.renew_before_percentage {
-                v.check(
-                    (1..=99).contains(&p),
-                    "spec.tokenSecret.renewBeforePercentage",
-                    "must be between 1 and 99",
-                );
-            }
         }
         v.into_vec()
     }

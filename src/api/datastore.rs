@@ -462,42 +462,28 @@ impl Validate for Datastore {
                 "spec.podAccess",
                 RULE_ONE_POD_ACCESS.message,
             );
-            v.check(
-                !(p.renew_before.is_some() && p.renew_before_percentage.is_some()),
+            // What the Secret holds lives the SAS's ttl (an unreadable one is reported on its own
+            // field), or an Entra token's hour.
+            let lifetime = match &p.sas {
+                Some(sas) => sas
+                    .ttl
+                    .as_deref()
+                    .map_or(Some(3600.0), parse_duration)
+                    .map(|ttl| (ttl, false)),
+                None => Some((2700.0, true)),
+            };
+            v.renewal(
                 "spec.podAccess",
+                p.renew_before.as_deref(),
+                p.renew_before_percentage,
                 RULE_ONE_POD_RENEWAL.message,
+                |secs| {
+                    lifetime.is_none_or(|(limit, inclusive)| {
+                        secs >= 60.0 && (secs < limit || (inclusive && secs == limit))
+                    })
+                },
+                RULE_POD_RENEW_BEFORE_BOUNDS.message,
             );
-            if let Some(rb) = &p.renew_before {
-                // What the Secret holds lives the SAS's ttl, or an Entra token's hour.
-                let lifetime = match &p.sas {
-                    Some(sas) => sas
-                        .ttl
-                        .as_deref()
-                        .map_or(Some(3600.0), parse_duration)
-                        .map(|ttl| (ttl, false)),
-                    None => Some((2700.0, true)),
-                };
-                match (parse_duration(rb), lifetime) {
-                    (None, _) => v.push(
-                        "spec.podAccess.renewBefore",
-                        format!("{rb:?} is not a duration such as 10m or 1h30m"),
-                    ),
-                    // An unreadable ttl is reported on its own field.
-                    (Some(_), None) => {}
-                    (Some(secs), Some((limit, inclusive))) => v.check(
-                        secs >= 60.0 && (secs < limit || (inclusive && secs == limit)),
-                        "spec.podAccess.renewBefore",
-                        RULE_POD_RENEW_BEFORE_BOUNDS.message,
-                    ),
-                }
-            }
-            if let Some(pct) = p.renew_before_percentage {
-                v.check(
-                    (1..=99).contains(&pct),
-                    "spec.podAccess.renewBeforePercentage",
-                    "must be between 1 and 99",
-                );
-            }
             if let Some(i) = &p.identity {
                 v.pattern(
                     &i.compute_identity_ref.name,

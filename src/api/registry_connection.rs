@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::common::*;
 use super::credential::validate_secret_key_ref;
 use super::rules::{CelRule, cel_rules};
-use super::validation::{Validate, Violation, Violations, parse_duration, shown};
+use super::validation::{Validate, Violation, Violations, shown};
 
 /// A workspace connection name.
 pub const CONNECTION_NAME_PATTERN: &str = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}$";
@@ -408,36 +408,19 @@ impl Validate for RegistryConnection {
         }
         let t = &s.target;
         v.check(
-            !(t.renew_before.is_some() && t.renew_before_percentage.is_some()),
-            "spec.target",
-            RULE_ONE_PULL_RENEWAL.message,
-        );
-        v.check(
             a.type_ != RegistryAuthType::AdminUser
                 || (t.renew_before.is_none() && t.renew_before_percentage.is_none()),
             "spec.target",
             RULE_RENEWAL_NEEDS_EXPIRY.message,
         );
-        if let Some(rb) = &t.renew_before {
-            match parse_duration(rb) {
-                None => v.push(
-                    "spec.target.renewBefore",
-                    format!("{rb:?} is not a duration such as 30m or 1h30m"),
-                ),
-                Some(secs) => v.check(
-                    (60.0..=7200.0).contains(&secs),
-                    "spec.target.renewBefore",
-                    RULE_PULL_RENEW_BEFORE_BOUNDS.message,
-                ),
-            }
-        }
-        if let Some(pct) = t.renew_before_percentage {
-            v.check(
-                (1..=99).contains(&pct),
-                "spec.target.renewBeforePercentage",
-                "must be between 1 and 99",
-            );
-        }
+        v.renewal(
+            "spec.target",
+            t.renew_before.as_deref(),
+            t.renew_before_percentage,
+            RULE_ONE_PULL_RENEWAL.message,
+            |secs| (60.0..=7200.0).contains(&secs),
+            RULE_PULL_RENEW_BEFORE_BOUNDS.message,
+        );
         v.into_vec()
     }
 }

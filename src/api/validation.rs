@@ -35,6 +35,37 @@ pub trait Validate {
 pub struct Violations(Vec<Violation>);
 
 impl Violations {
+    /// A pair of renewal settings under `at` (`spec.tokenSecret`, …): not both (`one` otherwise),
+    /// `renewBefore` a duration that `bound` accepts in seconds (`bound_message` otherwise), and
+    /// `renewBeforePercentage` between 1 and 99.
+    pub fn renewal(
+        &mut self,
+        at: &str,
+        renew_before: Option<&str>,
+        percentage: Option<i32>,
+        one: &str,
+        bound: impl Fn(f64) -> bool,
+        bound_message: &str,
+    ) {
+        self.check(renew_before.is_none() || percentage.is_none(), at, one);
+        if let Some(rb) = renew_before {
+            match parse_duration(rb) {
+                None => self.push(
+                    format!("{at}.renewBefore"),
+                    format!("{rb:?} is not a duration such as 10m or 1h30m"),
+                ),
+                Some(secs) => self.check(bound(secs), format!("{at}.renewBefore"), bound_message),
+            }
+        }
+        if let Some(p) = percentage {
+            self.check(
+                (1..=99).contains(&p),
+                format!("{at}.renewBeforePercentage"),
+                "must be between 1 and 99",
+            );
+        }
+    }
+
     /// Records a violation at `field`.
     pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.0.push(Violation {
