@@ -22,6 +22,17 @@ impl Policy {
             renew_before_percentage,
         }
     }
+
+    /// What the settings add to an output's fingerprint, so that a changed setting writes the
+    /// output again with the renewal time it gives: nothing without settings, so outputs made
+    /// before the settings existed hash as they did (an upgrade rewrites nothing).
+    pub fn fingerprint_part(&self) -> String {
+        if *self == Policy::default() {
+            String::new()
+        } else {
+            format!("|{self:?}")
+        }
+    }
 }
 
 /// The renewal time (Unix seconds) of a credential obtained at `obtained` and expiring at `expires`.
@@ -71,6 +82,18 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_settings_that_are_there_change_a_fingerprint() {
+        assert_eq!(Policy::default().fingerprint_part(), "");
+        let before = Policy::from_spec(Some("10m"), None).fingerprint_part();
+        let percent = Policy::from_spec(None, Some(10)).fingerprint_part();
+        assert!(!before.is_empty() && !percent.is_empty() && before != percent);
+        assert_ne!(
+            before,
+            Policy::from_spec(Some("20m"), None).fingerprint_part()
+        );
+    }
 
     #[test]
     fn default_is_two_thirds_with_a_bounded_stable_jitter() {

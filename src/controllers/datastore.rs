@@ -364,26 +364,21 @@ pub async fn reconcile(ds: &Datastore, ctx: &Context) -> Result<Outcome, Error> 
         access.renew_before.as_deref(),
         access.renew_before_percentage,
     );
-    // What the Secret is made of; a changed renewal setting writes it again with the renewal time
-    // it gives (the settings' absence hashes as before they existed: an upgrade rewrites nothing).
+    // What the Secret is made of, the renewal settings apart (they hash as `fingerprint_part`).
     let made_of = PodAccess {
         renew_before: None,
         renew_before_percentage: None,
         ..access.clone()
     };
-    let renewal = if policy == Policy::default() {
-        String::new()
-    } else {
-        format!("|{policy:?}")
-    };
     let fingerprint = outputs::fingerprint(&format!(
-        "{:?}|{}|{}{renewal}",
+        "{:?}|{}|{}{}",
         made_of,
         registered.clone().unwrap_or_default(),
         secret
             .as_deref()
             .map(outputs::fingerprint)
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        policy.fingerprint_part()
     ));
     // What the Secret really holds: a SAS's own `se`, or a storage token's `exp`.
     let truth = |s: &Secret| match outputs::data_text(s, "AZURE_STORAGE_SAS_TOKEN") {

@@ -488,16 +488,11 @@ async fn pull_secret(
         spec.target.renew_before.as_deref(),
         spec.target.renew_before_percentage,
     );
-    // A changed renewal setting writes the Secret again with the renewal time it gives (their
-    // absence hashes as before they existed: an upgrade rewrites nothing).
-    let renewal = if policy == Policy::default() {
-        String::new()
-    } else {
-        format!("|{policy:?}")
-    };
     let fingerprint = outputs::fingerprint(&format!(
-        "{:?}|{}{renewal}",
-        spec.auth, spec.registry.login_server
+        "{:?}|{}{}",
+        spec.auth,
+        spec.registry.login_server,
+        policy.fingerprint_part()
     ));
     // What the pull Secret really holds: the ACR refresh token's own `exp`; an admin password
     // never expires, so its recheck time may only be nearer than the operator's own interval.
