@@ -43,14 +43,25 @@ pub fn names_of<K: Reconciled>(event: &watcher::Event<K>) -> watcher::Event<Part
     }
 }
 
+/// The reference to `name` (in `namespace`), by name and namespace only.
+pub fn reference<R: kube::Resource<DynamicType = ()>>(
+    namespace: Option<&str>,
+    name: &str,
+) -> ObjectRef<R> {
+    let object = ObjectRef::new(name);
+    match namespace {
+        Some(ns) => object.within(ns),
+        None => object,
+    }
+}
+
 /// `obj`'s reference by name and namespace only (`ObjectRef::from_obj` also copies its uid and
 /// resourceVersion, which no comparison uses).
 pub fn key<K: Reconciled>(obj: &K) -> ObjectRef<K> {
-    let name = ObjectRef::new(obj.meta().name.as_deref().unwrap_or_default());
-    match &obj.meta().namespace {
-        Some(ns) => name.within(ns),
-        None => name,
-    }
+    reference(
+        obj.meta().namespace.as_deref(),
+        obj.meta().name.as_deref().unwrap_or_default(),
+    )
 }
 
 /// New objects whose first pass has not taken them yet.
@@ -98,15 +109,10 @@ impl<K: Reconciled> Awaiting<K> {
 
     /// The object `name` (in `namespace`) for its pass, when it is kept.
     pub fn take(&self, namespace: Option<&str>, name: &str) -> Option<Arc<K>> {
-        let object = ObjectRef::new(name);
-        let object = match namespace {
-            Some(ns) => object.within(ns),
-            None => object,
-        };
         self.objects
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&object)
+            .remove(&reference(namespace, name))
     }
 
     #[cfg(test)]

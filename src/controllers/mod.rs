@@ -848,13 +848,8 @@ async fn run_one<K: Reconciled>(
         }
     })
     .filter_map(|(kind, namespace, name)| async move {
-        (kind == K::kind(&())).then(|| {
-            let object = ObjectRef::<PartialObjectMeta<K>>::new(&name);
-            match &namespace {
-                Some(ns) => object.within(ns),
-                None => object,
-            }
-        })
+        (kind == K::kind(&()))
+            .then(|| awaiting::reference::<PartialObjectMeta<K>>(namespace.as_deref(), &name))
     });
     let controller = controller.reconcile_on(released);
     let controller = if K::READS_COMPUTE_IDENTITIES {
@@ -881,7 +876,10 @@ async fn run_one<K: Reconciled>(
         .flat_map(move |owner| {
             futures::stream::iter(match owner {
                 Some((kind, namespace, name)) if kind == K::kind(&()) => {
-                    vec![ObjectRef::<PartialObjectMeta<K>>::new(&name).within(&namespace)]
+                    vec![awaiting::reference::<PartialObjectMeta<K>>(
+                        Some(&namespace),
+                        &name,
+                    )]
                 }
                 Some(_) => Vec::new(),
                 None => every
