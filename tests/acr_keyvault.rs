@@ -66,7 +66,10 @@ async fn acr_exchange_needs_acr_pull_and_the_refresh_token_carries_its_expiry() 
     let http = azure.transport.client().unwrap();
     let aad = azure
         .app_credential("sp")
-        .request(acr::ACR_AUDIENCE, jiff::Timestamp::now().as_second())
+        .request(
+            &azure.cloud.container_registry_audience,
+            jiff::Timestamp::now().as_second(),
+        )
         .await
         .unwrap();
 

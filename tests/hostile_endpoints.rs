@@ -80,7 +80,7 @@ async fn an_acr_refresh_token_already_expired_is_refused() {
     azure.emulator().set_refresh_lifetime(Some(-60));
     let aad = azure
         .app_credential("sp")
-        .request(acr::ACR_AUDIENCE, now())
+        .request(&azure.cloud.container_registry_audience, now())
         .await
         .unwrap();
     let refused = acr::exchange(

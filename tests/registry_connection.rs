@@ -455,7 +455,7 @@ async fn skopeo_pulls_with_the_pull_secret_from_a_real_registry() {
     let aad = azure
         .app_credential("push")
         .request(
-            aml_identity_operator::azure::acr::ACR_AUDIENCE,
+            &azure.cloud.container_registry_audience,
             jiff::Timestamp::now().as_second(),
         )
         .await

@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::tokens::audience_matches;
 use crate::{Emulator, host_of};
 
 /// ACR refresh tokens live three hours.
@@ -144,14 +143,7 @@ pub async fn exchange(
     let Ok(aad) = emu.signer().verify(field("access_token"), now) else {
         return unauthorized(&host, "the AAD access token is invalid or expired");
     };
-    if ![
-        "https://containerregistry.azure.net",
-        "https://management.azure.com",
-        "https://management.core.windows.net",
-    ]
-    .iter()
-    .any(|a| audience_matches(&aad.aud, a))
-    {
+    if !emu.registry_accepts(&aad.aud) {
         return unauthorized(
             &host,
             &format!("the AAD access token has the wrong audience {:?}", aad.aud),

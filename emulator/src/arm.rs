@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use crate::errors::arm as error;
 use crate::resources::{self, ResourcePath};
 use crate::state::{FederatedCredential, RoleAssignment, UserAssignedIdentity, assignment_id};
-use crate::tokens::{AccessClaims, TokenProblem, audience_matches};
+use crate::tokens::{AccessClaims, TokenProblem};
 use crate::{Emulator, rbac};
 
 const IDENTITY_VERSIONS: &[&str] = &["2023-01-31", "2024-11-30"];
@@ -327,16 +327,7 @@ fn authenticate(emu: &Emulator, headers: &HeaderMap) -> Result<AccessClaims, Box
             )));
         }
     };
-    let arm_audiences = [
-        "https://management.azure.com",
-        "https://management.core.windows.net",
-        "https://management.usgovcloudapi.net",
-        "https://management.chinacloudapi.cn",
-    ];
-    if !arm_audiences
-        .iter()
-        .any(|a| audience_matches(&claims.aud, a))
-    {
+    if !emu.is_resource_manager(&claims.aud) {
         return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationTokenAudience",

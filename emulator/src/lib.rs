@@ -59,6 +59,20 @@ pub struct Config {
     /// Host named in long-running operation URLs instead of the one the client called (a hostile
     /// or broken endpoint, for tests).
     pub lro_host: Option<String>,
+    /// A private cloud answered besides the national ones (`cloud: Custom` credentials).
+    pub custom_cloud: Option<CustomCloud>,
+}
+
+/// A private cloud's own names: Entra ID issues tokens for its resources, its Resource Manager and
+/// registries accept only tokens for those, and the serving certificate covers its hosts.
+#[derive(Clone, Debug, Default)]
+pub struct CustomCloud {
+    /// The Resource Manager resource, e.g. `https://management.azurestack.example`.
+    pub resource_manager: String,
+    /// The resource its registries exchange tokens of.
+    pub registry_audience: String,
+    /// Host names (wildcards allowed) the certificate also covers.
+    pub hosts: Vec<String>,
 }
 
 impl Config {
@@ -73,9 +87,18 @@ impl Config {
             lro_polls: 1,
             lro_retry_after: 1,
             lro_host: None,
+            custom_cloud: None,
         }
     }
 }
+
+/// Resource Manager audiences of the national clouds (the first two: public).
+const RESOURCE_MANAGERS: &[&str] = &[
+    "https://management.azure.com",
+    "https://management.core.windows.net",
+    "https://management.usgovcloudapi.net",
+    "https://management.chinacloudapi.cn",
+];
 
 /// Resources Entra ID issues tokens for here (the first-party Azure resources the operator uses).
 const KNOWN_RESOURCES: &[&str] = &[
@@ -101,6 +124,7 @@ struct Inner {
     lro_polls: u32,
     lro_retry_after: u64,
     lro_host: Option<String>,
+    custom_cloud: Option<CustomCloud>,
 }
 
 /// A handle on the emulator's state, shared by its routes.
@@ -141,12 +165,42 @@ impl Emulator {
             .iter()
             .any(|r| tokens::audience_matches(resource, r))
             || resource.starts_with("api://")
+            || self.0.custom_cloud.as_ref().is_some_and(|c| {
+                tokens::audience_matches(resource, &c.resource_manager)
+                    || tokens::audience_matches(resource, &c.registry_audience)
+            })
+    }
+
+    /// Whether `aud` is a Resource Manager's: a national cloud's or the custom cloud's.
+    fn is_resource_manager(&self, aud: &str) -> bool {
+        RESOURCE_MANAGERS
+            .iter()
+            .any(|r| tokens::audience_matches(aud, r))
+            || self
+                .0
+                .custom_cloud
+                .as_ref()
+                .is_some_and(|c| tokens::audience_matches(aud, &c.resource_manager))
+    }
+
+    /// Whether a registry takes a token of `aud` for the token exchange: ACR's own resource (the
+    /// custom cloud's, if set) or a Resource Manager's.
+    fn registry_accepts(&self, aud: &str) -> bool {
+        tokens::audience_matches(aud, "https://containerregistry.azure.net")
+            || self
+                .0
+                .custom_cloud
+                .as_ref()
+                .is_some_and(|c| tokens::audience_matches(aud, &c.registry_audience))
+            || self.is_resource_manager(aud)
     }
 
     /// Starts both listeners on 127.0.0.1 and returns once they accept connections.
     pub async fn start(config: Config) -> anyhow::Result<Running> {
         std::fs::create_dir_all(&config.dir)?;
-        let material = tls::generate(&tls::default_hosts())?;
+        let mut hosts = tls::default_hosts();
+        hosts.extend(config.custom_cloud.iter().flat_map(|c| c.hosts.clone()));
+        let material = tls::generate(&hosts)?;
         let ca_path = config.dir.join("ca.pem");
         std::fs::write(&ca_path, &material.ca_pem)?;
 
@@ -165,6 +219,7 @@ impl Emulator {
             lro_polls: config.lro_polls,
             lro_retry_after: config.lro_retry_after,
             lro_host: config.lro_host.clone(),
+            custom_cloud: config.custom_cloud.clone(),
         }));
 
         // The CA a registry trusts for ACR tokens (its `auth.token.rootcertbundle`).

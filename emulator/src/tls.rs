@@ -28,8 +28,14 @@ pub fn default_hosts() -> Vec<String> {
         "management.usgovcloudapi.net",
         "management.chinacloudapi.cn",
         "*.vault.azure.net",
+        "*.vault.usgovcloudapi.net",
+        "*.vault.azure.cn",
         "*.azurecr.io",
+        "*.azurecr.us",
+        "*.azurecr.cn",
         "*.blob.core.windows.net",
+        "*.blob.core.usgovcloudapi.net",
+        "*.blob.core.chinacloudapi.cn",
     ]
     .into_iter()
     .map(String::from)

@@ -45,6 +45,11 @@ pub struct CloudEndpoints {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DNS_SUFFIX_PATTERN))]
     pub container_registry_suffix: Option<String>,
+    /// The Entra ID resource whose tokens the registries exchange for ACR refresh tokens
+    /// (default `https://containerregistry.azure.net`, the same in every Azure cloud).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = HTTPS_ENDPOINT_PATTERN))]
+    pub container_registry_audience: Option<String>,
 }
 
 /// An Entra ID application (service principal) with a client secret or a certificate.
@@ -447,6 +452,12 @@ impl CredentialSpec {
                     "an https:// URL with no path",
                 );
             }
+            v.pattern_opt(
+                e.container_registry_audience.as_deref(),
+                HTTPS_ENDPOINT_PATTERN,
+                "spec.endpoints.containerRegistryAudience",
+                "an https:// resource with no path, such as https://containerregistry.azure.net",
+            );
             for (field, value) in [
                 ("storageSuffix", &e.storage_suffix),
                 ("keyVaultSuffix", &e.key_vault_suffix),

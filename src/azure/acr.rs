@@ -1,6 +1,7 @@
-//! Azure Container Registry pull credentials: an AAD token (audience
-//! `https://containerregistry.azure.net`) exchanged for an ACR refresh token, whose own `exp` says
-//! when to renew, and the `kubernetes.io/dockerconfigjson` document that carries it.
+//! Azure Container Registry pull credentials: an AAD token (for the cloud's
+//! [`container_registry_audience`](super::Cloud::container_registry_audience)) exchanged for an ACR
+//! refresh token, whose own `exp` says when to renew, and the `kubernetes.io/dockerconfigjson`
+//! document that carries it.
 
 use base64::Engine;
 use serde::Deserialize;
@@ -8,8 +9,6 @@ use serde::Deserialize;
 use super::error::AzureError;
 use super::jwt;
 
-/// The AAD audience for ACR token exchange.
-pub const ACR_AUDIENCE: &str = "https://containerregistry.azure.net";
 /// The username docker clients present with an ACR refresh token.
 pub const TOKEN_USERNAME: &str = "00000000-0000-0000-0000-000000000000";
 

@@ -22,7 +22,14 @@ pub struct Cloud {
     pub key_vault_suffix: String,
     /// Container registry DNS suffix.
     pub container_registry_suffix: String,
+    /// The Entra ID resource registries accept for the ACR token exchange.
+    pub container_registry_audience: String,
 }
+
+/// The ACR token exchange's Entra ID resource. ACR's service team gave it as the default "for all
+/// clouds" (Azure/azure-sdk-for-net#34785); Resource Manager tokens work too unless a registry
+/// disables `azureADAuthenticationAsArmPolicy`, so this one is asked for.
+pub const CONTAINER_REGISTRY_AUDIENCE: &str = "https://containerregistry.azure.net";
 
 impl Cloud {
     /// Azure public cloud.
@@ -33,6 +40,7 @@ impl Cloud {
             storage_suffix: "core.windows.net".into(),
             key_vault_suffix: "vault.azure.net".into(),
             container_registry_suffix: "azurecr.io".into(),
+            container_registry_audience: CONTAINER_REGISTRY_AUDIENCE.into(),
         }
     }
 
@@ -44,6 +52,7 @@ impl Cloud {
             storage_suffix: "core.usgovcloudapi.net".into(),
             key_vault_suffix: "vault.usgovcloudapi.net".into(),
             container_registry_suffix: "azurecr.us".into(),
+            container_registry_audience: CONTAINER_REGISTRY_AUDIENCE.into(),
         }
     }
 
@@ -55,6 +64,7 @@ impl Cloud {
             storage_suffix: "core.chinacloudapi.cn".into(),
             key_vault_suffix: "vault.azure.cn".into(),
             container_registry_suffix: "azurecr.cn".into(),
+            container_registry_audience: CONTAINER_REGISTRY_AUDIENCE.into(),
         }
     }
 

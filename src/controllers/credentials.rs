@@ -130,6 +130,11 @@ pub fn cloud_of(spec: &CredentialSpec) -> Cloud {
                     .container_registry_suffix
                     .clone()
                     .unwrap_or(public.container_registry_suffix),
+                container_registry_audience: e
+                    .container_registry_audience
+                    .as_deref()
+                    .map(|a| a.trim_end_matches('/').to_owned())
+                    .unwrap_or(public.container_registry_audience),
             }
         }
         _ => Cloud::public(),
@@ -183,15 +188,18 @@ async fn secret_value(
     Ok((value, secret.resource_version().unwrap_or_default()))
 }
 
-/// Resolves a credential spec. `home` is where its Secrets and ServiceAccounts live: the object's
-/// own namespace, or the operator's namespace for a cluster-scoped credential.
+/// Resolves a credential spec signing in to `cloud` (its own, [`cloud_of`]; or, for a service
+/// principal an object names, the cloud of the credential that object acts with). `home` is where
+/// its Secrets and ServiceAccounts live: the object's own namespace, or the operator's namespace
+/// for a cluster-scoped credential.
 pub async fn resolve_spec(
     ctx: &Context,
     spec: &CredentialSpec,
+    cloud: &Cloud,
     home: &str,
     identity: &str,
 ) -> Result<Resolved, ResolveError> {
-    let cloud = cloud_of(spec);
+    let cloud = cloud.clone();
     let azure = &ctx.azure;
     let limits = |credential, description| Resolved {
         credential,
@@ -336,7 +344,14 @@ pub async fn resolve_ref_for(
     purpose: Purpose,
 ) -> Result<Resolved, ResolveError> {
     let limits = limits_for(ctx, namespace, reference, purpose).await?;
-    let resolved = resolve_spec(ctx, &limits.spec, &limits.home, &limits.identity).await?;
+    let resolved = resolve_spec(
+        ctx,
+        &limits.spec,
+        &cloud_of(&limits.spec),
+        &limits.home,
+        &limits.identity,
+    )
+    .await?;
     Ok(Resolved {
         ceiling: limits.ceiling,
         audiences: limits.audiences,
@@ -504,7 +519,7 @@ pub async fn prove(
         if namespaced {
             check_custom_hosts(spec, &ctx.azure.allowed_custom_cloud_hosts)?;
         }
-        resolve_spec(ctx, spec, home, identity).await
+        resolve_spec(ctx, spec, &cloud_of(spec), home, identity).await
     };
     let resolved = match resolving.await {
         Ok(r) => r,

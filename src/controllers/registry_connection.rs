@@ -143,7 +143,7 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
     {
         return revocation::refused(ctx, rc, &reference, &outputs_of(rc), refused).await;
     }
-    let (arm, tenant, http) = (&signed.arm, &signed.tenant, &signed.http);
+    let arm = &signed.arm;
     let mut ledger = Ledger::of(rc);
     let uid = rc.meta().uid.clone().unwrap_or_default();
 
@@ -292,7 +292,7 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
     };
     // What the spec no longer asks for: grants, a renamed or dropped connection.
     let left = ledger.revoke(ctx, rc, arm, &ledger.stale()).await?;
-    let outcome = match pull_secret(ctx, rc, &namespace, tenant, &puller, arm, http).await? {
+    let outcome = match pull_secret(ctx, rc, &namespace, &signed, &puller).await? {
         Ok(outcome) | Err(outcome) => outcome,
     };
     Ok(conditions(outcome)
@@ -363,7 +363,8 @@ async fn puller(
                 azure_cli: None,
             };
             let identity = format!("RegistryConnection/{namespace}/{}", rc.name_any());
-            match credentials::resolve_spec(ctx, &spec, namespace, &identity).await {
+            // It signs in to the cloud of the credential this object acts with.
+            match credentials::resolve_spec(ctx, &spec, cloud, namespace, &identity).await {
                 Ok(r) => Ok(Ok(Puller {
                     credential: Some(r.credential),
                     client_id: Some(sp.client_id.clone()),
@@ -477,11 +478,10 @@ async fn pull_secret(
     ctx: &Context,
     rc: &RegistryConnection,
     namespace: &str,
-    tenant: &str,
+    signed: &Signed,
     puller: &Puller,
-    arm: &ArmClient,
-    http: &reqwest::Client,
 ) -> Result<Result<Outcome, Outcome>, Error> {
+    let (arm, tenant, http) = (&signed.arm, &signed.tenant, &signed.http);
     let spec = &rc.spec;
     let now = ctx.azure.tokens.now();
     let policy = Policy::from_spec(
@@ -563,7 +563,11 @@ async fn pull_secret(
                 let aad = match ctx
                     .azure
                     .tokens
-                    .get_newer_than(credential, acr::ACR_AUDIENCE, issued_after)
+                    .get_newer_than(
+                        credential,
+                        &signed.cloud.container_registry_audience,
+                        issued_after,
+                    )
                     .await
                 {
                     Ok(t) => t,
