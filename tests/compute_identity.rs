@@ -459,7 +459,7 @@ async fn a_permanently_failing_object_backs_off_instead_of_looping() {
     let mut object = storage_tokens("unknown", "unknown-tokens");
     object["spec"]["tokenSecret"]["audiences"] = serde_json::json!(["https://nothing.example"]);
     let name = apply(&client, &ns, object).await;
-    let (_, message, _) = ready_reason(
+    let (_, message, first) = ready_reason(
         &client,
         "ComputeIdentity",
         &ns,
@@ -468,6 +468,10 @@ async fn a_permanently_failing_object_backs_off_instead_of_looping() {
     )
     .await;
     assert!(message.contains("500011"), "{message}");
+    // Counted from here: on a loaded machine the first failure may be seen a retry late.
+    let attempts_before = first.data["status"]["failedAttempts"]
+        .as_i64()
+        .unwrap_or_default();
     let e = azure.emulator();
     let start = (e.requests("entra.token"), e.requests("arm."));
     tokio::time::sleep(Duration::from_secs(40)).await;
@@ -481,7 +485,10 @@ async fn a_permanently_failing_object_backs_off_instead_of_looping() {
     let api = cluster::dynamic_api(&client, &kind("ComputeIdentity"), &ns);
     let status = api.get(&name).await.unwrap().data["status"].clone();
     let attempts = status["failedAttempts"].as_i64().unwrap_or_default();
-    assert!((1..=3).contains(&attempts), "{status}");
+    assert!(
+        attempts >= 1 && attempts - attempts_before <= 2,
+        "{attempts_before} attempts, then {status}"
+    );
     let next = status["nextRetryTime"]
         .as_str()
         .expect("the next retry time is in status");

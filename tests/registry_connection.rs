@@ -10,7 +10,7 @@ use aml_identity_emulator::state::Registry;
 use base64::Engine;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use support::azure::*;
 use support::cluster::{self, Operator};
 use support::e2e::*;
@@ -298,6 +298,215 @@ async fn a_compute_identity_pulls_once_it_holds_acr_pull() {
             .any(|p| p.name == "workspace-registry-pull"),
         "the ServiceAccount no longer names the deleted Secret"
     );
+    assert_no_leaks(&client, &azure, &operator, &ns, &[APP_SECRET, &password]).await;
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+/// The registry's answer to a pull with the Secret's credentials.
+async fn pull_status(azure: &Azure, username: &str, password: &str) -> u16 {
+    let transport = azure
+        .transport
+        .resolving(LOGIN_SERVER, azure.running.https_addr);
+    transport
+        .client()
+        .unwrap()
+        .get(format!("https://{LOGIN_SERVER}/oauth2/token"))
+        .query(&[
+            ("service", LOGIN_SERVER),
+            ("scope", "repository:training/base:pull"),
+        ])
+        .basic_auth(username, Some(password))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A user-assigned identity named by client and resource id (no ComputeIdentity) pulls through a
+/// ServiceAccount the object federates with it: the federated credential is made (recorded first),
+/// moves when the spec names another ServiceAccount, and goes with the object; a client id that
+/// is not the identity's is refused before anything is written.
+#[tokio::test]
+async fn an_identity_named_by_ids_pulls_through_its_federated_service_account() {
+    use aml_identity_emulator::state::UserAssignedIdentity;
+    use aml_identity_operator::controllers::federation::federation_name;
+    let (client, azure, ns, operator) = setup("rc-named", false).await;
+    let (issuer, _) = cluster::issuer_and_ca(&client).await;
+    let uai = format!(
+        "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-image-pull",
+        rg()
+    );
+    let (client_id, principal_id) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    azure
+        .emulator()
+        .seed(Seed {
+            user_assigned_identities: vec![UserAssignedIdentity {
+                id: uai.clone(),
+                location: "eastus".into(),
+                tenant_id: TENANT.into(),
+                client_id: client_id.clone(),
+                principal_id: principal_id.clone(),
+                federated_credentials: vec![],
+                tags: Default::default(),
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+    for name in ["image-pull", "image-pull-2"] {
+        let sa: ServiceAccount =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &sa)
+            .await
+            .unwrap();
+    }
+    let named = |client_id: &str, account: &str| {
+        serde_json::json!({
+            "apiVersion": "amlidentity.io/v1alpha1", "kind": "RegistryConnection", "metadata": {"name": "named-identity"},
+            "spec": {
+                "workspaceRef": {"name": "ml-workspace"},
+                "registry": {"loginServer": LOGIN_SERVER, "resourceId": registry_id()},
+                "auth": {"type": "ManagedIdentity", "managedIdentity": {"clientId": client_id, "resourceId": uai, "serviceAccount": account}},
+                "workspaceConnection": {"name": "named-acr"},
+                "grants": {"acrPull": true},
+                "target": {"secretName": "named-pull", "serviceAccounts": ["training"]},
+            },
+        })
+    };
+    let subjects = || {
+        azure
+            .emulator()
+            .identity(&uai)
+            .unwrap()
+            .federated_credentials
+            .into_iter()
+            .map(|f| (f.name, f.issuer, f.subject))
+            .collect::<Vec<_>>()
+    };
+
+    // Another identity's client id: refused, nothing trusted, nothing granted.
+    let wrong = uuid::Uuid::new_v4().to_string();
+    let name = apply(&client, &ns, named(&wrong, "image-pull")).await;
+    let (_, message, _) = ready_reason(
+        &client,
+        "RegistryConnection",
+        &ns,
+        &name,
+        "IdentityMismatch",
+    )
+    .await;
+    assert!(
+        message.starts_with("spec.auth.managedIdentity.clientId") && message.contains(&client_id),
+        "{message}"
+    );
+    assert!(subjects().is_empty());
+    assert!(
+        !azure
+            .emulator()
+            .role_assignments()
+            .iter()
+            .any(|r| r.principal_id == principal_id),
+        "no AcrPull for a refused object"
+    );
+
+    // Its own client id: the ServiceAccount is trusted on the identity and the identity pulls.
+    let api = cluster::dynamic_api(&client, &kind("RegistryConnection"), &ns);
+    let identity_patch = |client_id: &str, account: &str| {
+        Patch::Merge(
+            serde_json::json!({"spec": {"auth": {"managedIdentity": {"clientId": client_id, "serviceAccount": account}}}}),
+        )
+    };
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &identity_patch(&client_id, "image-pull"),
+    )
+    .await
+    .unwrap();
+    let (status, message, obj) = ready_reason(
+        &client,
+        "RegistryConnection",
+        &ns,
+        &name,
+        "PullSecretIssued",
+    )
+    .await;
+    assert_eq!(status, "True", "{message}");
+    assert_eq!(
+        subjects(),
+        vec![(
+            federation_name(&ns, "image-pull"),
+            issuer.clone(),
+            format!("system:serviceaccount:{ns}:image-pull")
+        )]
+    );
+    let federation = obj.data["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "FederationValid")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&federation["status"], &federation["reason"]),
+        (&serde_json::json!("True"), &serde_json::json!("Federated")),
+        "{federation}"
+    );
+    let recorded = obj.data["status"]["azureResources"].to_string();
+    assert!(
+        recorded.contains(&federation_name(&ns, "image-pull")),
+        "{recorded}"
+    );
+    let (username, password) = dockerconfig(&client, &ns, "named-pull").await;
+    assert_eq!(pull_status(&azure, &username, &password).await, 200);
+    // The refresh token is the identity's: its AAD token came from the federated exchange.
+    assert!(
+        azure.emulator().counter(&format!(
+            "entra.token:{client_id}:https://containerregistry.azure.net"
+        )) >= 1
+    );
+    let connection = azure
+        .arm(azure.app_credential("test"))
+        .post::<(), aml_identity_operator::azure::models::WorkspaceConnection>(
+            &format!("{}/connections/named-acr/listsecrets", workspace_id()),
+            "2025-12-01",
+            None,
+        )
+        .await
+        .unwrap()
+        .body
+        .unwrap();
+    assert_eq!(
+        connection.properties.credentials.unwrap()["clientId"],
+        client_id.as_str()
+    );
+
+    // Another ServiceAccount: the trust moves with the spec.
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &identity_patch(&client_id, "image-pull-2"),
+    )
+    .await
+    .unwrap();
+    cluster::wait_until(
+        std::time::Duration::from_secs(40),
+        "the federated credential to move to image-pull-2",
+        || async {
+            let now: Vec<String> = subjects().into_iter().map(|s| s.2).collect();
+            (now == vec![format!("system:serviceaccount:{ns}:image-pull-2")]).then_some(())
+        },
+    )
+    .await;
+
+    // Deleting the object removes the trust, never the identity it did not make.
+    delete_and_wait(&client, "RegistryConnection", &ns, &name).await;
+    assert!(subjects().is_empty());
+    assert!(azure.emulator().identity(&uai).is_some());
     assert_no_leaks(&client, &azure, &operator, &ns, &[APP_SECRET, &password]).await;
     cluster::delete_namespace(&client, &ns).await;
 }

@@ -418,7 +418,7 @@ async fn what_a_namespace_names_outside_its_scopes_is_refused_without_a_request(
             "steal-operator",
             serde_json::json!({"workspaceRef": {"name": "ws"},
             "registry": {"loginServer": format!("{}.azurecr.io", b.registry_name()), "resourceId": b.registry()},
-            "auth": {"type": "ManagedIdentity", "managedIdentity": {"clientId": "00000000-0000-0000-0000-00000000000a", "resourceId": a.identity("id-shared")}},
+            "auth": {"type": "ManagedIdentity", "managedIdentity": {"clientId": "00000000-0000-0000-0000-00000000000a", "resourceId": a.identity("id-shared"), "serviceAccount": "training"}},
             "grants": {"managedIdentityOperator": true}, "target": {"secretName": "pull"}}),
             "spec.auth.managedIdentity.resourceId",
         ),
@@ -500,7 +500,7 @@ async fn what_a_namespace_names_outside_its_scopes_is_refused_without_a_request(
         } else {
             serde_json::json!({"workspaceRef": {"name": "adopt-a"},
                 "registry": {"loginServer": format!("{}.azurecr.io", b.registry_name()), "resourceId": b.registry()},
-                "auth": {"type": "ManagedIdentity", "managedIdentity": {"clientId": "00000000-0000-0000-0000-00000000000b", "resourceId": b.identity("id-shared")}}, "workspaceConnection": {"name": "workspace-acr"}, "target": {"secretName": "pull-3"}})
+                "auth": {"type": "ManagedIdentity", "managedIdentity": {"clientId": "00000000-0000-0000-0000-00000000000b", "resourceId": b.identity("id-shared"), "serviceAccount": "training"}}, "workspaceConnection": {"name": "workspace-acr"}, "target": {"secretName": "pull-3"}})
         };
         let kind_name = if name == "ds" {
             "Datastore"
@@ -762,9 +762,13 @@ async fn what_exists_already_is_neither_overwritten_nor_deleted() {
     t.apply(&a.ns, manage).await;
     t.apply(&a.ns, object("Datastore", "ds", serde_json::json!({"workspaceRef": {"name": "ws"}, "datastoreName": "workspaceblobstore",
         "type": "AzureBlob", "accountName": "stteam", "containerName": "mine", "register": true}))).await;
+    let shared_client_id = e
+        .identity(&a.identity("id-shared"))
+        .expect("seeded")
+        .client_id;
     t.apply(&a.ns, object("RegistryConnection", "rc", serde_json::json!({"workspaceRef": {"name": "ws"},
         "registry": {"loginServer": format!("{}.azurecr.io", a.registry_name()), "resourceId": a.registry()},
-        "auth": {"type": "ManagedIdentity", "managedIdentity": {"clientId": "00000000-0000-0000-0000-00000000000a", "resourceId": a.identity("id-shared")}}, "workspaceConnection": {"name": "workspace-acr"}, "target": {"secretName": "pull"}}))).await;
+        "auth": {"type": "ManagedIdentity", "managedIdentity": {"clientId": shared_client_id, "resourceId": a.identity("id-shared"), "serviceAccount": "training"}}, "workspaceConnection": {"name": "workspace-acr"}, "target": {"secretName": "pull"}}))).await;
     for (kind_name, name) in [
         ("Workspace", "manage"),
         ("Datastore", "ds"),

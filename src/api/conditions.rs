@@ -77,6 +77,7 @@ pub const DATASTORE_CONDITIONS: &[ConditionType] =
 /// `RegistryConnection`.
 pub const REGISTRY_CONNECTION_CONDITIONS: &[ConditionType] = &[
     CredentialResolved,
+    FederationValid,
     PermissionsVerified,
     ConnectionReady,
     TokenIssued,

@@ -53,6 +53,13 @@ pub struct RegistryManagedIdentity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = USER_ASSIGNED_IDENTITY_PATTERN))]
     pub resource_id: Option<String>,
+    /// A ServiceAccount of this namespace to pull as that identity (with clientId and resourceId):
+    /// the operator trusts it on the identity with a federated identity credential for this
+    /// cluster's issuer, as a ComputeIdentity's federation does, and removes it when no longer
+    /// named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = K8S_NAME_PATTERN))]
+    pub service_account: Option<String>,
 }
 
 /// A service principal that pulls.
@@ -220,8 +227,8 @@ pub const RULE_AUTH_MATCHES_TYPE: CelRule = CelRule {
 };
 /// One way to name the identity.
 pub const RULE_IDENTITY_REF_OR_IDS: CelRule = CelRule {
-    rule: "has(self.computeIdentityRef) ? !has(self.clientId) && !has(self.resourceId) : has(self.clientId) && has(self.resourceId)",
-    message: "auth.managedIdentity takes computeIdentityRef, or clientId together with resourceId",
+    rule: "has(self.computeIdentityRef) ? !has(self.clientId) && !has(self.resourceId) && !has(self.serviceAccount) : has(self.clientId) && has(self.resourceId) && has(self.serviceAccount)",
+    message: "auth.managedIdentity takes computeIdentityRef (whose federation pulls), or clientId, resourceId and serviceAccount together (the ServiceAccount of this namespace the operator federates with that identity to pull as it)",
 };
 /// ARM calls need a credential.
 pub const RULE_CREDENTIAL_SOURCE: CelRule = CelRule {
@@ -335,8 +342,12 @@ impl Validate for RegistryConnection {
         );
         if let Some(m) = &a.managed_identity {
             let ok = match &m.compute_identity_ref {
-                Some(_) => m.client_id.is_none() && m.resource_id.is_none(),
-                None => m.client_id.is_some() && m.resource_id.is_some(),
+                Some(_) => {
+                    m.client_id.is_none() && m.resource_id.is_none() && m.service_account.is_none()
+                }
+                None => {
+                    m.client_id.is_some() && m.resource_id.is_some() && m.service_account.is_some()
+                }
             };
             v.check(
                 ok,
@@ -354,6 +365,12 @@ impl Validate for RegistryConnection {
                 USER_ASSIGNED_IDENTITY_PATTERN,
                 "spec.auth.managedIdentity.resourceId",
                 "a user-assigned identity resource id",
+            );
+            v.pattern_opt(
+                m.service_account.as_deref(),
+                K8S_NAME_PATTERN,
+                "spec.auth.managedIdentity.serviceAccount",
+                "a ServiceAccount name",
             );
         }
         if let Some(p) = &a.service_principal {

@@ -10,6 +10,7 @@ pub mod datastore;
 pub mod events;
 mod expiring;
 mod failures;
+pub mod federation;
 mod in_use;
 mod index;
 mod input_secrets;

@@ -17,6 +17,7 @@ use serde_json::json;
 
 use super::credentials::{self, ResolveError};
 use super::expiring::{Minted, Output};
+use super::federation;
 use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::{self, Signed, azure_failure};
 use super::revocation;
@@ -42,7 +43,25 @@ struct Puller {
     client_id: Option<String>,
     resource_id: Option<String>,
     principal_id: Option<String>,
+    /// The ServiceAccount this object federates with the identity to mint as it (an identity named
+    /// by ids); a ComputeIdentity's identity is federated by that object.
+    federated_account: Option<String>,
 }
+
+impl Puller {
+    fn nobody() -> Self {
+        Self {
+            credential: None,
+            client_id: None,
+            resource_id: None,
+            principal_id: None,
+            federated_account: None,
+        }
+    }
+}
+
+/// The status field naming the ServiceAccount an identity named by ids pulls through.
+const SERVICE_ACCOUNT_FIELD: &str = "spec.auth.managedIdentity.serviceAccount";
 
 /// Metadata key on a workspace connection: a hash of what it was written with, so an unchanged
 /// connection is never written again.
@@ -152,6 +171,47 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
         Err(outcome) => {
             return revocation::refused(ctx, rc, &reference, &outputs_of(rc), outcome).await;
         }
+    };
+
+    // An identity named by ids pulls through a ServiceAccount of this namespace that this object
+    // trusts on it.
+    let federation = match (&puller.federated_account, &puller.resource_id) {
+        (Some(account), Some(identity)) => {
+            let accounts = Api::<ServiceAccount>::namespaced(ctx.client.clone(), &namespace);
+            if accounts.get_metadata_opt(account).await?.is_none() {
+                return Ok(Outcome::not_ready(
+                    Reason::ServiceAccountNotFound,
+                    format!("{SERVICE_ACCOUNT_FIELD}: ServiceAccount {namespace}/{account} does not exist"),
+                )
+                .signed_in()
+                .requeue(Duration::from_secs(60)));
+            }
+            let issuer = ctx.issuer().await?;
+            if let Err(failure) = federation::federate(
+                ctx,
+                rc,
+                &mut ledger,
+                arm,
+                identity,
+                &issuer,
+                std::slice::from_ref(account),
+                SERVICE_ACCOUNT_FIELD,
+            )
+            .await?
+            {
+                return Ok(failure.signed_in());
+            }
+            (
+                Reason::Federated,
+                format!(
+                    "ServiceAccount {namespace}/{account} trusted on identity {identity} with issuer {issuer}"
+                ),
+            )
+        }
+        _ => (
+            Reason::NotRequested,
+            "no identity this object federates (auth.managedIdentity.serviceAccount)".to_owned(),
+        ),
     };
 
     // Grants: AcrPull for the puller; Managed Identity Operator for the workspace identity on it.
@@ -270,6 +330,12 @@ pub async fn reconcile(rc: &RegistryConnection, ctx: &Context) -> Result<Outcome
     let conditions = |o: Outcome| {
         o.signed_in()
             .condition(
+                ConditionType::FederationValid,
+                true,
+                federation.0,
+                federation.1.clone(),
+            )
+            .condition(
                 ConditionType::PermissionsVerified,
                 true,
                 Reason::RolesGranted,
@@ -336,12 +402,7 @@ async fn puller(
     let (tenant, cloud, arm) = (&signed.tenant, &signed.cloud, &signed.arm);
     let auth = &rc.spec.auth;
     match auth.type_ {
-        RegistryAuthType::AdminUser => Ok(Ok(Puller {
-            credential: None,
-            client_id: None,
-            resource_id: None,
-            principal_id: None,
-        })),
+        RegistryAuthType::AdminUser => Ok(Ok(Puller::nobody())),
         RegistryAuthType::ServicePrincipal => {
             let Some(sp) = &auth.service_principal else {
                 return Ok(Err(Outcome::not_ready(
@@ -368,8 +429,7 @@ async fn puller(
                 Ok(r) => Ok(Ok(Puller {
                     credential: Some(r.credential),
                     client_id: Some(sp.client_id.clone()),
-                    resource_id: None,
-                    principal_id: None,
+                    ..Puller::nobody()
                 })),
                 Err(ResolveError::Kube(e)) => Err(e.into()),
                 Err(e) => {
@@ -451,23 +511,64 @@ async fn puller(
                     client_id: Some(client_id),
                     resource_id: identity,
                     principal_id: Some(principal_id),
+                    federated_account: None,
                 }));
             }
-            // An identity named by ids: read its principal; minting as it needs a federated
-            // ServiceAccount, which only a ComputeIdentity provides.
+            // An identity named by ids: read it (the client id named must be its own; grants go
+            // to its principal) and mint as it through the named ServiceAccount, which this
+            // object federates with it.
             let resource_id = mi.resource_id.clone().unwrap_or_default();
-            let principal = match arm
+            let named = mi.client_id.clone().unwrap_or_default();
+            let identity = match arm
                 .get::<models::UserAssignedIdentity>(&resource_id, api_versions::MANAGED_IDENTITY)
                 .await
             {
-                Ok(i) => i.and_then(|i| i.properties).and_then(|p| p.principal_id),
+                Ok(Some(i)) => i.properties.unwrap_or_default(),
+                Ok(None) => {
+                    return Ok(Err(Outcome::not_ready(
+                        Reason::IdentityNotFound,
+                        format!(
+                            "spec.auth.managedIdentity.resourceId: identity {resource_id} does not exist"
+                        ),
+                    )
+                    .requeue(Duration::from_secs(120))));
+                }
                 Err(e) => return Ok(Err(azure_failure(&e, "reading the pulling identity"))),
             };
+            if let Some(actual) = identity
+                .client_id
+                .as_deref()
+                .filter(|actual| !actual.eq_ignore_ascii_case(&named))
+            {
+                return Ok(Err(Outcome::not_ready(
+                    Reason::IdentityMismatch,
+                    format!(
+                        "spec.auth.managedIdentity.clientId: {named} is not the client id of identity {resource_id} ({actual}); write its own client id"
+                    ),
+                )
+                .requeue(Duration::from_secs(600))));
+            }
+            let account = mi.service_account.clone().unwrap_or_default();
+            let source = Arc::new(ServiceAccountAssertion::new(
+                ctx.client.clone(),
+                namespace,
+                &account,
+            ));
+            let credential = Credential::workload_identity(
+                format!("federated/{namespace}/{account}"),
+                cloud,
+                &ctx.azure.transport,
+                identity.tenant_id.as_deref().unwrap_or(tenant),
+                &named,
+                source,
+            )
+            .map_err(|e| Error::Azure(e.to_string()))?;
             Ok(Ok(Puller {
-                credential: None,
-                client_id: mi.client_id.clone(),
+                credential: Some(credential),
+                client_id: Some(named),
                 resource_id: Some(resource_id),
-                principal_id: principal,
+                principal_id: identity.principal_id,
+                federated_account: Some(account),
             }))
         }
     }
@@ -553,10 +654,11 @@ async fn pull_secret(
                 }
             }
             _ => {
+                // Only a ComputeIdentity that federates no ServiceAccount leaves nobody to mint as.
                 let Some(credential) = &puller.credential else {
                     return Ok(Err(Outcome::not_ready(
                     Reason::CannotMint,
-                    "minting as an identity named by clientId/resourceId is not possible from the cluster: reference a ComputeIdentity with federation (computeIdentityRef) so the operator can sign in as it",
+                    "the referenced ComputeIdentity federates no ServiceAccount, so the operator cannot sign in as its identity: list one in its spec.federation.serviceAccounts, or name the identity by clientId, resourceId and serviceAccount here",
                 )
                 .condition(ConditionType::TokenIssued, false, Reason::CannotMint, "no federated ServiceAccount for this identity")));
                 };

@@ -271,8 +271,15 @@ pub async fn audit(client: &Client) -> Result<Audit, super::Error> {
     }
     for v in Kind::named("RegistryConnection").list(client, None).await? {
         let ns = namespace_of(&v).to_owned();
-        if let Some(id) = v["spec"]["auth"]["managedIdentity"]["resourceId"].as_str() {
-            let how = format!("RegistryConnection/{ns}/{}", name_of(&v));
+        let identity = &v["spec"]["auth"]["managedIdentity"];
+        if let Some(id) = identity["resourceId"].as_str() {
+            let how = match identity["serviceAccount"].as_str() {
+                Some(account) => format!(
+                    "RegistryConnection/{ns}/{} federates {ns}/{account}",
+                    name_of(&v)
+                ),
+                None => format!("RegistryConnection/{ns}/{}", name_of(&v)),
+            };
             add(id.to_ascii_lowercase(), ns, how);
         }
     }
