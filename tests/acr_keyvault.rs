@@ -48,6 +48,7 @@ async fn start() -> Azure {
                     "s3cr3t-value-for-training".to_string(),
                 )]
                 .into(),
+                ..Default::default()
             }],
             ..Default::default()
         })
@@ -170,6 +171,55 @@ async fn key_vault_reads_need_secrets_user_after_the_challenge() {
         matches!(&missing, AzureError::DataPlane { status: 404, code, .. } if code == "SecretNotFound"),
         "{missing:?}"
     );
+}
+
+/// A vault that authorizes with access policies ignores Azure RBAC for data actions, as Key Vault
+/// does: a role is not enough, an entry allowing `get` on secrets is.
+#[tokio::test]
+async fn an_access_policy_vault_reads_need_a_policy_not_a_role() {
+    use aml_identity_emulator::state::AccessPolicy;
+    let azure = start().await;
+    let policy = |secrets: &[&str]| AccessPolicy {
+        tenant_id: TENANT.into(),
+        object_id: APP_OBJECT_ID.into(),
+        permissions: [(
+            "secrets".to_owned(),
+            secrets.iter().map(|s| s.to_string()).collect(),
+        )]
+        .into(),
+    };
+    let reseed = |policies: Vec<AccessPolicy>| {
+        azure
+            .emulator()
+            .seed(Seed {
+                vaults: vec![Vault {
+                    id: vault_id(&azure),
+                    tenant_id: TENANT.into(),
+                    secrets: [("storage-conn".to_string(), "s3cr3t".to_string())].into(),
+                    enable_rbac_authorization: false,
+                    access_policies: policies,
+                }],
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    let http = azure.transport.client().unwrap();
+    let tokens = TokenCache::default();
+    let credential = azure.app_credential("sp");
+    let vault_url = format!("https://{VAULT}.vault.azure.net");
+    let read = || keyvault::get_secret(&http, &tokens, &credential, &vault_url, "storage-conn");
+
+    azure.grant(&vault_id(&azure), "Key Vault Secrets User", APP_OBJECT_ID);
+    reseed(vec![policy(&["list"])]);
+    let refused = read().await.unwrap_err();
+    assert!(
+        matches!(&refused, AzureError::DataPlane { status: 403, message, .. } if message.contains("secrets get permission")),
+        "{refused:?}"
+    );
+    reseed(vec![policy(&["Get"])]);
+    assert_eq!(read().await.unwrap().value(), "s3cr3t");
+    reseed(vec![policy(&["all"])]);
+    assert_eq!(read().await.unwrap().value(), "s3cr3t");
 }
 
 #[test]

@@ -44,6 +44,7 @@ async fn setup_with_lifetime(prefix: &str, lifetime: i64) -> (Client, Azure, Str
                 id: vault(),
                 tenant_id: TENANT.into(),
                 secrets: [("storage-conn".to_string(), "s3cr3t-for-training".to_string())].into(),
+                ..Default::default()
             }],
             resources: vec![
                 serde_json::json!({"id": workspace_id(), "name": "mlw-team-a", "location": "eastus", "identity": {"type": "SystemAssigned"}, "properties": {"workspaceId": "0f0e0d0c-0b0a-4909-8807-060504030201", "provisioningState": "Succeeded"}}),
@@ -84,6 +85,144 @@ fn storage() -> String {
 
 fn vault() -> String {
     format!("{}/providers/Microsoft.KeyVault/vaults/kv-mlw-team-a", rg())
+}
+
+/// On a key vault that authorizes with access policies, `keyVaultSecretsUser` becomes what the
+/// documents ask there — an access policy allowing get on secrets — and the official SDK reads a
+/// secret with the Secret's vault token; a grant naming one secret is refused (access policies
+/// cannot be narrowed to one), and the entry goes with the object.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_access_policy_vault_gets_a_policy_for_key_vault_secrets_user() {
+    let (client, azure, ns) = setup("ci-policy").await;
+    azure
+        .emulator()
+        .seed(Seed {
+            vaults: vec![aml_identity_emulator::state::Vault {
+                id: vault(),
+                tenant_id: TENANT.into(),
+                secrets: [(
+                    "storage-conn".to_string(),
+                    "s3cr3t-for-training".to_string(),
+                )]
+                .into(),
+                enable_rbac_authorization: false,
+                access_policies: vec![],
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+    let operator = Operator::start_with(&ns, "lease-ci-policy", "ci-policy-0", &azure_args(&azure));
+    let object = |grant: String| {
+        serde_json::json!({
+            "apiVersion": "amlidentity.io/v1alpha1", "kind": "ComputeIdentity", "metadata": {"name": "cpu-cluster"},
+            "spec": {
+                "workspaceRef": {"name": "ml-workspace"}, "computeName": "cpu-cluster",
+                "identity": {"type": "UserAssigned", "userAssignedIdentities": [uai()]},
+                "createIfMissing": {"location": "eastus"},
+                "grants": {"keyVaultSecretsUser": [grant]},
+                "federation": {"serviceAccounts": ["training"]},
+                "tokenSecret": {"name": "cpu-cluster-identity", "audiences": ["https://vault.azure.net"]},
+            },
+        })
+    };
+    let policies = || async {
+        let vault: serde_json::Value = azure
+            .arm(azure.app_credential("check"))
+            .get(&vault(), "2025-05-01")
+            .await
+            .unwrap()
+            .unwrap();
+        vault["properties"]["accessPolicies"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let name = apply(
+        &client,
+        &ns,
+        object(format!("{}/secrets/storage-conn", vault())),
+    )
+    .await;
+    let (_, message, _) = ready_reason(
+        &client,
+        "ComputeIdentity",
+        &ns,
+        &name,
+        "AccessPolicyIncomplete",
+    )
+    .await;
+    assert!(
+        message.starts_with("spec.grants.keyVaultSecretsUser[0]")
+            && message.contains("cannot be limited to one secret"),
+        "{message}"
+    );
+    assert!(policies().await.is_empty());
+
+    let api = cluster::dynamic_api(&client, &kind("ComputeIdentity"), &ns);
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"grants": {"keyVaultSecretsUser": [vault()]}}})),
+    )
+    .await
+    .unwrap();
+    let (status, message, obj) =
+        ready_reason(&client, "ComputeIdentity", &ns, &name, "TokensIssued").await;
+    assert_eq!(status, "True", "{message}");
+    let principal = obj.data["status"]["principalId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        policies().await,
+        vec![
+            serde_json::json!({"tenantId": TENANT, "objectId": principal, "permissions": {"secrets": ["get"]}})
+        ]
+    );
+    assert!(
+        !azure
+            .emulator()
+            .role_assignments()
+            .iter()
+            .any(|r| r.principal_id == principal && r.scope.eq_ignore_ascii_case(&vault())),
+        "no role on an access-policy vault"
+    );
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("cpu-cluster-identity")
+        .await
+        .unwrap();
+    let data = secret.data.unwrap();
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    let python = std::env::var("AMLID_PYTHON")
+        .expect("AMLID_PYTHON is not set: run the tests with `make test`");
+    let port = azure.running.https_addr.port();
+    let vault_read = tokio::task::block_in_place(|| {
+        std::process::Command::new(&python)
+            .args([
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/keyvault.py"),
+                &format!("https://localhost:{port}/_vault/kv-mlw-team-a"),
+                "storage-conn",
+            ])
+            .env("AZURE_ACCESS_TOKEN", text("vault.azure.net.token"))
+            .env("EXPIRES_ON", text("vault.azure.net.expires-on"))
+            .env("REQUESTS_CA_BUNDLE", &azure.running.ca_path)
+            .output()
+            .unwrap()
+    });
+    assert!(
+        vault_read.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&vault_read.stdout),
+        String::from_utf8_lossy(&vault_read.stderr)
+    );
+
+    delete_and_wait(&client, "ComputeIdentity", &ns, &name).await;
+    assert!(
+        policies().await.is_empty(),
+        "the policy goes with the object"
+    );
+    assert!(!operator.logs().contains("s3cr3t"));
+    cluster::delete_namespace(&client, &ns).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

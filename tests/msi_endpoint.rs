@@ -171,6 +171,7 @@ async fn the_aml_documents_code_runs_unmodified_through_the_endpoint_and_nothing
             id: vault.clone(),
             tenant_id: TENANT.into(),
             secrets: [("secret-name".to_string(), VAULT_SECRET.to_string())].into(),
+            ..Default::default()
         }],
         ..Default::default()
     };

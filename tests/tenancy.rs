@@ -45,7 +45,12 @@ impl Team {
         self.id("Microsoft.ManagedIdentity/userAssignedIdentities", name)
     }
     fn vault(&self) -> String {
-        self.id("Microsoft.KeyVault/vaults", "kva")
+        // Vault names are global in Azure (they name the data-plane host): one per team.
+        let name: String = format!("kv{}", self.ns.replace('-', ""))
+            .chars()
+            .take(24)
+            .collect();
+        self.id("Microsoft.KeyVault/vaults", &name)
     }
     fn storage(&self) -> String {
         self.id("Microsoft.Storage/storageAccounts", "sta")
@@ -127,7 +132,7 @@ impl Tenancy {
             seed.vaults.push(Vault {
                 id: team.vault(),
                 tenant_id: TENANT.into(),
-                secrets: Default::default(),
+                ..Default::default()
             });
             seed.storage_accounts.push(StorageAccount {
                 id: team.storage(),

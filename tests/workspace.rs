@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use aml_identity_emulator::Seed;
-use aml_identity_emulator::state::UserAssignedIdentity;
+use aml_identity_emulator::state::{AccessPolicy, UserAssignedIdentity, Vault};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use support::azure::*;
@@ -25,6 +25,10 @@ fn uai() -> String {
         "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-mlw-team-a",
         rg()
     )
+}
+
+fn vault() -> String {
+    format!("{}/providers/Microsoft.KeyVault/vaults/kv-mlw-team-a", rg())
 }
 
 fn workspace(name: &str, management: &str, deletion: &str) -> serde_json::Value {
@@ -60,6 +64,12 @@ async fn start(prefix: &str) -> (kube::Client, Azure, String, Operator) {
                 principal_id: UAI_PRINCIPAL.into(),
                 tags: Default::default(),
                 federated_credentials: vec![],
+            }],
+            // The workspace's vault, authorizing with Azure RBAC.
+            vaults: vec![Vault {
+                id: vault(),
+                tenant_id: TENANT.into(),
+                ..Default::default()
             }],
             ..Default::default()
         })
@@ -216,6 +226,187 @@ async fn manage_creates_the_workspace_grants_its_roles_and_exports_config_json()
         arm_ok >= 2.0 && entra_ok >= 1.0,
         "Azure requests are counted by service and status: arm {arm_ok}, entra {entra_ok}"
     );
+    assert_no_leaks(&client, &azure, &operator, &ns, &[APP_SECRET]).await;
+    cluster::delete_namespace(&client, &ns).await;
+}
+
+/// A vault that authorizes with access policies instead of Azure RBAC.
+fn access_policy_vault(policies: Vec<AccessPolicy>) -> Seed {
+    Seed {
+        vaults: vec![Vault {
+            id: vault(),
+            tenant_id: TENANT.into(),
+            secrets: [("storage-conn".to_owned(), "s3cr3t".to_owned())].into(),
+            enable_rbac_authorization: false,
+            access_policies: policies,
+        }],
+        ..Default::default()
+    }
+}
+
+fn policy(object_id: &str, secrets: &[&str]) -> AccessPolicy {
+    AccessPolicy {
+        tenant_id: TENANT.into(),
+        object_id: object_id.into(),
+        permissions: [(
+            "secrets".to_owned(),
+            secrets.iter().map(|s| s.to_string()).collect(),
+        )]
+        .into(),
+    }
+}
+
+async fn vault_policies(azure: &Azure) -> Vec<AccessPolicy> {
+    let arm = azure.arm(azure.app_credential("check"));
+    let vault = arm
+        .get::<serde_json::Value>(&vault(), "2025-05-01")
+        .await
+        .unwrap()
+        .unwrap();
+    serde_json::from_value(vault["properties"]["accessPolicies"].clone()).unwrap()
+}
+
+/// On a vault without Azure RBAC the workspace identity gets what the AML documents ask there —
+/// an access policy with every permission but purge — instead of Key Vault Administrator; an
+/// insufficient entry someone else made is reported with the exact grant, never changed; status
+/// lists the associated resources as ARM reports them; deleting removes only the operator's entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_access_policy_vault_gets_an_access_policy_instead_of_a_role() {
+    let (client, azure, ns, operator) = start("ws-policy").await;
+    azure.grant(&rg(), "Owner", APP_OBJECT_ID);
+    let someone = "0a1b2c3d-4e5f-4061-8273-948596a7b8c9";
+    // The identity already has a policy someone else made, allowing too little.
+    azure
+        .emulator()
+        .seed(access_policy_vault(vec![
+            policy(someone, &["get", "list"]),
+            policy(UAI_PRINCIPAL, &["get"]),
+        ]))
+        .unwrap();
+    service_principal_credential(&client, &ns).await;
+    let name = apply(&client, &ns, workspace("mlw-team-a", "Manage", "Delete")).await;
+    let (_, message, _) =
+        ready_reason(&client, "Workspace", &ns, &name, "AccessPolicyIncomplete").await;
+    assert!(
+        message.contains(&format!(
+            "az keyvault set-policy --name kv-mlw-team-a --object-id {UAI_PRINCIPAL} --key-permissions get"
+        )) && message.contains("secrets: list, set"),
+        "{message}"
+    );
+    assert!(!message.contains("purge"), "{message}");
+    assert_eq!(
+        vault_policies(&azure)
+            .await
+            .iter()
+            .find(|p| p.object_id == UAI_PRINCIPAL)
+            .unwrap()
+            .permissions["secrets"],
+        vec!["get"],
+        "an entry the operator did not make is left as it is"
+    );
+    assert_eq!(azure.emulator().counter("arm.PUT.accessPolicies"), 0);
+
+    // Without that entry, the operator adds its own.
+    azure
+        .emulator()
+        .seed(access_policy_vault(vec![policy(someone, &["get", "list"])]))
+        .unwrap();
+    let api = cluster::dynamic_api(&client, &kind("Workspace"), &ns);
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"touch": "1"}}})),
+    )
+    .await
+    .unwrap();
+    let (status, message, obj) =
+        ready_reason(&client, "Workspace", &ns, &name, "WorkspaceReady").await;
+    assert_eq!(status, "True", "{message}");
+    let roles = obj.data["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "RoleAssignmentsReady")
+        .unwrap()
+        .clone();
+    assert!(
+        roles["message"]
+            .as_str()
+            .unwrap()
+            .contains("access policies"),
+        "{roles}"
+    );
+    let ours = vault_policies(&azure)
+        .await
+        .into_iter()
+        .find(|p| p.object_id == UAI_PRINCIPAL)
+        .expect("an access policy for the workspace identity");
+    for kind_name in ["keys", "secrets", "certificates"] {
+        let list = &ours.permissions[kind_name];
+        assert!(list.contains(&"get".to_owned()), "{kind_name}: {list:?}");
+        assert!(
+            !list.iter().any(|p| p == "purge" || p == "all"),
+            "{kind_name}: {list:?}"
+        );
+    }
+    let e = azure.emulator();
+    let on_vault: Vec<String> = e
+        .role_assignments()
+        .into_iter()
+        .filter(|r| r.principal_id == UAI_PRINCIPAL && r.scope.eq_ignore_ascii_case(&vault()))
+        .map(|r| r.role_definition_id)
+        .collect();
+    assert!(
+        on_vault
+            .iter()
+            .any(|r| r.ends_with("b24988ac-6180-42a0-ab88-20f7382dd24c")),
+        "Contributor on the vault: {on_vault:?}"
+    );
+    assert!(
+        !on_vault
+            .iter()
+            .any(|r| r.ends_with("00482a5a-887f-4fb3-b363-3b7fe8e74483")),
+        "no Key Vault Administrator on an access-policy vault: {on_vault:?}"
+    );
+    let recorded = obj.data["status"]["azureResources"].to_string();
+    assert!(recorded.contains("VaultAccessPolicy"), "{recorded}");
+    assert_eq!(
+        obj.data["status"]["associatedResources"]["keyVault"],
+        vault().as_str()
+    );
+    assert!(
+        obj.data["status"]["associatedResources"]["storageAccount"]
+            .as_str()
+            .unwrap()
+            .ends_with("/storageAccounts/stmlwteama")
+    );
+    assert!(
+        obj.data["status"]["mlflowTrackingUri"]
+            .as_str()
+            .unwrap()
+            .starts_with("azureml://")
+    );
+    // Settled: another pass reads the vault but adds nothing.
+    let puts = e.counter("arm.PUT.accessPolicies");
+    assert_eq!(puts, 1);
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"touch": "2"}}})),
+    )
+    .await
+    .unwrap();
+    let reads = e.counter("arm.GET.vaults");
+    cluster::wait_until(Duration::from_secs(20), "another reconcile", || async {
+        (e.counter("arm.GET.vaults") > reads).then_some(())
+    })
+    .await;
+    assert_eq!(e.counter("arm.PUT.accessPolicies"), puts);
+
+    // Deleting removes the operator's entry and leaves the other.
+    delete_and_wait(&client, "Workspace", &ns, &name).await;
+    let left = vault_policies(&azure).await;
+    assert_eq!(left, vec![policy(someone, &["get", "list"])]);
     assert_no_leaks(&client, &azure, &operator, &ns, &[APP_SECRET]).await;
     cluster::delete_namespace(&client, &ns).await;
 }

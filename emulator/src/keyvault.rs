@@ -1,5 +1,6 @@
-//! Key Vault secrets (RBAC permission model): the unauthenticated 401 challenge SDKs start with,
-//! token audience and tenant checks, and `Key Vault Secrets User` (or more) required to read.
+//! Key Vault secrets: the unauthenticated 401 challenge SDKs start with, token audience and tenant
+//! checks, and — as the vault's permission model says — `Key Vault Secrets User` (or more) or an
+//! access policy allowing `get` on secrets required to read.
 //! Vaults are addressed by host (`{vault}.vault.azure.net`) or, for clients that can only reach
 //! `localhost`, by path (`/_vault/{vault}/secrets/...`).
 
@@ -105,7 +106,26 @@ fn get(emu: &Emulator, headers: &HeaderMap, vault_name: &str, path: &str) -> Res
             None,
         );
     }
-    if !emu
+    // An access-policy vault ignores Azure RBAC for data actions, and the other way round.
+    if !vault.enable_rbac_authorization {
+        let allowed = vault.access_policies.iter().any(|p| {
+            p.object_id.eq_ignore_ascii_case(&claims.oid)
+                && p.tenant_id.eq_ignore_ascii_case(&claims.tid)
+                && p.allows("secrets", "get")
+        });
+        if !allowed {
+            let message = format!(
+                "The user, group or application 'appid={};oid={}' does not have secrets get permission on key vault '{vault_name};location=eastus'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287",
+                claims.appid, claims.oid
+            );
+            return kv_error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                &message,
+                Some("AccessDenied"),
+            );
+        }
+    } else if !emu
         .state()
         .authorized(&claims.oid, GET_SECRET, &vault.id, true)
     {

@@ -32,6 +32,7 @@ const CONNECTIONS: &str = "microsoft.machinelearningservices/workspaces/connecti
 const STORAGE: &str = "microsoft.storage/storageaccounts";
 const REGISTRIES: &str = "microsoft.containerregistry/registries";
 const VAULTS: &str = "microsoft.keyvault/vaults";
+const VAULT_POLICIES: &str = "microsoft.keyvault/vaults/accesspolicies";
 
 /// A path to a generic resource, or to an action on it.
 #[derive(Clone, Debug)]
@@ -86,7 +87,7 @@ impl ResourcePath {
             WORKSPACES | COMPUTES | DATASTORES | CONNECTIONS => Some(ML_VERSIONS),
             STORAGE => Some(STORAGE_VERSIONS),
             REGISTRIES => Some(REGISTRY_VERSIONS),
-            VAULTS => Some(VAULT_VERSIONS),
+            VAULTS | VAULT_POLICIES => Some(VAULT_VERSIONS),
             _ => None,
         }
     }
@@ -217,6 +218,9 @@ pub fn handle(
     host: &str,
 ) -> Response {
     let mut state = emu.state();
+    if rp.type_path == VAULT_POLICIES {
+        return vault_access_policies(&mut state, method, rp, body);
+    }
     if let Some(parent) = &rp.parent
         && !state.resources.contains_key(&parent.to_ascii_lowercase())
     {
@@ -239,7 +243,9 @@ pub fn handle(
         (REGISTRIES, Method::GET, None) => registry(&state, rp),
         (REGISTRIES, Method::POST, Some(a)) if a.eq_ignore_ascii_case("listCredentials") => registry_credentials(&state, rp),
         (VAULTS, Method::GET, None) => match state.vaults.values().find(|v| v.id.eq_ignore_ascii_case(&rp.id)) {
-            Some(v) => Json(json!({"id": v.id, "name": v.name(), "type": "Microsoft.KeyVault/vaults", "properties": {"tenantId": v.tenant_id, "enableRbacAuthorization": true, "vaultUri": format!("https://{}.vault.azure.net/", v.name())}})).into_response(),
+            Some(v) => Json(json!({"id": v.id, "name": v.name(), "type": "Microsoft.KeyVault/vaults", "location": "eastus", "properties": {
+                "tenantId": v.tenant_id, "enableRbacAuthorization": v.enable_rbac_authorization,
+                "accessPolicies": v.access_policies, "vaultUri": format!("https://{}.vault.azure.net/", v.name())}})).into_response(),
             None => not_found(rp),
         },
         (_, Method::GET, None) => match state.resources.get(&rp.key()) {
@@ -281,6 +287,113 @@ pub fn handle(
         }
         _ => error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} {} is not supported by the emulator.", rp.id)),
     }
+}
+
+/// `PUT {vault}/accessPolicies/{add|replace|remove}` (Vaults_UpdateAccessPolicy): `add` merges
+/// permissions into a principal's entry (or adds one), `remove` takes the listed permissions away
+/// (an entry left with none goes), `replace` sets them.
+fn vault_access_policies(
+    state: &mut State,
+    method: &Method,
+    rp: &ResourcePath,
+    body: &[u8],
+) -> Response {
+    let parent = rp.parent.clone().unwrap_or_default();
+    let Some(vault) = state
+        .vaults
+        .values_mut()
+        .find(|v| v.id.eq_ignore_ascii_case(&parent))
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!(
+                "The Resource 'Microsoft.KeyVault/vaults/{}' under resource group '{}' was not found.",
+                parent.rsplit('/').next().unwrap_or_default(),
+                rp.rg
+            ),
+        );
+    };
+    let kind = rp.name.to_ascii_lowercase();
+    if *method != Method::PUT || !["add", "replace", "remove"].contains(&kind.as_str()) {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{method} {} is not supported.", rp.id),
+        );
+    }
+    let entries = serde_json::from_slice::<Value>(body).ok().and_then(|b| {
+        serde_json::from_value::<Vec<crate::state::AccessPolicy>>(
+            b["properties"]["accessPolicies"].clone(),
+        )
+        .ok()
+    });
+    let Some(entries) = entries.filter(|e| !e.is_empty()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "properties.accessPolicies must list at least one access policy entry.",
+        );
+    };
+    for entry in &entries {
+        if entry.tenant_id.is_empty() || uuid::Uuid::parse_str(&entry.object_id).is_err() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "An access policy entry needs a tenantId and an objectId GUID.",
+            );
+        }
+        let lower = |list: &Vec<String>| {
+            list.iter()
+                .map(|p| p.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        };
+        let position = vault.access_policies.iter().position(|p| {
+            p.object_id.eq_ignore_ascii_case(&entry.object_id)
+                && p.tenant_id.eq_ignore_ascii_case(&entry.tenant_id)
+        });
+        match (kind.as_str(), position) {
+            ("remove", None) => {}
+            ("remove", Some(i)) => {
+                let current = &mut vault.access_policies[i];
+                for (kind_name, list) in &entry.permissions {
+                    let gone = lower(list);
+                    if let Some(have) = current.permissions.get_mut(kind_name) {
+                        have.retain(|p| !gone.contains(&p.to_ascii_lowercase()));
+                    }
+                }
+                current.permissions.retain(|_, l| !l.is_empty());
+                if current.permissions.is_empty() {
+                    vault.access_policies.remove(i);
+                }
+            }
+            ("add", Some(i)) => {
+                let current = &mut vault.access_policies[i];
+                for (kind_name, list) in &entry.permissions {
+                    let have = current.permissions.entry(kind_name.clone()).or_default();
+                    for p in lower(list) {
+                        if !have.contains(&p) {
+                            have.push(p);
+                        }
+                    }
+                }
+            }
+            (_, position) => {
+                let mut fresh = entry.clone();
+                fresh.permissions = entry
+                    .permissions
+                    .iter()
+                    .map(|(k, l)| (k.clone(), lower(l)))
+                    .collect();
+                match position {
+                    Some(i) => vault.access_policies[i] = fresh,
+                    None => vault.access_policies.push(fresh),
+                }
+            }
+        }
+    }
+    Json(json!({"id": format!("{}/accessPolicies/", vault.id), "type": "Microsoft.KeyVault/vaults/accessPolicies",
+        "properties": {"accessPolicies": vault.access_policies}})).into_response()
 }
 
 fn not_found(rp: &ResourcePath) -> Response {

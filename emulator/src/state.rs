@@ -145,7 +145,8 @@ pub struct Registry {
     pub admin_user_enabled: bool,
 }
 
-/// A key vault and its secrets (RBAC permission model).
+/// A key vault and its secrets, authorizing data actions with Azure RBAC or with its access
+/// policies (never both, as Key Vault does).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Vault {
@@ -156,6 +157,51 @@ pub struct Vault {
     /// Secret values by name (the latest version).
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// `enableRbacAuthorization` (seeds default to the RBAC model).
+    #[serde(default = "rbac_by_default")]
+    pub enable_rbac_authorization: bool,
+    /// Access policies (what an access-policy vault authorizes with).
+    #[serde(default)]
+    pub access_policies: Vec<AccessPolicy>,
+}
+
+fn rbac_by_default() -> bool {
+    true
+}
+
+impl Default for Vault {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            tenant_id: String::new(),
+            secrets: BTreeMap::new(),
+            enable_rbac_authorization: true,
+            access_policies: Vec::new(),
+        }
+    }
+}
+
+/// One access policy entry: a principal and its permissions per object type (lower-case here).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicy {
+    /// Tenant of the principal.
+    pub tenant_id: String,
+    /// Object id of the principal.
+    pub object_id: String,
+    /// Permissions by type (`keys`, `secrets`, `certificates`).
+    #[serde(default)]
+    pub permissions: BTreeMap<String, Vec<String>>,
+}
+
+impl AccessPolicy {
+    /// Whether it allows `permission` on `kind` (`all` allows every one).
+    pub fn allows(&self, kind: &str, permission: &str) -> bool {
+        self.permissions.get(kind).is_some_and(|list| {
+            list.iter()
+                .any(|p| p.eq_ignore_ascii_case(permission) || p.eq_ignore_ascii_case("all"))
+        })
+    }
 }
 
 impl Vault {

@@ -171,6 +171,9 @@ pub enum AzureResourceKind {
     FederatedIdentityCredential,
     /// A role assignment the operator made.
     RoleAssignment,
+    /// An access policy the operator added to a key vault that does not use Azure RBAC
+    /// (`{vault id}/accessPolicies/{object id}`).
+    VaultAccessPolicy,
     /// A user-assigned identity the object uses; removed only if the operator created it and no
     /// other object holds it.
     UserAssignedIdentity,

@@ -182,6 +182,9 @@ reasons! {
     Connected,
     /// A grant is in place.
     Granted,
+    /// A key vault that authorizes with access policies cannot give what is asked: the principal's
+    /// entry, which the operator did not make, lacks permissions, or the grant names one secret.
+    AccessPolicyIncomplete,
     // Identities and computes.
     /// The identity is in place.
     IdentityReady,

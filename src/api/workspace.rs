@@ -83,6 +83,24 @@ pub struct AssociatedResources {
     pub application_insights: Option<String>,
 }
 
+/// The resource ids a workspace reports, verbatim (ARM's spelling, unchecked: a report, not input).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportedResources {
+    /// Storage account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_account: Option<String>,
+    /// Key vault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_vault: Option<String>,
+    /// Container registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_registry: Option<String>,
+    /// Application Insights component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_insights: Option<String>,
+}
+
 /// Whether the operator grants the workspace identity its roles.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum RoleAssignmentsMode {
@@ -173,6 +191,10 @@ pub struct WorkspaceStatus {
     /// MLflow tracking URI of the workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mlflow_tracking_uri: Option<String>,
+    /// The workspace's storage account, key vault, container registry and Application Insights,
+    /// as Resource Manager reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub associated_resources: Option<ReportedResources>,
     /// Azure objects the operator made or holds for this object, recorded before it makes them:
     /// what revocation and cleanup remove (never the spec as edited later).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -201,6 +201,14 @@ impl ArmClient {
         self
     }
 
+    /// Forgets the shared reads of `path` and below: a write elsewhere changed it (an access
+    /// policy written through `{vault}/accessPolicies/add` changes the vault).
+    pub fn forget(&self, path: &str) {
+        if let Some(cache) = &self.reads {
+            cache.forget(path);
+        }
+    }
+
     /// Refuses, before any token or request, every path outside `ceiling` (the backstop behind
     /// each controller's own scope check, which names the offending field).
     pub fn within(mut self, ceiling: Arc<Ceiling>) -> Self {

@@ -146,6 +146,8 @@ pub mod ml_api_versions {
     pub const STORAGE: &str = "2025-08-01";
     /// Microsoft.ContainerRegistry.
     pub const CONTAINER_REGISTRY: &str = "2025-11-01";
+    /// Microsoft.KeyVault (the vault resource and its access policies).
+    pub const KEY_VAULT: &str = "2025-05-01";
 }
 
 /// Unknown fields kept so a GET-modify-PUT does not drop what the operator does not manage.
@@ -469,4 +471,62 @@ pub struct RegistryPassword {
     pub name: String,
     /// The password.
     pub value: String,
+}
+
+/// A key vault as Resource Manager describes it (`Microsoft.KeyVault/vaults`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KeyVault {
+    /// Resource id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Properties.
+    #[serde(default)]
+    pub properties: KeyVaultProperties,
+}
+
+/// What the operator reads of a vault.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyVaultProperties {
+    /// The tenant whose principals the vault serves.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// Data actions authorized by Azure RBAC (`true`) or by the access policies (`false`; also
+    /// when absent: a vault created without the property uses access policies).
+    #[serde(default)]
+    pub enable_rbac_authorization: Option<bool>,
+    /// The access policies (ignored by RBAC vaults).
+    #[serde(default)]
+    pub access_policies: Vec<AccessPolicyEntry>,
+    /// The data-plane URI.
+    #[serde(default)]
+    pub vault_uri: Option<String>,
+}
+
+/// One access policy entry of a vault.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicyEntry {
+    /// Tenant of the principal.
+    pub tenant_id: String,
+    /// Object id of the principal.
+    pub object_id: String,
+    /// What it may do.
+    #[serde(default)]
+    pub permissions: AccessPolicyPermissions,
+}
+
+/// The permissions of an access policy entry, per object type (names as ARM spells them; Key
+/// Vault compares them case-insensitively).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessPolicyPermissions {
+    /// Key permissions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// Secret permissions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// Certificate permissions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<String>,
 }

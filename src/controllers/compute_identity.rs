@@ -18,6 +18,7 @@ use super::federation;
 use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::azure_failure;
 use super::revocation;
+use super::vault_access;
 use super::{Cleanup, Context, Error, Outcome};
 use crate::api::conditions::{ConditionType, Reason};
 use crate::api::*;
@@ -423,6 +424,7 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
 
     // 2. Grants.
     let mut grants: Vec<Grant> = Vec::new();
+    let mut policies = Vec::new();
     if let Some(g) = &spec.grants {
         if g.acr_pull {
             match registry_of(&ws) {
@@ -435,11 +437,50 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
                 .iter()
                 .map(|s| Grant::new(s, roles::STORAGE_BLOB_DATA_READER, &principal)),
         );
-        grants.extend(
-            g.key_vault_secrets_user
-                .iter()
-                .map(|s| Grant::new(s, roles::KEY_VAULT_SECRETS_USER, &principal)),
-        );
+        // Key Vault Secrets User on an RBAC vault; on an access-policy vault, the documents'
+        // access policy (get on secrets), which cannot be narrowed to one secret.
+        for (i, scope) in g.key_vault_secrets_user.iter().enumerate() {
+            let field = format!("spec.grants.keyVaultSecretsUser[{i}]");
+            let vault_id = scope
+                .split_once("/secrets/")
+                .map_or(scope.as_str(), |(vault, _)| vault);
+            let vault = match vault_access::read(arm, vault_id).await {
+                Ok(Some(vault)) => vault,
+                Ok(None) => {
+                    return Ok(Outcome::not_ready(
+                        Reason::NotFound,
+                        format!("{field}: key vault {vault_id} does not exist"),
+                    )
+                    .signed_in()
+                    .requeue(Duration::from_secs(300)));
+                }
+                Err(e) => {
+                    return Ok(
+                        azure_failure(&e, &format!("reading key vault {vault_id}")).signed_in()
+                    );
+                }
+            };
+            if vault_access::uses_rbac(&vault) {
+                grants.push(Grant::new(scope, roles::KEY_VAULT_SECRETS_USER, &principal));
+            } else if vault_id != scope {
+                let message = format!(
+                    "{field}: key vault {vault_id} authorizes with access policies, which cannot be limited to one secret: name the vault to allow get on all its secrets, or switch the vault to Azure RBAC"
+                );
+                return Ok(
+                    Outcome::not_ready(Reason::AccessPolicyIncomplete, message.clone())
+                        .signed_in()
+                        .condition(
+                            ConditionType::PermissionsVerified,
+                            false,
+                            Reason::AccessPolicyIncomplete,
+                            message,
+                        )
+                        .requeue(Duration::from_secs(600)),
+                );
+            } else {
+                policies.push((vault_id.to_owned(), vault));
+            }
+        }
     }
     if let Err(e) = ledger.ensure_grants(ctx, ci, arm, &grants).await? {
         return Ok(
@@ -451,13 +492,33 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
             ),
         );
     }
+    for (vault_id, vault) in &policies {
+        if let Err((reason, message)) = vault_access::ensure(
+            ctx,
+            ci,
+            &mut ledger,
+            arm,
+            vault_id,
+            vault,
+            &principal,
+            &vault_access::SECRETS_READER,
+        )
+        .await?
+        {
+            return Ok(Outcome::not_ready(reason, message.clone())
+                .signed_in()
+                .condition(ConditionType::PermissionsVerified, false, reason, message)
+                .requeue(Duration::from_secs(600)));
+        }
+    }
     let permissions = (
         ConditionType::PermissionsVerified,
         true,
         Reason::RolesGranted,
         format!(
-            "{} role assignments for principal {principal}",
-            grants.len()
+            "{} role assignments and {} key vault access policies for principal {principal}",
+            grants.len(),
+            policies.len()
         ),
     );
 

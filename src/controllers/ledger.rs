@@ -138,6 +138,7 @@ impl Ledger {
             let shareable = matches!(
                 entry.kind,
                 AzureResourceKind::RoleAssignment
+                    | AzureResourceKind::VaultAccessPolicy
                     | AzureResourceKind::UserAssignedIdentity
                     | AzureResourceKind::FederatedIdentityCredential
             );
@@ -212,6 +213,7 @@ async fn remove(
     };
     match entry.kind {
         AzureResourceKind::RoleAssignment => authorization::remove(arm, &entry.id).await,
+        AzureResourceKind::VaultAccessPolicy => super::vault_access::remove(arm, &entry.id).await,
         AzureResourceKind::FederatedIdentityCredential => {
             let Some(fic) = arm
                 .get::<models::FederatedIdentityCredential>(

@@ -21,6 +21,7 @@ pub mod registry_connection;
 pub mod resolve;
 mod revocation;
 mod shared;
+mod vault_access;
 pub mod workspace;
 
 use std::collections::BTreeMap;

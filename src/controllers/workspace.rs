@@ -14,6 +14,7 @@ use serde_json::json;
 use super::ledger::{Ledger, OWNER_TAG};
 use super::resolve::{self, azure_failure, ids};
 use super::revocation;
+use super::vault_access;
 use super::{Cleanup, Context, Error, Outcome, Reconciled};
 use crate::api::conditions::{ConditionType, Reason};
 use crate::api::*;
@@ -155,10 +156,13 @@ fn desired(
 }
 
 /// The AML role table for a user-assigned workspace identity, on the workspace and the associated
-/// resources ARM reports for it (never ids from the spec), with the field each came from.
+/// resources ARM reports for it (never ids from the spec), with the field each came from. Key
+/// Vault Administrator only on a vault that authorizes with Azure RBAC (`vault_rbac`); the other
+/// kind gets an access policy instead ([`vault_access`]).
 fn role_table(
     workspace_id: &str,
     p: &models::WorkspaceProperties,
+    vault_rbac: bool,
 ) -> Vec<(String, String, &'static str)> {
     let mut table = vec![(
         "the workspace".to_owned(),
@@ -178,12 +182,106 @@ fn role_table(
                 "storageAccount" => {
                     table.push((field, scope.clone(), roles::STORAGE_BLOB_DATA_CONTRIBUTOR))
                 }
-                "keyVault" => table.push((field, scope.clone(), roles::KEY_VAULT_ADMINISTRATOR)),
+                "keyVault" if vault_rbac => {
+                    table.push((field, scope.clone(), roles::KEY_VAULT_ADMINISTRATOR))
+                }
                 _ => {}
             }
         }
     }
     table
+}
+
+/// Ensures the role table for `principal` (the primary user-assigned identity): the scopes
+/// checked against the credential first, the key vault's permission model read, then the role
+/// assignments and, on an access-policy vault, the access policy. Returns the condition's
+/// status, reason and message.
+#[allow(clippy::too_many_arguments)]
+async fn ensure_role_table(
+    ctx: &Context,
+    ws: &Workspace,
+    signed: &resolve::Signed,
+    ledger: &mut Ledger,
+    workspace: &models::Workspace,
+    path: &str,
+    principal: &str,
+    namespace: &str,
+) -> Result<(bool, Reason, String), Error> {
+    let arm = &signed.arm;
+    let p = &workspace.properties;
+    let scopes: Vec<(String, String)> = role_table(path, p, true)
+        .iter()
+        .map(|(f, s, _)| (f.clone(), s.clone()))
+        .collect();
+    if let Err(outcome) = signed.check(&scopes, namespace) {
+        let message = outcome
+            .ready_condition()
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        return Ok((false, Reason::OutOfScope, message));
+    }
+    let vault = match &p.key_vault {
+        None => None,
+        Some(id) => match vault_access::read(arm, id).await {
+            Ok(Some(vault)) => Some((id.clone(), vault)),
+            Ok(None) => {
+                return Ok((
+                    false,
+                    Reason::NotFound,
+                    format!("the workspace's key vault {id} (as ARM reports it) does not exist"),
+                ));
+            }
+            Err(e) => {
+                return Ok((
+                    false,
+                    e.reason(),
+                    format!("reading the workspace's key vault {id}: {e}"),
+                ));
+            }
+        },
+    };
+    let vault_rbac = vault
+        .as_ref()
+        .is_none_or(|(_, v)| vault_access::uses_rbac(v));
+    let grants: Vec<Grant> = role_table(path, p, vault_rbac)
+        .iter()
+        .map(|(_, scope, role)| Grant::new(scope, role, principal))
+        .collect();
+    if let Err(e) = ledger.ensure_grants(ctx, ws, arm, &grants).await? {
+        return Ok((
+            false,
+            e.reason(),
+            format!("granting the workspace identity its roles: {e}"),
+        ));
+    }
+    let mut message = format!(
+        "{} role assignments for principal {principal}",
+        grants.len()
+    );
+    match &vault {
+        Some((id, vault)) if !vault_rbac => {
+            if let Err((reason, why)) = vault_access::ensure(
+                ctx,
+                ws,
+                ledger,
+                arm,
+                id,
+                vault,
+                principal,
+                &vault_access::WORKSPACE_IDENTITY,
+            )
+            .await?
+            {
+                return Ok((false, reason, why));
+            }
+            message.push_str("; the key vault authorizes with access policies: an access policy with every permission but purge");
+        }
+        Some(_) => {
+            message.push_str("; the key vault authorizes with Azure RBAC: Key Vault Administrator")
+        }
+        None => {}
+    }
+    Ok((true, Reason::RoleAssignmentsEnsured, message))
 }
 
 /// The principal of the workspace's primary user-assigned identity, as ARM reports it.
@@ -305,39 +403,17 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
                     .to_owned(),
             ),
             Some(principal) => {
-                let table = role_table(&path, &workspace.properties);
-                let scopes: Vec<(String, String)> = table
-                    .iter()
-                    .map(|(f, s, _)| (f.clone(), s.clone()))
-                    .collect();
-                match signed.check(&scopes, &namespace) {
-                    Err(outcome) => {
-                        let c = outcome.ready_condition().cloned();
-                        let message = c.map(|c| c.message).unwrap_or_default();
-                        (false, Reason::OutOfScope, message)
-                    }
-                    Ok(()) => {
-                        let grants: Vec<Grant> = table
-                            .iter()
-                            .map(|(_, scope, role)| Grant::new(scope, role, &principal))
-                            .collect();
-                        match ledger.ensure_grants(ctx, ws, arm, &grants).await? {
-                            Ok(()) => (
-                                true,
-                                Reason::RoleAssignmentsEnsured,
-                                format!(
-                                    "{} role assignments for principal {principal}",
-                                    grants.len()
-                                ),
-                            ),
-                            Err(e) => (
-                                false,
-                                e.reason(),
-                                format!("granting the workspace identity its roles: {e}"),
-                            ),
-                        }
-                    }
-                }
+                ensure_role_table(
+                    ctx,
+                    ws,
+                    &signed,
+                    &mut ledger,
+                    &workspace,
+                    &path,
+                    &principal,
+                    &namespace,
+                )
+                .await?
             }
         },
         _ => (
@@ -431,6 +507,15 @@ pub async fn reconcile(ws: &Workspace, ctx: &Context) -> Result<Outcome, Error> 
     )
     .field("tenantId", json!(p.tenant_id))
     .field("mlflowTrackingUri", json!(p.ml_flow_tracking_uri))
+    .field(
+        "associatedResources",
+        json!({
+            "storageAccount": p.storage_account,
+            "keyVault": p.key_vault,
+            "containerRegistry": p.container_registry,
+            "applicationInsights": p.application_insights,
+        }),
+    )
     .field("azureResources", ledger.field());
     let outcome = outcome.pending_revocation(&left);
     // Look again now and then: someone may change the workspace in Azure.
