@@ -67,6 +67,8 @@ kubectl -n "$NS" create serviceaccount aml-operator --dry-run=client -o yaml | k
 # What the team provides: the training ServiceAccount and the storage account key the Datastore
 # registers (pods get a SAS, never this key).
 kubectl -n "$NS" create serviceaccount training --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# The ServiceAccount the shared-registry RegistryConnection pulls as (federated with id-image-pull).
+kubectl -n "$NS" create serviceaccount image-pull --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl -n "$NS" create secret generic stmlwteama-key --from-literal=accountKey="$(head -c 64 /dev/urandom | base64 -w0)" \
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 

@@ -30,6 +30,8 @@ fn the_demo_shows_every_sample_ready_with_its_outputs() {
         "ComputeIdentity/cpu-cluster",
         "Datastore/training-data",
         "RegistryConnection/workspace-registry",
+        "RegistryConnection/shared-registry",
+        "Datastore/shared-files",
     ] {
         assert!(
             stdout
@@ -101,6 +103,7 @@ fn the_demo_shows_every_sample_ready_with_its_outputs() {
         "secret/cpu-cluster-identity",
         "secret/training-data-access",
         "secret/workspace-registry-pull",
+        "secret/shared-registry-pull",
         "configmap/aml-workspace-config",
     ] {
         assert!(stdout.contains(output), "{output} missing:\n{stdout}");
