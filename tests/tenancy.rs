@@ -1227,6 +1227,27 @@ async fn a_forged_record_removes_nothing_of_another_team() {
     let api_a = cluster::dynamic_api(&t.client, &kind("ComputeIdentity"), &a.ns);
     let victim = api_a.get("victim").await.unwrap().data["status"]["azureResources"].clone();
     assert!(victim.as_array().is_some_and(|r| r.len() >= 3), "{victim}");
+    // An access policy someone made by hand in team-a's vault, indistinguishable by its
+    // permissions from one the operator gives (get on secrets): Azure gives it no tag.
+    let hand_made = "3c4d5e6f-7081-4293-a4b5-c6d7e8f90a1b";
+    e.seed(Seed {
+        vaults: vec![aml_identity_emulator::state::Vault {
+            id: a.vault(),
+            tenant_id: TENANT.into(),
+            access_policies: vec![aml_identity_emulator::state::AccessPolicy {
+                tenant_id: TENANT.into(),
+                object_id: hand_made.into(),
+                permissions: [("secrets".to_owned(), vec!["get".to_owned()])].into(),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+    let mut victim = victim;
+    victim.as_array_mut().unwrap().push(serde_json::json!({
+        "kind": "VaultAccessPolicy", "id": format!("{}/accessPolicies/{hand_made}", a.vault()),
+    }));
 
     // team-b (given status write, which it should not have) claims team-a's objects as its own.
     let api_b = cluster::dynamic_api(&t.client, &kind("ComputeIdentity"), &b.ns);
@@ -1258,6 +1279,17 @@ async fn a_forged_record_removes_nothing_of_another_team() {
         "team-a's federated credential stays"
     );
     assert!(t.subjects(&b.identity("id-shared")).is_empty());
+    let vault: serde_json::Value = t
+        .azure
+        .arm(t.azure.app_credential("check"))
+        .get(&a.vault(), "2025-05-01")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        vault["properties"]["accessPolicies"][0]["objectId"], hand_made,
+        "the access policy in team-a's vault stays: {vault}"
+    );
     t.finish().await;
 }
 

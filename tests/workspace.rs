@@ -403,6 +403,44 @@ async fn an_access_policy_vault_gets_an_access_policy_instead_of_a_role() {
     .await;
     assert_eq!(e.counter("arm.PUT.accessPolicies"), puts);
 
+    // A ComputeIdentity of the same identity needing get on secrets there shares the entry: it
+    // holds it too, and its deletion leaves it to the Workspace.
+    apply(&client, &ns, serde_json::json!({
+        "apiVersion": "amlidentity.io/v1alpha1", "kind": "ComputeIdentity", "metadata": {"name": "same-identity"},
+        "spec": {"workspaceRef": {"name": name}, "computeName": "cpu-cluster",
+                 "identity": {"type": "UserAssigned", "userAssignedIdentities": [uai()]},
+                 "grants": {"keyVaultSecretsUser": [vault()]}},
+    }))
+    .await;
+    let (_, message, ci) = ready_reason(
+        &client,
+        "ComputeIdentity",
+        &ns,
+        "same-identity",
+        "IdentityReady",
+    )
+    .await;
+    assert!(
+        ci.data["status"]["azureResources"]
+            .to_string()
+            .contains("VaultAccessPolicy"),
+        "{message}: {}",
+        ci.data["status"]
+    );
+    delete_and_wait(&client, "ComputeIdentity", &ns, "same-identity").await;
+    assert!(
+        vault_policies(&azure)
+            .await
+            .iter()
+            .any(|p| p.object_id == UAI_PRINCIPAL),
+        "the Workspace still holds the entry"
+    );
+    assert_eq!(
+        e.counter("arm.PUT.accessPolicies"),
+        puts,
+        "shared, not written again"
+    );
+
     // Deleting removes the operator's entry and leaves the other.
     delete_and_wait(&client, "Workspace", &ns, &name).await;
     let left = vault_policies(&azure).await;

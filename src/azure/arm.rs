@@ -169,6 +169,7 @@ pub struct ArmClient {
     retry: RetryPolicy,
     observer: super::cloud::Observer,
     ceiling: Arc<Ceiling>,
+    acting: Option<Arc<Ceiling>>,
     reads: Option<Arc<super::read_cache::ReadCache>>,
 }
 
@@ -190,6 +191,7 @@ impl ArmClient {
             retry: RetryPolicy::default(),
             observer: Default::default(),
             ceiling: Arc::new(Ceiling::Unlimited),
+            acting: None,
             reads: None,
         }
     }
@@ -219,6 +221,19 @@ impl ArmClient {
     /// The scopes this client may touch.
     pub fn ceiling(&self) -> &Ceiling {
         &self.ceiling
+    }
+
+    /// Records the scopes the object this client serves may act in, when the client itself may
+    /// reach further (revocation, which must also reach scopes narrowed since).
+    pub fn acting_within(mut self, ceiling: Arc<Ceiling>) -> Self {
+        self.acting = Some(ceiling);
+        self
+    }
+
+    /// The scopes the object may act in: a removal that Azure cannot attribute to the operator
+    /// (an access policy carries no tag) stays within them.
+    pub fn acting_scopes(&self) -> &Ceiling {
+        self.acting.as_deref().unwrap_or(&self.ceiling)
     }
 
     /// Reports every response to `observer` (metrics).

@@ -511,6 +511,10 @@ pub struct AccessPolicyEntry {
     pub tenant_id: String,
     /// Object id of the principal.
     pub object_id: String,
+    /// Set on a compound entry (an application acting for the principal), which does not let the
+    /// principal act alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_id: Option<String>,
     /// What it may do.
     #[serde(default)]
     pub permissions: AccessPolicyPermissions,
@@ -529,4 +533,7 @@ pub struct AccessPolicyPermissions {
     /// Certificate permissions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<String>,
+    /// Storage account permissions (never given by the operator).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage: Vec<String>,
 }

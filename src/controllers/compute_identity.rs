@@ -441,9 +441,13 @@ pub async fn reconcile(ci: &ComputeIdentity, ctx: &Context) -> Result<Outcome, E
         // access policy (get on secrets), which cannot be narrowed to one secret.
         for (i, scope) in g.key_vault_secrets_user.iter().enumerate() {
             let field = format!("spec.grants.keyVaultSecretsUser[{i}]");
-            let vault_id = scope
-                .split_once("/secrets/")
-                .map_or(scope.as_str(), |(vault, _)| vault);
+            let vault_id = vault_access::vault_of(scope);
+            // A grant scoped to a secret in a vault beyond the credential's scopes: the vault's
+            // model cannot be read, and the role on the secret is all that can be asked for.
+            if !arm.ceiling().admits(vault_id) {
+                grants.push(Grant::new(scope, roles::KEY_VAULT_SECRETS_USER, &principal));
+                continue;
+            }
             let vault = match vault_access::read(arm, vault_id).await {
                 Ok(Some(vault)) => vault,
                 Ok(None) => {

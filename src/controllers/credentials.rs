@@ -94,6 +94,11 @@ fn check_custom_hosts(spec: &CredentialSpec, allowed: &[String]) -> Result<(), R
             "containerRegistrySuffix",
             e.container_registry_suffix.clone(),
         ),
+        // Not a host the operator calls, but one it mints tokens for.
+        (
+            "containerRegistryAudience",
+            e.container_registry_audience.as_deref().map(host_of),
+        ),
     ];
     for (field, host) in named {
         let Some(host) = host else { continue };

@@ -153,6 +153,9 @@ pub async fn federate<K: Reconciled>(
                 count -= 1;
                 create.push((path, fic, entry));
             }
+            // Made under the operator's own name for this ServiceAccount, by another object
+            // since this pass read it: held, so the last holder is the one to remove it.
+            Some(name) if name == federation_name(namespace, account) => ledger.want(entry),
             // Trusted already by a credential someone else made: nothing to make, nothing to own.
             Some(_) => {}
             None => create.push((path, fic, entry)),

@@ -293,6 +293,19 @@ async fn remove(
     }
 }
 
+/// Whether a live object other than `uid` records `entry`: evidence, with what Azure shows, that
+/// an untagged Azure object (a key vault access policy) is the operator's.
+pub async fn held_elsewhere(
+    ctx: &Context,
+    uid: &str,
+    entry: &AzureResource,
+) -> Result<bool, Error> {
+    Ok(held_by_others(ctx, uid)
+        .await?
+        .iter()
+        .any(|h| h.same(entry)))
+}
+
 /// Everything recorded by the operator's live objects other than `uid` (objects being deleted
 /// release what they hold): the holders a shared Azure object waits for.
 async fn held_by_others(ctx: &Context, uid: &str) -> Result<Vec<AzureResource>, Error> {

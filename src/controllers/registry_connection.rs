@@ -535,11 +535,8 @@ async fn puller(
                 }
                 Err(e) => return Ok(Err(azure_failure(&e, "reading the pulling identity"))),
             };
-            if let Some(actual) = identity
-                .client_id
-                .as_deref()
-                .filter(|actual| !actual.eq_ignore_ascii_case(&named))
-            {
+            let actual = identity.client_id.as_deref().unwrap_or("none reported");
+            if !actual.eq_ignore_ascii_case(&named) {
                 return Ok(Err(Outcome::not_ready(
                     Reason::IdentityMismatch,
                     format!(

@@ -146,10 +146,11 @@ pub async fn sign_in_for(
     let tenant = resolved.credential.tenant_id().to_owned();
     // Revocation deletes only what Azure shows is the operator's and no live object holds
     // (ledger.rs), so it also reaches what lies outside scopes that were narrowed since.
-    let ceiling = Arc::new(match purpose {
-        Purpose::Act => resolved.ceiling,
-        Purpose::Revoke => Ceiling::Unlimited,
-    });
+    let acting = Arc::new(resolved.ceiling);
+    let ceiling = match purpose {
+        Purpose::Act => acting.clone(),
+        Purpose::Revoke => Arc::new(Ceiling::Unlimited),
+    };
     let arm = ArmClient::new(
         http.clone(),
         &resolved.cloud.resource_manager,
@@ -159,7 +160,8 @@ pub async fn sign_in_for(
     )
     .observed(ctx.azure.transport.observer.clone())
     .sharing_reads(ctx.azure.reads.clone())
-    .within(ceiling.clone());
+    .within(ceiling.clone())
+    .acting_within(acting);
     Ok(Ok(Signed {
         arm,
         http,

@@ -6,7 +6,7 @@
 //! An access policy carries no tag, so an entry counts as the operator's only while it holds
 //! exactly what one of the profiles below gives: one edited by someone else is theirs and stays.
 
-use super::ledger::Ledger;
+use super::ledger::{Ledger, held_elsewhere};
 use super::{Context, Error, Reconciled};
 use crate::api::conditions::Reason;
 use crate::api::*;
@@ -91,6 +91,7 @@ impl Profile {
             keys: owned(self.keys),
             secrets: owned(self.secrets),
             certificates: owned(self.certificates),
+            storage: Vec::new(),
         }
     }
 
@@ -110,6 +111,7 @@ impl Profile {
             keys: lacking(self.keys, &have.keys),
             secrets: lacking(self.secrets, &have.secrets),
             certificates: lacking(self.certificates, &have.certificates),
+            storage: Vec::new(),
         }
     }
 
@@ -124,6 +126,7 @@ impl Profile {
         same(self.keys, &have.keys)
             && same(self.secrets, &have.secrets)
             && same(self.certificates, &have.certificates)
+            && have.storage.is_empty()
     }
 }
 
@@ -141,6 +144,17 @@ pub fn uses_rbac(vault: &KeyVault) -> bool {
 /// it); `None` when it does not exist.
 pub async fn read(arm: &ArmClient, id: &str) -> Result<Option<KeyVault>, AzureError> {
     arm.get_recent(id, KEY_VAULT).await
+}
+
+/// The vault of a vault or vault-secret id (`…/providers/Microsoft.KeyVault/vaults/{name}[/secrets/…]`).
+pub fn vault_of(id: &str) -> &str {
+    const VAULTS: &str = "/providers/microsoft.keyvault/vaults/";
+    let Some(at) = id.to_ascii_lowercase().find(VAULTS) else {
+        return id;
+    };
+    let name_at = at + VAULTS.len();
+    let end = id[name_at..].find('/').map_or(id.len(), |i| name_at + i);
+    &id[..end]
 }
 
 /// The record of `principal`'s entry on vault `vault_id`.
@@ -189,16 +203,26 @@ fn describe(p: &AccessPolicyPermissions) -> String {
     .join("; ")
 }
 
+/// The principal's own entry (a compound entry, with an application id, does not let the principal
+/// act alone).
 fn find<'a>(vault: &'a KeyVault, principal: &str) -> Option<&'a AccessPolicyEntry> {
     vault
         .properties
         .access_policies
         .iter()
-        .find(|p| p.object_id.eq_ignore_ascii_case(principal))
+        .find(|p| p.object_id.eq_ignore_ascii_case(principal) && p.application_id.is_none())
 }
 
-/// Ensures `principal` may do what `profile` gives on the access-policy vault `vault_id`. `Err`
-/// carries the reason and a message that says what to grant.
+/// Whether an entry holds exactly one of the operator's profiles.
+fn is_profile(p: &AccessPolicyPermissions) -> bool {
+    PROFILES.iter().any(|profile| profile.is(p))
+}
+
+/// Ensures `principal` may do what `profile` gives on the access-policy vault `vault_id`
+/// (`cached`: a recent read of it). An entry counts as the operator's when it holds exactly a
+/// profile and this or another live object records it; the operator's is shared (held by every
+/// object that relies on it) and widened when needed, anyone else's is used when it allows
+/// enough and otherwise reported. `Err` carries the reason and a message that says what to grant.
 #[allow(clippy::too_many_arguments)]
 pub async fn ensure<K: Reconciled>(
     ctx: &Context,
@@ -206,27 +230,60 @@ pub async fn ensure<K: Reconciled>(
     ledger: &mut Ledger,
     arm: &ArmClient,
     vault_id: &str,
-    vault: &KeyVault,
+    cached: &KeyVault,
     principal: &str,
     profile: &Profile,
 ) -> Result<Result<(), (Reason, String)>, Error> {
     let entry = record_entry(vault_id, principal);
-    let wanted = profile.permissions();
-    if let Some(existing) = find(vault, principal) {
+    // At rest: the entry this object holds, still exactly the operator's and enough.
+    if ledger.holds(&entry)
+        && find(cached, principal).is_some_and(|e| {
+            is_profile(&e.permissions) && is_empty(&profile.missing(&e.permissions))
+        })
+    {
+        ledger.want(entry);
+        return Ok(Ok(()));
+    }
+    // Anything else is decided on a fresh read.
+    arm.forget(vault_id);
+    let name = vault_name(vault_id);
+    let vault = match arm.get::<KeyVault>(vault_id, KEY_VAULT).await {
+        Ok(Some(vault)) => vault,
+        Ok(None) => {
+            return Ok(Err((
+                Reason::NotFound,
+                format!("key vault {vault_id} does not exist"),
+            )));
+        }
+        Err(e) => {
+            return Ok(Err((e.reason(), format!("reading key vault {name}: {e}"))));
+        }
+    };
+    let existing = find(&vault, principal);
+    let ours = match existing {
+        Some(e) if is_profile(&e.permissions) => {
+            let uid = obj.meta().uid.clone().unwrap_or_default();
+            ledger.holds(&entry) || held_elsewhere(ctx, &uid, &entry).await?
+        }
+        _ => false,
+    };
+    if let Some(existing) = existing {
         let lacking = profile.missing(&existing.permissions);
         if is_empty(&lacking) {
-            // Enough already: the operator's own entry is kept; someone else's is used as is.
-            if ledger.holds(&entry) {
+            if ours {
                 ledger.want(entry);
+            } else {
+                // Someone else's (or changed by someone since): used, never removed.
+                ledger.forget(&entry);
             }
             return Ok(Ok(()));
         }
-        if !ledger.holds(&entry) {
+        if !ours {
+            ledger.forget(&entry);
             return Ok(Err((
                 Reason::AccessPolicyIncomplete,
                 format!(
-                    "key vault {} authorizes with access policies, and the access policy of principal {principal} there, which the operator did not make, lacks {}: grant them (`{}`) or switch the vault to Azure RBAC",
-                    vault_name(vault_id),
+                    "key vault {name} authorizes with access policies, and the access policy of principal {principal} there, which the operator did not make (or someone changed since), lacks {}: grant them (`{}`) or switch the vault to Azure RBAC",
                     describe(&lacking),
                     set_policy_command(vault_id, principal, &lacking)
                 ),
@@ -237,15 +294,17 @@ pub async fn ensure<K: Reconciled>(
         return Ok(Err((
             Reason::UnexpectedResponse,
             format!(
-                "key vault {} reports no tenantId: the access policy cannot name the principal's tenant",
-                vault_name(vault_id)
+                "key vault {name} reports no tenantId: the access policy cannot name the principal's tenant"
             ),
         )));
     };
+    let wanted = profile.permissions();
     ledger.record(ctx, obj, &[entry]).await?;
+    // `add` merges into the operator's own entry (a wider profile includes the narrower one).
     let body = serde_json::json!({"properties": {"accessPolicies": [AccessPolicyEntry {
         tenant_id: tenant,
         object_id: principal.to_owned(),
+        application_id: None,
         permissions: wanted.clone(),
     }]}});
     let written = arm
@@ -257,27 +316,31 @@ pub async fn ensure<K: Reconciled>(
         Err(e) => Ok(Err((
             e.reason(),
             format!(
-                "adding an access policy for principal {principal} to key vault {}: {e}; to grant it by hand: `{}`",
-                vault_name(vault_id),
+                "adding an access policy for principal {principal} to key vault {name}: {e}; to grant it by hand: `{}`",
                 set_policy_command(vault_id, principal, &wanted)
             ),
         ))),
     }
 }
 
-/// Removes a recorded entry if it still holds exactly one of the operator's profiles; `Ok(false)`
-/// when it is someone else's now. A vault or entry already gone counts as removed.
+/// Removes a recorded entry if it lies within the scopes the object may act in (an access policy
+/// names no namespace, so a record cannot reach beyond them) and still holds exactly one of the
+/// operator's profiles; `Ok(false)` when it is not the operator's to remove. A vault or entry
+/// already gone counts as removed.
 pub async fn remove(arm: &ArmClient, id: &str) -> Result<bool, AzureError> {
     let Some((vault_id, principal)) = id.rsplit_once("/accessPolicies/") else {
         return Ok(false);
     };
+    if !arm.acting_scopes().admits(vault_id) {
+        return Ok(false);
+    }
     let Some(vault) = arm.get::<KeyVault>(vault_id, KEY_VAULT).await? else {
         return Ok(true);
     };
     let Some(existing) = find(&vault, principal) else {
         return Ok(true);
     };
-    if !PROFILES.iter().any(|p| p.is(&existing.permissions)) {
+    if !is_profile(&existing.permissions) {
         return Ok(false);
     }
     let body = serde_json::json!({"properties": {"accessPolicies": [existing]}});
@@ -301,6 +364,7 @@ mod tests {
             keys: keys.iter().map(|s| s.to_string()).collect(),
             secrets: secrets.iter().map(|s| s.to_string()).collect(),
             certificates: Vec::new(),
+            storage: Vec::new(),
         }
     }
 
@@ -323,6 +387,12 @@ mod tests {
         assert!(SECRETS_READER.is(&perms(&[], &["GET"])));
         assert!(!SECRETS_READER.is(&perms(&[], &["get", "list"])));
         assert!(!WORKSPACE_IDENTITY.is(&perms(&["get"], &["get"])));
+        let mut with_storage = perms(&[], &["get"]);
+        with_storage.storage = vec!["get".into()];
+        assert!(
+            !SECRETS_READER.is(&with_storage),
+            "storage permissions make it someone else's"
+        );
         assert!(WORKSPACE_IDENTITY.is(&WORKSPACE_IDENTITY.permissions()));
         // No purge anywhere in what the workspace identity gets.
         let all = WORKSPACE_IDENTITY.permissions();
@@ -345,6 +415,15 @@ mod tests {
             command,
             "az keyvault set-policy --name kv-a --object-id p-1 --secret-permissions get"
         );
+    }
+
+    #[test]
+    fn the_vault_of_a_secret_is_found_by_its_provider_segment() {
+        let vault =
+            "/subscriptions/s/resourceGroups/secrets/providers/Microsoft.KeyVault/vaults/kv-a";
+        assert_eq!(vault_of(vault), vault);
+        assert_eq!(vault_of(&format!("{vault}/secrets/conn")), vault);
+        assert_eq!(vault_of("not-an-id"), "not-an-id");
     }
 
     #[test]
