@@ -6,7 +6,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 
-use crate::azure::AssertionSource;
+use crate::azure::{AssertionSource, AzureError, Cloud, Credential, Transport};
 
 /// The audience Entra ID expects in federated assertions.
 pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
@@ -32,6 +32,32 @@ impl ServiceAccountAssertion {
             expiration_seconds: 600,
         }
     }
+}
+
+/// Signs in as `client_id` through the ServiceAccount `account` of `namespace`, which a federated
+/// identity credential trusts. Keyed by the ServiceAccount (the token cache adds the client id),
+/// so every object and the managed identity endpoint using the pair share its tokens.
+pub fn federated_credential(
+    client: &kube::Client,
+    transport: &Transport,
+    namespace: &str,
+    account: &str,
+    cloud: &Cloud,
+    tenant: &str,
+    client_id: &str,
+) -> Result<Credential, AzureError> {
+    Credential::workload_identity(
+        format!("federated/{namespace}/{account}"),
+        cloud,
+        transport,
+        tenant,
+        client_id,
+        std::sync::Arc::new(ServiceAccountAssertion::new(
+            client.clone(),
+            namespace,
+            account,
+        )),
+    )
 }
 
 impl std::fmt::Debug for ServiceAccountAssertion {

@@ -87,6 +87,33 @@ fn vault() -> String {
     format!("{}/providers/Microsoft.KeyVault/vaults/kv-mlw-team-a", rg())
 }
 
+/// The official azure-keyvault-secrets reads `storage-conn` from the emulator's vault with `token`
+/// (as a pod would with the Secret's keys); panics with its output when it cannot.
+fn read_vault_secret(azure: &Azure, token: &str, expires_on: &str) {
+    let python = std::env::var("AMLID_PYTHON")
+        .expect("AMLID_PYTHON is not set: run the tests with `make test`");
+    let port = azure.running.https_addr.port();
+    let read = tokio::task::block_in_place(|| {
+        std::process::Command::new(&python)
+            .args([
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/keyvault.py"),
+                &format!("https://localhost:{port}/_vault/kv-mlw-team-a"),
+                "storage-conn",
+            ])
+            .env("AZURE_ACCESS_TOKEN", token)
+            .env("EXPIRES_ON", expires_on)
+            .env("REQUESTS_CA_BUNDLE", &azure.running.ca_path)
+            .output()
+            .unwrap()
+    });
+    assert!(
+        read.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&read.stdout),
+        String::from_utf8_lossy(&read.stderr)
+    );
+}
+
 /// On a key vault that authorizes with access policies, `keyVaultSecretsUser` becomes what the
 /// documents ask there — an access policy allowing get on secrets — and the official SDK reads a
 /// secret with the Secret's vault token; a grant naming one secret is refused (access policies
@@ -193,27 +220,10 @@ async fn an_access_policy_vault_gets_a_policy_for_key_vault_secrets_user() {
         .unwrap();
     let data = secret.data.unwrap();
     let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
-    let python = std::env::var("AMLID_PYTHON")
-        .expect("AMLID_PYTHON is not set: run the tests with `make test`");
-    let port = azure.running.https_addr.port();
-    let vault_read = tokio::task::block_in_place(|| {
-        std::process::Command::new(&python)
-            .args([
-                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/keyvault.py"),
-                &format!("https://localhost:{port}/_vault/kv-mlw-team-a"),
-                "storage-conn",
-            ])
-            .env("AZURE_ACCESS_TOKEN", text("vault.azure.net.token"))
-            .env("EXPIRES_ON", text("vault.azure.net.expires-on"))
-            .env("REQUESTS_CA_BUNDLE", &azure.running.ca_path)
-            .output()
-            .unwrap()
-    });
-    assert!(
-        vault_read.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&vault_read.stdout),
-        String::from_utf8_lossy(&vault_read.stderr)
+    read_vault_secret(
+        &azure,
+        &text("vault.azure.net.token"),
+        &text("vault.azure.net.expires-on"),
     );
 
     delete_and_wait(&client, "ComputeIdentity", &ns, &name).await;
@@ -366,26 +376,7 @@ async fn a_user_assigned_identity_gets_grants_federation_and_a_token_secret() {
     let result: serde_json::Value = serde_json::from_slice(&read.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&read.stderr)));
     assert_eq!(result["read"], support::azurite::BLOB.1, "{result}");
-    let port = azure.running.https_addr.port();
-    let vault_read = tokio::task::block_in_place(|| {
-        std::process::Command::new(&python)
-            .args([
-                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/keyvault.py"),
-                &format!("https://localhost:{port}/_vault/kv-mlw-team-a"),
-                "storage-conn",
-            ])
-            .env("AZURE_ACCESS_TOKEN", &tokens[1])
-            .env("EXPIRES_ON", text("vault.azure.net.expires-on"))
-            .env("REQUESTS_CA_BUNDLE", &azure.running.ca_path)
-            .output()
-            .unwrap()
-    });
-    assert!(
-        vault_read.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&vault_read.stdout),
-        String::from_utf8_lossy(&vault_read.stderr)
-    );
+    read_vault_secret(&azure, &tokens[1], &text("vault.azure.net.expires-on"));
 
     // A TokenIssued Event says who got what until when, never the value.
     let events = Api::<Event>::namespaced(client.clone(), &ns)

@@ -5,7 +5,6 @@
 //! identity and audience however many objects share them.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -26,10 +25,10 @@ use crate::azure::authorization::{Grant, roles};
 use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
 use crate::azure::models::{self, api_versions};
 use crate::azure::paths;
-use crate::azure::{AzureError, Credential, Token};
+use crate::azure::{AzureError, Token};
 use crate::outputs::{self};
 use crate::renewal::{self, Policy};
-use crate::workload_identity::ServiceAccountAssertion;
+use crate::workload_identity::federated_credential;
 
 /// Secret key for a token of `audience`: its host, e.g. `storage.azure.com.token`.
 pub fn audience_key(audience: &str) -> String {
@@ -710,21 +709,14 @@ impl TokenMint<'_> {
     /// Tokens for every audience, through the federated ServiceAccount, none issued before
     /// `issued_after`.
     async fn mint(&self, issued_after: i64, now: i64) -> Result<Result<Minted, Outcome>, Error> {
-        let source = Arc::new(ServiceAccountAssertion::new(
-            self.ctx.client.clone(),
+        let credential = match federated_credential(
+            &self.ctx.client,
+            &self.ctx.azure.transport,
             self.namespace,
             &self.service_account,
-        ));
-        let cloud = self.cloud;
-        // Keyed by the federated ServiceAccount and identity: every object using them shares tokens.
-        let key = format!("federated/{}/{}", self.namespace, self.service_account);
-        let credential = match Credential::workload_identity(
-            key,
-            cloud,
-            &self.ctx.azure.transport,
+            self.cloud,
             self.tenant,
             self.client_id,
-            source,
         ) {
             Ok(c) => c,
             Err(e) => return Ok(Err(self.failed(&e))),
@@ -767,7 +759,7 @@ impl TokenMint<'_> {
         }
         data.insert(
             "AZURE_AUTHORITY_HOST".to_owned(),
-            text(&format!("{}/", cloud.authority_host)),
+            text(&format!("{}/", self.cloud.authority_host)),
         );
         for (audience, token) in &tokens {
             let key = audience_key(audience);

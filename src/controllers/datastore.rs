@@ -5,7 +5,6 @@
 //! minted as a ComputeIdentity.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -26,10 +25,10 @@ use crate::azure::models::ml_api_versions::MACHINE_LEARNING;
 use crate::azure::models::{self};
 use crate::azure::paths;
 use crate::azure::storage::{self, FileSas, ServiceSas};
-use crate::azure::{AzureError, Cloud, Credential};
+use crate::azure::{AzureError, Cloud};
 use crate::outputs;
 use crate::renewal::{self, Policy};
-use crate::workload_identity::ServiceAccountAssertion;
+use crate::workload_identity::federated_credential;
 
 const DEFAULT_PERMISSIONS: &str = "rl";
 const DEFAULT_TTL: i64 = 3600;
@@ -614,18 +613,14 @@ async fn identity_token(
                 "ComputeIdentity {name} federates no ServiceAccount"
             ))
         })?;
-    let source = Arc::new(ServiceAccountAssertion::new(
-        ctx.client.clone(),
+    let credential = federated_credential(
+        &ctx.client,
+        &ctx.azure.transport,
         namespace,
         &account,
-    ));
-    let credential = Credential::workload_identity(
-        format!("federated/{namespace}/{account}"),
         cloud,
-        &ctx.azure.transport,
         tenant,
         &client_id,
-        source,
     )?;
     ctx.azure
         .tokens

@@ -5,7 +5,6 @@
 //! workspace's `ContainerRegistry` connection.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -32,7 +31,7 @@ use crate::azure::paths;
 use crate::azure::{AzureError, Cloud, Credential, acr};
 use crate::outputs::{self, Expiry};
 use crate::renewal::{self, Policy};
-use crate::workload_identity::ServiceAccountAssertion;
+use crate::workload_identity::federated_credential;
 
 /// Admin passwords do not expire; the operator looks at them again this often.
 const ADMIN_RECHECK: i64 = 3600;
@@ -486,24 +485,18 @@ async fn puller(
                     .as_ref()
                     .and_then(|f| f.service_accounts.first().cloned());
                 let credential = match account {
-                    Some(account) => {
-                        let source = Arc::new(ServiceAccountAssertion::new(
-                            ctx.client.clone(),
+                    Some(account) => Some(
+                        federated_credential(
+                            &ctx.client,
+                            &ctx.azure.transport,
                             namespace,
                             &account,
-                        ));
-                        Some(
-                            Credential::workload_identity(
-                                format!("federated/{namespace}/{account}"),
-                                cloud,
-                                &ctx.azure.transport,
-                                tenant,
-                                &client_id,
-                                source,
-                            )
-                            .map_err(|e| Error::Azure(e.to_string()))?,
+                            cloud,
+                            tenant,
+                            &client_id,
                         )
-                    }
+                        .map_err(|e| Error::Azure(e.to_string()))?,
+                    ),
                     None => None,
                 };
                 return Ok(Ok(Puller {
@@ -546,18 +539,14 @@ async fn puller(
                 .requeue(Duration::from_secs(600))));
             }
             let account = mi.service_account.clone().unwrap_or_default();
-            let source = Arc::new(ServiceAccountAssertion::new(
-                ctx.client.clone(),
+            let credential = federated_credential(
+                &ctx.client,
+                &ctx.azure.transport,
                 namespace,
                 &account,
-            ));
-            let credential = Credential::workload_identity(
-                format!("federated/{namespace}/{account}"),
                 cloud,
-                &ctx.azure.transport,
                 identity.tenant_id.as_deref().unwrap_or(tenant),
                 &named,
-                source,
             )
             .map_err(|e| Error::Azure(e.to_string()))?;
             Ok(Ok(Puller {

@@ -30,10 +30,10 @@ use kube::{Resource, ResourceExt};
 use crate::api::conditions::{ConditionType, Reason};
 use crate::api::{ComputeIdentity, IdentityStatus};
 use crate::azure::scope::Audiences;
-use crate::azure::{AzureError, Cloud, Credential};
+use crate::azure::{AzureError, Cloud};
 use crate::controllers::Context;
 use crate::controllers::credentials::{self, Purpose, ResolveError};
-use crate::workload_identity::ServiceAccountAssertion;
+use crate::workload_identity::federated_credential;
 use budget::Budgets;
 pub use budget::RateLimit;
 pub use directory::Directory;
@@ -144,18 +144,15 @@ impl Endpoint {
         } else {
             identity.tenant_id.clone()
         };
-        let credential = Credential::workload_identity(
-            // The controllers' key for this ServiceAccount: the endpoint shares their tokens.
-            format!("federated/{namespace}/{account}"),
-            &grant.cloud,
+        // The controllers' credential for this ServiceAccount: the endpoint shares their tokens.
+        let credential = federated_credential(
+            &self.ctx.client,
             &self.ctx.azure.transport,
+            &namespace,
+            account,
+            &grant.cloud,
             &tenant,
             &identity.client_id,
-            Arc::new(ServiceAccountAssertion::new(
-                self.ctx.client.clone(),
-                &namespace,
-                account,
-            )),
         )
         .map_err(|e| minting_failed(&e, &identity.client_id))?;
         let token = self
