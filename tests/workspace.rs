@@ -27,6 +27,17 @@ fn uai() -> String {
     )
 }
 
+/// Changes an annotation of the object: one more reconcile, nothing else changed.
+async fn touch(api: &Api<kube::api::DynamicObject>, name: &str, value: &str) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"touch": value}}})),
+    )
+    .await
+    .unwrap();
+}
+
 fn vault() -> String {
     format!("{}/providers/Microsoft.KeyVault/vaults/kv-mlw-team-a", rg())
 }
@@ -173,13 +184,7 @@ async fn manage_creates_the_workspace_grants_its_roles_and_exports_config_json()
     let puts = azure.emulator().counter("arm.PUT.workspaces");
     assert_eq!(puts, 1);
     let api = cluster::dynamic_api(&client, &kind("Workspace"), &ns);
-    api.patch(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"touch": "1"}}})),
-    )
-    .await
-    .unwrap();
+    touch(&api, &name, "1").await;
     let gets = azure.emulator().counter("arm.GET.workspaces");
     cluster::wait_until(Duration::from_secs(20), "another reconcile", || async {
         (azure.emulator().counter("arm.GET.workspaces") > gets).then_some(())
@@ -312,13 +317,7 @@ async fn an_access_policy_vault_gets_an_access_policy_instead_of_a_role() {
         .seed(access_policy_vault(vec![policy(someone, &["get", "list"])]))
         .unwrap();
     let api = cluster::dynamic_api(&client, &kind("Workspace"), &ns);
-    api.patch(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"touch": "1"}}})),
-    )
-    .await
-    .unwrap();
+    touch(&api, &name, "1").await;
     let (status, message, obj) =
         ready_reason(&client, "Workspace", &ns, &name, "WorkspaceReady").await;
     assert_eq!(status, "True", "{message}");
@@ -389,13 +388,7 @@ async fn an_access_policy_vault_gets_an_access_policy_instead_of_a_role() {
     // Settled: another pass reads the vault but adds nothing.
     let puts = e.counter("arm.PUT.accessPolicies");
     assert_eq!(puts, 1);
-    api.patch(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"touch": "2"}}})),
-    )
-    .await
-    .unwrap();
+    touch(&api, &name, "2").await;
     let reads = e.counter("arm.GET.vaults");
     cluster::wait_until(Duration::from_secs(20), "another reconcile", || async {
         (e.counter("arm.GET.vaults") > reads).then_some(())
